@@ -1,0 +1,1 @@
+"""Shared code of the Gen3D TorchServe handlers: request schema, storage, model building, output encoding."""
