@@ -1,12 +1,38 @@
-"""Shared fixtures: the BPE vocab and a tiny random SAM 3 state."""
+"""Shared fixtures: tiny SAM 3 weights, moto's S3 server over HTTP, demo archives, a real TorchServe."""
 
 from __future__ import annotations
 
+import io
+import os
+import socket
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 warnings.filterwarnings("ignore", category=FutureWarning)
+
+REPO = Path(__file__).resolve().parent.parent
+BUCKET = "gen3d-data-bucket"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def png_bytes(seed: int, size: tuple[int, int] = (120, 160), mode: str = "RGB") -> bytes:
+    """A random picture of ``size`` (h, w) as PNG."""
+    rng = np.random.default_rng(seed)
+    img = Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
 
 
 @pytest.fixture(scope="session")
@@ -21,3 +47,95 @@ def tiny_state(bpe_path):
     from gen3d.sam3_builder import PRESETS, random_sam3_state_dict
 
     return random_sam3_state_dict(PRESETS["tiny"], bpe_path, seed=0)
+
+
+@pytest.fixture(scope="session")
+def aws_env():
+    """moto's S3 server on a free loopback port, reached through the standard AWS environment."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {
+        "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield env
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3(aws_env):
+    import boto3
+
+    client = boto3.client("s3")
+    client.create_bucket(Bucket=BUCKET)
+    return client
+
+
+@pytest.fixture(scope="session")
+def model_store(tmp_path_factory) -> Path:
+    """Demo archives built by the project's own script, as `make serve` builds them."""
+    store = tmp_path_factory.mktemp("model-store")
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "build_archives.py"),
+            "sam3",
+            "--export-path",
+            str(store),
+            "--batch-size",
+            "4",
+            "--max-batch-delay",
+            "1500",
+        ],
+        check=True,
+        cwd=REPO,
+    )
+    return store
+
+
+@pytest.fixture(scope="session")
+def demo_checkpoint(model_store) -> Path:
+    return REPO / "build" / "sam3-tiny-demo-seed0.safetensors"
+
+
+@pytest.fixture(scope="session")
+def torchserve(model_store, aws_env, tmp_path_factory):
+    """A real TorchServe (Java frontend + Python workers) on free ports, serving the demo archives."""
+    from gen3d import torchserve_runner
+
+    work = tmp_path_factory.mktemp("torchserve")
+    ports = [free_port() for _ in range(3)]
+    config = torchserve_runner.write_config(
+        REPO / "config.properties",
+        work / "config.properties",
+        {
+            "inference_address": f"http://127.0.0.1:{ports[0]}",
+            "management_address": f"http://127.0.0.1:{ports[1]}",
+            "metrics_address": f"http://127.0.0.1:{ports[2]}",
+            "model_store": str(model_store),
+            "metrics_config": str(REPO / "metrics.yaml"),
+        },
+    )
+    env = dict(os.environ, **aws_env)
+    with open(work / "torchserve.out", "wb") as out:
+        server = torchserve_runner.start(config, model_store, "all", work / "logs", env, stdout=out)
+        try:
+            server.wait_ready(["sam3"], timeout=180)
+        except Exception:
+            server.stop()
+            print((work / "torchserve.out").read_text()[-5000:])
+            raise
+        yield server
+        server.stop()

@@ -33,7 +33,9 @@ def _stock_model_on_meta(bpe_path: str) -> torch.nn.Module:
 
     with (
         mock.patch.object(position_encoding.torch, "zeros", zeros_not_on_cuda),
-        mock.patch.object(decoder.TransformerDecoder, "_get_coords", staticmethod(lambda h, w, device: get_coords(h, w, None))),
+        mock.patch.object(
+            decoder.TransformerDecoder, "_get_coords", staticmethod(lambda h, w, device: get_coords(h, w, None))
+        ),
         init_empty_weights(include_buffers=False),
     ):
         return build_sam3_image_model(
