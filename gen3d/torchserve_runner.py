@@ -82,6 +82,11 @@ class TorchServe:
             time.sleep(1)
         log.info("models ready: %s", ", ".join(models))
 
+    def terminate(self) -> None:
+        """Asks TorchServe and its workers to stop (SIGTERM to the process group); safe in a signal handler."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+
     def stop(self, timeout: float = 30) -> int:
         """Stops TorchServe and its workers (the whole process group)."""
         if self.process.poll() is None:
@@ -131,7 +136,7 @@ def start(
     process = subprocess.Popen(
         cmd,
         env=run_env,
-        cwd=str(log_dir or Path.cwd()),
+        cwd=str(config.resolve().parent),
         start_new_session=True,
         stdout=stdout,
         stderr=subprocess.STDOUT if stdout else None,

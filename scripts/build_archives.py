@@ -27,7 +27,9 @@ import yaml  # noqa: E402
 from gen3d.archive_files import copy_with_progress  # noqa: E402
 
 log = logging.getLogger("build_archives")
-LARGE = 1 << 30  # checkpoints above 1 GiB go into an uncompressed archive directory
+LARGE = 1 << 30
+# GPU memory a worker needs, checked against the GPUs by the serve entrypoint (0: runs anywhere).
+MIN_GPU_MEMORY_GIB = {"sam3": 16, "tiny": 0}  # checkpoints above 1 GiB go into an uncompressed archive directory
 
 
 def sam3_demo_checkpoint(work: Path, seed: int) -> Path:
@@ -73,7 +75,12 @@ def build(args: argparse.Namespace) -> Path:
         raise SystemExit(f"checkpoint not found: {checkpoint}")
     preset = args.preset or ("tiny" if demo else "sam3")
     shutil.copy2(bpe_vocab_path(), stage / BPE_VOCAB_NAME)
-    handler = {"preset": preset, "checkpoint": checkpoint.name, "demo_weights": demo}
+    handler = {
+        "preset": preset,
+        "checkpoint": checkpoint.name,
+        "demo_weights": demo,
+        "min_gpu_memory_gib": MIN_GPU_MEMORY_GIB.get(preset, 0),
+    }
     if args.output_prefix:
         handler["output_prefix"] = args.output_prefix
     (stage / "model-config.yaml").write_text(yaml.safe_dump(model_config(args, handler), sort_keys=False))
