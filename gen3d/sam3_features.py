@@ -1,9 +1,11 @@
-"""Running SAM 3's image encoder over a batch and extracting what each image's prompts need.
+"""Running SAM 3's image encoder over a batch and keeping what each image's prompts need.
 
 ``encode_images`` runs the backbone once over the stacked images through sam3's own ``Sam3Processor``
-(its preprocessing, its ``conv_s0``/``conv_s1`` projections), then derives, per image, the interactive
-decoder's inputs exactly as ``Sam3Image.predict_inst`` does: ``image_embed`` [1,256,g,g] and
-``high_res_feats`` [1,32,4g,4g], [1,64,2g,2g] (g = 72 at 1008 px).
+(its preprocessing, its ``conv_s0``/``conv_s1`` projections), then derives, per image:
+- the interactive decoder's inputs exactly as ``Sam3Image.predict_inst`` does: ``image_embed`` [1,256,g,g]
+  and ``high_res_feats`` [1,32,4g,4g], [1,64,2g,2g] (g = 72 at 1008 px): what get_embedding returns;
+- the detector's ``backbone_fpn`` levels, which text (concept) prompts need. Position encodings and
+  ``vision_features`` are derived from them again (``grounding_backbone_out``), so they are not stored.
 """
 
 from __future__ import annotations
@@ -16,28 +18,39 @@ from PIL import Image
 from gen3d.sam3_builder import LoadedSam3
 
 EMBEDDING_TENSORS = ("image_embed", "high_res_feats.0", "high_res_feats.1")
+FPN_PREFIX = "backbone_fpn."
 
 
 @dataclass
 class ImageFeatures:
-    """One image's encoder output: the interactive decoder's features and the full backbone output."""
+    """One image's encoder output (batch dim 1), float32 as computed."""
 
     original_size: tuple[int, int]  # (height, width)
-    interactive: dict[str, torch.Tensor]  # EMBEDDING_TENSORS, batch dim 1
-    backbone_out: dict  # Sam3Processor's state["backbone_out"] for this image (batch dim 1)
+    interactive: dict[str, torch.Tensor]  # EMBEDDING_TENSORS
+    backbone_fpn: list[torch.Tensor]
 
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Everything as one flat name -> tensor dict (for the cache)."""
+        flat = dict(self.interactive)
+        flat.update({f"{FPN_PREFIX}{i}": t for i, t in enumerate(self.backbone_fpn)})
+        return flat
 
-def _slice_batch(value, index: int):
-    """Item ``index`` of a batched backbone output (tensors, lists and dicts of them), batch dim kept."""
-    if isinstance(value, torch.Tensor):
-        return value[index : index + 1]
-    if isinstance(value, list):
-        return [_slice_batch(v, index) for v in value]
-    if isinstance(value, tuple):
-        return tuple(_slice_batch(v, index) for v in value)
-    if isinstance(value, dict):
-        return {k: _slice_batch(v, index) for k, v in value.items()}
-    return value
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], original_size: tuple[int, int]) -> ImageFeatures:
+        """Inverse of :meth:`tensors`."""
+        levels = sorted((k for k in tensors if k.startswith(FPN_PREFIX)), key=lambda k: int(k[len(FPN_PREFIX) :]))
+        return cls(
+            original_size=original_size,
+            interactive={k: tensors[k] for k in EMBEDDING_TENSORS},
+            backbone_fpn=[tensors[k] for k in levels],
+        )
+
+    def to(self, device: torch.device) -> ImageFeatures:
+        return ImageFeatures(
+            self.original_size,
+            {k: v.to(device) for k, v in self.interactive.items()},
+            [t.to(device) for t in self.backbone_fpn],
+        )
 
 
 def _interactive_features(loaded: LoadedSam3, sam2_backbone_out: dict) -> dict[str, torch.Tensor]:
@@ -75,7 +88,19 @@ def encode_images(loaded: LoadedSam3, images: list[Image.Image]) -> list[ImageFe
         ImageFeatures(
             original_size=(img.height, img.width),
             interactive={k: v[i : i + 1] for k, v in interactive.items()},
-            backbone_out=_slice_batch(backbone_out, i),
+            backbone_fpn=[level[i : i + 1] for level in backbone_out["backbone_fpn"]],
         )
         for i, img in enumerate(images)
     ]
+
+
+@torch.inference_mode()
+def grounding_backbone_out(loaded: LoadedSam3, features: ImageFeatures) -> dict:
+    """A fresh ``backbone_out`` for ``Sam3Processor`` text/box grounding, as ``SAM3VLBackbone`` builds it."""
+    position_encoding = loaded.model.backbone.vision_backbone.position_encoding
+    fpn = [t.to(loaded.device) for t in features.backbone_fpn]
+    return {
+        "vision_features": fpn[-1],
+        "vision_pos_enc": [position_encoding(t).to(t.dtype) for t in fpn],
+        "backbone_fpn": fpn,
+    }

@@ -128,7 +128,7 @@ def torchserve(model_store, aws_env, tmp_path_factory):
             "metrics_config": str(REPO / "metrics.yaml"),
         },
     )
-    env = dict(os.environ, **aws_env)
+    env = dict(os.environ, **aws_env, GEN3D_CACHE_DIR=str(work / "embedding-cache"))
     with open(work / "torchserve.out", "wb") as out:
         server = torchserve_runner.start(config, model_store, "all", work / "logs", env, stdout=out)
         try:

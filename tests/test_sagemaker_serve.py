@@ -27,6 +27,7 @@ def serve_env(model_dir: Path, aws_env: dict, **extra: str) -> tuple[dict, int]:
         SAGEMAKER_BIND_TO_PORT=str(port),
         GEN3D_MANAGEMENT_PORT=str(free_port()),
         GEN3D_METRICS_PORT=str(free_port()),
+        GEN3D_CACHE_DIR=str(model_dir.parent / "embedding-cache"),
         **extra,
     )
     return env, port

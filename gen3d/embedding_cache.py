@@ -1,0 +1,54 @@
+"""Image features shared by all workers of an instance: on disk, bounded by bytes, least-recently-used.
+
+Keys are embedding ids (hash of image content and model id), so one model never gets another's features.
+Values are safetensors files (no pickle). diskcache (SQLite) makes concurrent readers and writers from
+several worker processes safe, and the cache outlives any worker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import diskcache
+from safetensors.torch import load, save
+
+from gen3d.sam3_features import ImageFeatures
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddingCache:
+    """``embedding_id -> ImageFeatures`` on disk, at most ``size_limit_bytes``."""
+
+    def __init__(self, directory: str | Path, size_limit_bytes: int, model_id: str) -> None:
+        self.model_id = model_id
+        self._cache = diskcache.Cache(
+            str(directory), size_limit=size_limit_bytes, eviction_policy="least-recently-used"
+        )
+        log.info("embedding cache at %s, limit %.1f GB", directory, size_limit_bytes / 1e9)
+
+    def get(self, embedding_id: str) -> ImageFeatures | None:
+        """Features of ``embedding_id`` when cached (for this model), else ``None``."""
+        data = self._cache.get(embedding_id)
+        if data is None:
+            return None
+        header_len = int.from_bytes(data[:8], "little")
+        meta = json.loads(data[8 : 8 + header_len])["__metadata__"]
+        if meta.get("model_id") != self.model_id:  # ids embed the model id; this guards against collisions
+            return None
+        return ImageFeatures.from_tensors(load(data), tuple(json.loads(meta["original_size"])))
+
+    def put(self, embedding_id: str, features: ImageFeatures) -> None:
+        """Stores ``features`` (moved to the CPU, float32 as computed)."""
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in features.tensors().items()}
+        meta = {"model_id": self.model_id, "original_size": json.dumps(list(features.original_size))}
+        self._cache.set(embedding_id, save(tensors, metadata=meta))
+
+    def __contains__(self, embedding_id: str) -> bool:
+        return embedding_id in self._cache
+
+    @property
+    def volume_bytes(self) -> int:
+        return self._cache.volume()
