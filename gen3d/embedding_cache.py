@@ -24,8 +24,11 @@ class EmbeddingCache:
 
     def __init__(self, directory: str | Path, size_limit_bytes: int, model_id: str) -> None:
         self.model_id = model_id
+        # cull_limit=1: each write evicts the single least recently used entry while over the limit; entries of
+        # one model all have the same size, so that keeps the volume under the limit (diskcache's default of 10
+        # per write, and its cull(), evict in chunks of 10 and can empty a cache of large entries).
         self._cache = diskcache.Cache(
-            str(directory), size_limit=size_limit_bytes, eviction_policy="least-recently-used"
+            str(directory), size_limit=size_limit_bytes, eviction_policy="least-recently-used", cull_limit=1
         )
         log.info("embedding cache at %s, limit %.1f GB", directory, size_limit_bytes / 1e9)
 
