@@ -164,7 +164,7 @@ def test_scripts_have_help():
     import sys
 
     repo = Path(__file__).resolve().parent.parent
-    for script in ("build_archives.py", "serve_local.py", "serve"):
+    for script in ("build_archives.py", "serve_local.py", "serve", "benchmark_sam3.py"):
         done = subprocess.run(
             [sys.executable, str(repo / "scripts" / script), "--help"], capture_output=True, text=True
         )
