@@ -210,7 +210,9 @@ def test_bad_requests_in_a_batch_leave_the_others_and_the_worker_alone(torchserv
     assert post(torchserve, good).status_code == 200
 
 
-def test_invocations_route_reaches_the_single_model(torchserve, s3):
+def test_invocations_route_reaches_the_named_model(torchserve, s3):
+    # The fixture serves sam3 and sam3d, so /invocations needs model_name (a SageMaker container serves one
+    # model, where the bare route works: tests/test_sagemaker_serve.py).
     put_image(s3, "test-data/test-image.png", png_bytes(1))
-    resp = post(torchserve, {**SEED, "image_s3_key": "test-data/test-image.png"}, path="/invocations")
+    resp = post(torchserve, {**SEED, "image_s3_key": "test-data/test-image.png"}, path="/invocations?model_name=sam3")
     assert resp.status_code == 200 and resp.json()["status"] == "success"
