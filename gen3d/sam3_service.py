@@ -29,6 +29,7 @@ from gen3d.embedding_cache import EmbeddingCache
 from gen3d.errors import RequestError, StartupError
 from gen3d.images import decode_image, image_digest
 from gen3d.masks import mask_png, rle_from_mask
+from gen3d.replies import Reply, server_error
 from gen3d.request_schema import ParsedRequest, RawRequest, embedding_dtype, parse_request, require_image
 from gen3d.sam3_builder import LoadedSam3, load_sam3
 from gen3d.sam3_features import ImageFeatures, encode_images
@@ -55,15 +56,6 @@ MetricSink = Callable[[str, float, str], None]
 
 
 @dataclass
-class Reply:
-    """One answer: HTTP status, body (JSON-able dict or bytes) and content type."""
-
-    status: int
-    body: dict | bytes
-    content_type: str = "application/json"
-
-
-@dataclass
 class Job:
     """One request on its way through a batch."""
 
@@ -83,16 +75,6 @@ class Job:
 
     def fail(self, err: RequestError) -> None:
         self.reply = Reply(err.status, out.failure(self.task, err))
-
-
-def server_error(task: str | None, stage: str, err: Exception) -> Reply:
-    """A 502 (storage) or 500 answer for an unexpected failure of one request, logged with its traceback."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    log.error("%s stage of a %s request failed", stage, task, exc_info=err)
-    status = 502 if isinstance(err, (BotoCoreError, ClientError)) else 500
-    rerr = RequestError(stage, f"{err.__class__.__name__}: {err}", status=status)
-    return Reply(status, out.failure(task, rerr))
 
 
 def _ms(since: float) -> float:
