@@ -4,9 +4,12 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
-# Real checkpoints: `make serve SAM3_CHECKPOINT=/models/sam3.pt`. Without one, demo archives (random weights).
+REQUIREMENTS := requirements.txt requirements-dev.txt requirements-sam3d-cpu.txt
+STAMP := $(VENV)/.installed-$(shell cat $(REQUIREMENTS) | sha1sum | cut -c1-12)
+# Real checkpoints: `make serve SAM3_CHECKPOINT=/models/sam3.pt SAM3D_PIPELINE_DIR=/models/sam3d/hf`.
+# Without them, demo archives (random weights; sam3d's demo preset tiny-cpu-demo runs on the CPU).
 SAM3_CHECKPOINT ?=
+SAM3D_PIPELINE_DIR ?=
 
 .PHONY: setup java archives serve test lint clean
 
@@ -14,16 +17,17 @@ java:
 	@command -v java >/dev/null || { echo "installing a Java 17 JRE (TorchServe's frontend)"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends openjdk-17-jre-headless; }
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): $(REQUIREMENTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip==25.3
-	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-dev.txt
+	$(BIN)/python -m pip install -q $(addprefix -r ,$(REQUIREMENTS))
 	rm -f $(VENV)/.installed-* && touch $@
 
 setup: java $(STAMP)
 
 archives: setup
 	$(BIN)/python scripts/build_archives.py sam3 $(if $(SAM3_CHECKPOINT),--checkpoint $(SAM3_CHECKPOINT))
+	$(BIN)/python scripts/build_archives.py sam3d $(if $(SAM3D_PIPELINE_DIR),--pipeline-dir $(SAM3D_PIPELINE_DIR))
 
 serve: archives
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python scripts/serve_local.py

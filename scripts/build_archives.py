@@ -1,12 +1,21 @@
 #!/usr/bin/env python3
 """Build TorchServe model archives (handler + shared code + model-config.yaml + checkpoint + assets).
 
-Without --checkpoint, a *demo* archive is built from a tiny random-weight model made of the real
-sam3 classes: it serves real computations but its outputs mean nothing.
+Without --checkpoint (sam3) or --pipeline-dir (sam3d), a *demo* archive is built from a tiny random-weight
+model made of the real sam3 / sam3d_objects classes: it serves real computations but its outputs mean nothing.
 
 Examples:
   scripts/build_archives.py sam3                                   # demo archive, tiny preset
   scripts/build_archives.py sam3 --checkpoint /models/sam3.pt      # real SAM 3 (preset sam3)
+  scripts/build_archives.py sam3d                                  # demo archive, preset tiny-cpu-demo (CPU)
+  scripts/build_archives.py sam3d --pipeline-dir /models/sam3d/hf  # real SAM 3D Objects (preset sam3d-objects)
+
+--pipeline-dir is the checkpoints/hf folder of the facebook/sam-3d-objects download (pipeline.yaml, its
+configs and checkpoints) with DINOv2 and MoGe staged beside pipeline.yaml, so nothing is fetched at run time:
+  dinov2/                   a copy of github.com/facebookresearch/dinov2 (hubconf.py)
+  torch_hub/checkpoints/    the DINOv2 weights its hubconf would download (e.g. dinov2_vitl14_reg4_pretrain.pth)
+  moge/model.pt             MoGe's checkpoint (Hugging Face Ruicheng/moge-vitl)
+It is copied into an uncompressed archive directory (model-store/sam3d/pipeline/).
 """
 
 from __future__ import annotations
@@ -27,9 +36,16 @@ import yaml  # noqa: E402
 from gen3d.archive_files import copy_with_progress  # noqa: E402
 
 log = logging.getLogger("build_archives")
-LARGE = 1 << 30
-# GPU memory a worker needs, checked against the GPUs by the serve entrypoint (0: runs anywhere).
-MIN_GPU_MEMORY_GIB = {"sam3": 16, "tiny": 0}  # checkpoints above 1 GiB go into an uncompressed archive directory
+LARGE = 1 << 30  # checkpoints above 1 GiB go into an uncompressed archive directory
+# GPU memory a worker needs, checked against the GPUs by the serve entrypoint (0: runs anywhere);
+# sam3d presets carry their own (gen3d.sam3d_builder.PRESETS).
+MIN_GPU_MEMORY_GIB = {"sam3": 16, "tiny": 0}
+# TorchServe settings per model when not given: sam3d runs one object per batch for minutes on a GPU.
+MODEL_DEFAULTS = {
+    "sam3": {"batch_size": 4, "response_timeout": 300, "startup_timeout": 600},
+    "sam3d": {"batch_size": 1, "response_timeout": 900, "startup_timeout": 1800},
+}
+PIPELINE_SUBDIR = "pipeline"
 
 
 def sam3_demo_checkpoint(work: Path, seed: int) -> Path:
@@ -59,15 +75,104 @@ def model_config(args: argparse.Namespace, handler: dict) -> dict:
     }
 
 
+def sam3d_demo_checkpoint(work: Path, preset_name: str, seed: int) -> Path:
+    """A random-weight checkpoint of the sam3d demo preset, made once per seed and version of its builder."""
+    import hashlib
+
+    from gen3d import sam3d_tiny
+    from gen3d.sam3d_builder import get_preset
+
+    version = hashlib.sha256(Path(sam3d_tiny.__file__).read_bytes()).hexdigest()[:12]
+    path = work / f"sam3d-{preset_name}-{version}-seed{seed}.safetensors"
+    if not path.exists():
+        log.info("making demo checkpoint %s (random weights)", path)
+        path.write_bytes(sam3d_tiny.demo_checkpoint_bytes(get_preset(preset_name), seed))
+    return path
+
+
+def check_pipeline_dir(pipeline_dir: Path) -> None:
+    """Runs the serving-time checks of pipeline.yaml (targets, named files, staged DINOv2 and MoGe)."""
+    import tempfile
+
+    import torch
+
+    from gen3d.errors import StartupError
+    from gen3d.sam3d_pipeline import prepare_config
+
+    pipeline_yaml = pipeline_dir / "pipeline.yaml"
+    if not pipeline_yaml.is_file():
+        raise SystemExit(f"pipeline.yaml not found in {pipeline_dir}")
+    with tempfile.TemporaryDirectory() as runtime:
+        try:
+            prepare_config(pipeline_yaml, {}, torch.device("cuda"), Path(runtime))
+        except StartupError as err:
+            raise SystemExit(f"--pipeline-dir {pipeline_dir}: {err}") from None
+
+
+def copy_tree_with_progress(src: Path, dst: Path) -> None:
+    """Copies every file under ``src`` to ``dst``; large ones with a progress bar."""
+    for path in sorted(p for p in src.rglob("*") if p.is_file()):
+        target = dst / path.relative_to(src)
+        if path.stat().st_size >= 64 * 1024 * 1024:
+            copy_with_progress(path, target)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+
+
+def stage_sam3d(args: argparse.Namespace, stage: Path, work: Path) -> tuple[dict, Path | None, str, bool]:
+    """The sam3d handler section; returns it, the file to ship, the archive format and whether it is a demo."""
+    from gen3d.sam3d_builder import get_preset
+
+    if args.checkpoint:
+        raise SystemExit("sam3d takes --pipeline-dir (the checkpoints/hf folder), not --checkpoint")
+    demo = args.pipeline_dir is None
+    preset = get_preset(args.preset or ("tiny-cpu-demo" if demo else "sam3d-objects"))
+    if preset.demo != demo:
+        kind, need = ("a demo", "without") if preset.demo else ("the production model", "with")
+        raise SystemExit(f"preset {preset.name} is {kind}: build it {need} --pipeline-dir")
+    handler = {"preset": preset.name, "demo_weights": demo, "min_gpu_memory_gib": preset.min_gpu_memory_gib}
+    if demo:
+        checkpoint = sam3d_demo_checkpoint(work, preset.name, args.seed)
+        shutil.copy2(checkpoint, stage / checkpoint.name)
+        handler["checkpoint"] = checkpoint.name
+        return handler, None, "default" if args.archive_format == "auto" else args.archive_format, True
+    pipeline_dir = Path(args.pipeline_dir).resolve()
+    check_pipeline_dir(pipeline_dir)
+    if args.archive_format not in ("auto", "no-archive"):
+        raise SystemExit("a sam3d-objects archive is always an uncompressed directory (--archive-format no-archive)")
+    handler["checkpoint"] = f"{PIPELINE_SUBDIR}/pipeline.yaml"
+    return handler, pipeline_dir, "no-archive", False
+
+
 def build(args: argparse.Namespace) -> Path:
     """Stages the archive's files and runs torch-model-archiver; returns the archive path."""
     from gen3d.assets import BPE_VOCAB_NAME, bpe_vocab_path
+
+    for key, value in MODEL_DEFAULTS[args.model].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.model == "sam3d" and args.batch_size != 1:
+        raise SystemExit("sam3d answers one request per batch: --batch-size must be 1")
+    if args.model == "sam3" and args.pipeline_dir:
+        raise SystemExit("--pipeline-dir is for sam3d; sam3 takes --checkpoint")
 
     work = REPO / "build"
     stage = work / "stage" / args.model
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
     shutil.copytree(REPO / "gen3d", stage / "gen3d", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    if args.model == "sam3d":
+        handler, pipeline_dir, fmt, demo = stage_sam3d(args, stage, work)
+        if args.output_prefix:
+            handler["output_prefix"] = args.output_prefix
+        (stage / "model-config.yaml").write_text(yaml.safe_dump(model_config(args, handler), sort_keys=False))
+        target = run_archiver(args, stage, fmt)
+        if pipeline_dir is not None:
+            copy_tree_with_progress(pipeline_dir, target / PIPELINE_SUBDIR)
+        source = pipeline_dir or handler["checkpoint"]
+        print(f"{'DEMO (random weights) ' if demo else ''}archive {target} preset={handler['preset']} from {source}")
+        return target
 
     demo = args.checkpoint is None
     checkpoint = sam3_demo_checkpoint(work, args.seed) if demo else Path(args.checkpoint)
@@ -91,6 +196,15 @@ def build(args: argparse.Namespace) -> Path:
     if fmt == "default":
         shutil.copy2(checkpoint, stage / checkpoint.name)
 
+    target = run_archiver(args, stage, fmt)
+    if fmt == "no-archive":
+        copy_with_progress(checkpoint, target / checkpoint.name)
+    print(f"{'DEMO (random weights) ' if demo else ''}archive {target} preset={preset} checkpoint={checkpoint}")
+    return target
+
+
+def run_archiver(args: argparse.Namespace, stage: Path, fmt: str) -> Path:
+    """torch-model-archiver over the staged files; returns the .mar file or the archive directory."""
     export = Path(args.export_path).resolve()
     export.mkdir(parents=True, exist_ok=True)
     target = export / (args.model if fmt == "no-archive" else f"{args.model}.mar")
@@ -117,17 +231,22 @@ def build(args: argparse.Namespace) -> Path:
     log.info("running %s", " ".join(cmd))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     subprocess.run(cmd, check=True, env=env)
-    if fmt == "no-archive":
-        copy_with_progress(checkpoint, target / checkpoint.name)
-    print(f"{'DEMO (random weights) ' if demo else ''}archive {target} preset={preset} checkpoint={checkpoint}")
     return target
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", choices=["sam3"], help="which model's archive to build")
-    parser.add_argument("--checkpoint", help="real checkpoint (.pt/.pth/.ckpt/.safetensors); omit for a demo archive")
-    parser.add_argument("--preset", help="model preset (default: sam3 with --checkpoint, tiny without)")
+    parser.add_argument("model", choices=["sam3", "sam3d"], help="which model's archive to build")
+    parser.add_argument(
+        "--checkpoint", help="sam3: real checkpoint (.pt/.pth/.ckpt/.safetensors); omit for a demo archive"
+    )
+    parser.add_argument(
+        "--pipeline-dir", help="sam3d: checkpoints/hf folder with DINOv2 and MoGe staged; omit for a demo archive"
+    )
+    parser.add_argument(
+        "--preset",
+        help="model preset (default: sam3 / sam3d-objects with real weights, tiny / tiny-cpu-demo without)",
+    )
     parser.add_argument("--export-path", default=str(REPO / "model-store"), help="where archives go (model-store/)")
     parser.add_argument(
         "--archive-format",
@@ -137,10 +256,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--version", default="1.0")
     parser.add_argument("--workers", type=int, default=1, help="workers per model (min = max)")
-    parser.add_argument("--batch-size", type=int, default=4, help="TorchServe batchSize")
+    parser.add_argument("--batch-size", type=int, help="TorchServe batchSize (sam3: 4; sam3d: 1, the only value)")
     parser.add_argument("--max-batch-delay", type=int, default=100, help="TorchServe maxBatchDelay, ms")
-    parser.add_argument("--response-timeout", type=int, default=300, help="seconds per batch")
-    parser.add_argument("--startup-timeout", type=int, default=600, help="seconds for a worker to load")
+    parser.add_argument("--response-timeout", type=int, help="seconds per batch (sam3: 300; sam3d: 900)")
+    parser.add_argument("--startup-timeout", type=int, help="seconds for a worker to load (sam3: 600; sam3d: 1800)")
     parser.add_argument("--output-prefix", help="S3 output prefix template, e.g. 'out/{user_id}/{session_id}'")
     parser.add_argument("--seed", type=int, default=0, help="seed of the demo checkpoint's random weights")
     return parser.parse_args(argv)
