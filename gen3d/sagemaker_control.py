@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import re
 import struct
 import sys
@@ -733,9 +734,19 @@ def seed_png(size: int = 256) -> bytes:
 
 def default_payload(model: str, bucket: str, image_s3_key: str, session_id: str,
                     user_id: str = "sagemaker-smoke-test") -> dict[str, Any]:
-    """The client contract's request for ``model``'s default task."""
-    return {"task": DEFAULT_TASK[model], "image_s3_key": image_s3_key, "bucket": bucket,
-            "session_id": session_id, "user_id": user_id}
+    """The client contract's request for ``model``'s default task (generate_3d: the seed picture's disc as mask)."""
+    payload: dict[str, Any] = {"task": DEFAULT_TASK[model], "image_s3_key": image_s3_key, "bucket": bucket,
+                               "session_id": session_id, "user_id": user_id}
+    if model == "sam3d":
+        payload["mask_polygon"] = seed_disc_polygon()
+    return payload
+
+
+def seed_disc_polygon(size: int = 256, corners: int = 32) -> list[list[float]]:
+    """The disc of :func:`seed_png` as a polygon in pixels ([[x, y], ...])."""
+    centre, radius = (size - 1) / 2, size / 3
+    return [[round(centre + radius * math.cos(2 * math.pi * i / corners), 2),
+             round(centre + radius * math.sin(2 * math.pi * i / corners), 2)] for i in range(corners)]
 
 
 # --------------------------------------------------------------------------- deploy / teardown
