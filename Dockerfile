@@ -132,7 +132,7 @@ COPY requirements.txt /tmp/requirements.txt
 RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cu121 \
         torch==2.5.1+cu121 torchvision==0.20.1+cu121 torchaudio==2.5.1+cu121 \
  && printf 'torch==2.5.1+cu121\ntorchvision==0.20.1+cu121\ntorchaudio==2.5.1+cu121\n' > /tmp/constraints.txt \
- && grep -E '^(torchserve|torch-model-archiver|pyyaml|boto3|botocore|nvgpu|safetensors|filelock|psutil)==' \
+ && grep -E '^(torchserve|torch-model-archiver|pyyaml|boto3|botocore|nvgpu|safetensors|filelock|psutil|pycocotools|plyfile|trimesh)==' \
         /tmp/requirements.txt > /tmp/requirements-serving.txt \
  && export PIP_EXTRA_INDEX_URL="https://pypi.ngc.nvidia.com https://download.pytorch.org/whl/cu121" \
  && pip install --no-cache-dir -c /tmp/constraints.txt -e . -r /tmp/requirements-serving.txt \
