@@ -15,9 +15,8 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,7 +28,7 @@ from gen3d.embedding_cache import EmbeddingCache
 from gen3d.errors import RequestError, StartupError
 from gen3d.images import decode_image, image_digest
 from gen3d.masks import mask_png, rle_from_mask
-from gen3d.replies import Reply, server_error
+from gen3d.replies import Job, MetricSink, Reply, elapsed_ms, server_error
 from gen3d.request_schema import ParsedRequest, RawRequest, embedding_dtype, parse_request, require_image
 from gen3d.sam3_builder import LoadedSam3, load_sam3
 from gen3d.sam3_features import ImageFeatures, encode_images
@@ -52,33 +51,16 @@ PROMPT_FIELDS = ("text", "points", "point_labels", "boxes", "box_labels", "multi
 EMBEDDING_ID = re.compile(r"^[0-9a-f]{32}$")
 DEFAULT_CACHE_DIR = "/tmp/gen3d-embedding-cache"
 DEFAULT_CACHE_GB = 4.0
-MetricSink = Callable[[str, float, str], None]
 
 
 @dataclass
-class Job:
-    """One request on its way through a batch."""
+class Sam3Job(Job):
+    """One sam3 request on its way through a batch."""
 
-    raw: RawRequest
-    started: float = field(default_factory=time.perf_counter)
-    request: ParsedRequest | None = None
     prompts: SegmentPrompts | None = None
     image: Image.Image | None = None
     embedding_id: str = ""
     cache_hit: bool = False
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    reply: Reply | None = None
-
-    @property
-    def task(self) -> str | None:
-        return self.request.task if self.request else None
-
-    def fail(self, err: RequestError) -> None:
-        self.reply = Reply(err.status, out.failure(self.task, err))
-
-
-def _ms(since: float) -> float:
-    return round((time.perf_counter() - since) * 1000, 1)
 
 
 class Sam3Service:
@@ -122,7 +104,7 @@ class Sam3Service:
         """Identifies an image's features under this model: hash of image content and model id."""
         return hashlib.sha256(f"{self.loaded.model_id}|{digest}".encode()).hexdigest()[:32]
 
-    def segment_id(self, job: Job) -> str:
+    def segment_id(self, job: Sam3Job) -> str:
         """Identifies a segment result: the image's embedding id and the prompt fields."""
         prompt_fields = {k: job.request.get(k) for k in PROMPT_FIELDS}
         return hashlib.sha256(f"{job.embedding_id}|{json.dumps(prompt_fields, sort_keys=True)}".encode()).hexdigest()[
@@ -130,7 +112,7 @@ class Sam3Service:
         ]
 
     # -- decode ---------------------------------------------------------------------------------------
-    def _decode(self, job: Job) -> None:
+    def _decode(self, job: Sam3Job) -> None:
         started = time.perf_counter()
         try:
             job.request = req = parse_request(job.raw, TASKS)
@@ -164,7 +146,7 @@ class Sam3Service:
             job.fail(err)
         except Exception as err:  # noqa: BLE001 - answered as this request's 5xx, never swallowed
             job.reply = server_error(job.task, "image", err)
-        job.timings_ms["decode"] = _ms(started)
+        job.timings_ms["decode"] = elapsed_ms(started)
 
     def _prefix(self, req: ParsedRequest) -> str:
         for name in ("user_id", "session_id"):
@@ -173,7 +155,7 @@ class Sam3Service:
         return output_prefix(self.prefix_template, req.get("user_id"), req.get("session_id"))
 
     # -- features -------------------------------------------------------------------------------------
-    def _features(self, jobs: list[Job]) -> dict[str, ImageFeatures]:
+    def _features(self, jobs: list[Sam3Job]) -> dict[str, ImageFeatures]:
         """Features of every job's image: from the cache, else from one encoder pass over the misses."""
         started = time.perf_counter()
         found: dict[str, ImageFeatures] = {}
@@ -197,7 +179,7 @@ class Sam3Service:
             for eid, features in zip(missing, encoded, strict=True):
                 found[eid] = features
                 self.cache.put(eid, features)
-        elapsed = _ms(started)
+        elapsed = elapsed_ms(started)
         log.info(
             "features for %d request(s): %d cached, %d encoded in %.0f ms",
             len(jobs),
@@ -210,7 +192,7 @@ class Sam3Service:
         return found
 
     # -- respond --------------------------------------------------------------------------------------
-    def _common_fields(self, job: Job, features: ImageFeatures, batch_size: int) -> dict:
+    def _common_fields(self, job: Sam3Job, features: ImageFeatures, batch_size: int) -> dict:
         fields = {
             "embedding_id": job.embedding_id,
             "model_id": self.loaded.model_id,
@@ -228,7 +210,7 @@ class Sam3Service:
         bucket = req.get("output_bucket") or (req.image.s3.bucket if req.came_by_s3 else req.get("bucket"))
         return check_bucket(bucket, "bucket")
 
-    def _get_embedding(self, job: Job, features: ImageFeatures, fields: dict) -> Reply:
+    def _get_embedding(self, job: Sam3Job, features: ImageFeatures, fields: dict) -> Reply:
         req = job.request
         dtype = embedding_dtype(req)
         h, w = features.original_size
@@ -261,12 +243,12 @@ class Sam3Service:
             fields["embedding_base64"] = base64.b64encode(data).decode()
         return Reply(200, out.success(req.task, **fields))
 
-    def _segment(self, job: Job, features: ImageFeatures, fields: dict) -> Reply:
+    def _segment(self, job: Sam3Job, features: ImageFeatures, fields: dict) -> Reply:
         req, prompts = job.request, job.prompts
         check_in_image(prompts, *features.original_size)
         started = time.perf_counter()
         results = segment(self.loaded, features, prompts)
-        job.timings_ms["prompt"] = _ms(started)
+        job.timings_ms["prompt"] = elapsed_ms(started)
         masks = [
             {
                 "rle": rle_from_mask(r.mask),
@@ -288,7 +270,7 @@ class Sam3Service:
         fields.update(mode="concept" if prompts.concept else "interactive", masks=masks)
         return Reply(200, out.success(req.task, **fields))
 
-    def _respond(self, job: Job, features: dict[str, ImageFeatures], batch_size: int) -> None:
+    def _respond(self, job: Sam3Job, features: dict[str, ImageFeatures], batch_size: int) -> None:
         started = time.perf_counter()
         try:
             image_features = features.get(job.embedding_id)
@@ -300,8 +282,8 @@ class Sam3Service:
             respond = self._get_embedding if job.task == "get_embedding" else self._segment
             reply = respond(job, image_features, fields)
             if isinstance(reply.body, dict):
-                job.timings_ms["respond"] = _ms(started)
-                job.timings_ms["total"] = _ms(job.started)
+                job.timings_ms["respond"] = elapsed_ms(started)
+                job.timings_ms["total"] = elapsed_ms(job.started)
                 reply.body["timings_ms"] = job.timings_ms
             job.reply = reply
         except RequestError as err:
@@ -312,7 +294,7 @@ class Sam3Service:
     # -- batch ----------------------------------------------------------------------------------------
     def handle(self, raws: list[RawRequest]) -> list[Reply]:
         """Answers every request of a batch; one request's error never affects the others."""
-        jobs = [Job(raw) for raw in raws]
+        jobs = [Sam3Job(raw) for raw in raws]
         list(self._io.map(self._decode, jobs))
         ready = [job for job in jobs if job.reply is None]
         features = self._features(ready) if ready else {}

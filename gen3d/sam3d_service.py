@@ -14,9 +14,8 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ import torch
 from gen3d import output_encoding as out
 from gen3d.errors import RequestError
 from gen3d.images import decode_image
-from gen3d.replies import Reply, server_error
+from gen3d.replies import Job, MetricSink, Reply, elapsed_ms, server_error
 from gen3d.request_schema import ParsedRequest, RawRequest, parse_request, require_image
 from gen3d.sam3d_builder import GenerateOptions, Generation, LoadedSam3d, load_sam3d
 from gen3d.sam3d_outputs import CONTENT_TYPES, FILE_NAMES, encode_generation
@@ -37,32 +36,15 @@ log = logging.getLogger(__name__)
 TASKS = ("generate_3d",)
 OTHER_MODELS_TASKS = {"get_embedding": "sam3", "segment": "sam3"}
 INLINE_LIMIT_BYTES = 16 * 1024 * 1024  # above this, outputs must go to S3 (output_bucket, user_id, session_id)
-MetricSink = Callable[[str, float, str], None]
 
 
 @dataclass
-class Job:
-    """One request on its way through a batch."""
+class Sam3dJob(Job):
+    """One generate_3d request on its way through a batch."""
 
-    raw: RawRequest
-    started: float = field(default_factory=time.perf_counter)
-    request: ParsedRequest | None = None
     options: GenerateOptions | None = None
     image: np.ndarray | None = None
     mask: np.ndarray | None = None
-    timings_ms: dict[str, object] = field(default_factory=dict)
-    reply: Reply | None = None
-
-    @property
-    def task(self) -> str | None:
-        return self.request.task if self.request else None
-
-    def fail(self, err: RequestError) -> None:
-        self.reply = Reply(err.status, out.failure(self.task, err))
-
-
-def _ms(since: float) -> float:
-    return round((time.perf_counter() - since) * 1000, 1)
 
 
 def is_out_of_memory(err: BaseException) -> bool:
@@ -96,7 +78,7 @@ class Sam3dService:
         return self.loaded.preset
 
     # -- decode ---------------------------------------------------------------------------------------
-    def _decode(self, job: Job) -> None:
+    def _decode(self, job: Sam3dJob) -> None:
         started = time.perf_counter()
         try:
             req = job.request = parse_request(job.raw, TASKS)
@@ -123,7 +105,7 @@ class Sam3dService:
             job.fail(err)
         except Exception as err:  # noqa: BLE001 - answered as this request's 5xx, never swallowed
             job.reply = server_error(job.task, "input", err)
-        job.timings_ms["decode"] = _ms(started)
+        job.timings_ms["decode"] = elapsed_ms(started)
 
     @staticmethod
     def _writes_s3(req: ParsedRequest) -> bool:
@@ -136,7 +118,7 @@ class Sam3dService:
         return output_prefix(self.prefix_template, req.get("user_id"), req.get("session_id"))
 
     # -- generate -------------------------------------------------------------------------------------
-    def _generate(self, job: Job) -> Generation | None:
+    def _generate(self, job: Sam3dJob) -> Generation | None:
         started = time.perf_counter()
         try:
             return self.loaded.generator.generate(job.image, job.mask, job.options)
@@ -156,7 +138,7 @@ class Sam3dService:
             )
             job.fail(RequestError("generate", message, status=507))
         finally:
-            job.timings_ms["generate"] = _ms(started)
+            job.timings_ms["generate"] = elapsed_ms(started)
         return None
 
     def release_memory(self) -> None:
@@ -166,7 +148,7 @@ class Sam3dService:
             torch.cuda.empty_cache()
 
     # -- encode ---------------------------------------------------------------------------------------
-    def _encode(self, job: Job, gen: Generation) -> None:
+    def _encode(self, job: Sam3dJob, gen: Generation) -> None:
         started = time.perf_counter()
         req, loaded, opts = job.request, self.loaded, job.options
         generation_id = uuid.uuid4().hex
@@ -190,7 +172,7 @@ class Sam3dService:
         for name in ("session_id", "user_id"):
             if req.get(name) is not None:
                 fields[name] = req.get(name)
-        job.timings_ms["encode"] = _ms(started)
+        job.timings_ms["encode"] = elapsed_ms(started)
         if self._writes_s3(req):
             write_started = time.perf_counter()
             bucket = req.get("output_bucket") or req.image.s3.bucket
@@ -203,7 +185,7 @@ class Sam3dService:
 
             list(self._io.map(put, encoded.files))
             fields.update(outputs=keys, output_bucket=bucket)
-            job.timings_ms["write"] = _ms(write_started)
+            job.timings_ms["write"] = elapsed_ms(write_started)
         else:
             total = sum(len(data) for data in encoded.files.values())
             if total > INLINE_LIMIT_BYTES:
@@ -215,7 +197,7 @@ class Sam3dService:
                 )
             fields["outputs_base64"] = {name: base64.b64encode(data).decode() for name, data in encoded.files.items()}
         job.timings_ms["stages"] = gen.stages_ms
-        job.timings_ms["total"] = _ms(job.started)
+        job.timings_ms["total"] = elapsed_ms(job.started)
         job.reply = Reply(200, out.success(req.task, **fields, timings_ms=job.timings_ms))
 
     # -- batch ----------------------------------------------------------------------------------------
@@ -223,7 +205,7 @@ class Sam3dService:
         """Answers every request of a batch in turn; one request's error never affects the others."""
         self.metric("Batches", 1, "count")
         self.metric("BatchRequests", len(raws), "count")
-        jobs = [Job(raw) for raw in raws]
+        jobs = [Sam3dJob(raw) for raw in raws]
         for job in jobs:
             self._decode(job)
             if job.reply is not None:
@@ -241,7 +223,9 @@ class Sam3dService:
                 del gen
                 job.image = job.mask = None
                 self.release_memory()
-            log.info("generate_3d %s in %.0f ms", job.reply.status, job.timings_ms.get("total", _ms(job.started)))
+            log.info(
+                "generate_3d %s in %.0f ms", job.reply.status, job.timings_ms.get("total", elapsed_ms(job.started))
+            )
         for job in jobs:  # the preset (a demo or the real model) is named in every answer, errors included
             if isinstance(job.reply.body, dict):
                 job.reply.body.setdefault("preset", self.preset.name)

@@ -70,3 +70,31 @@ def metric_sink(context):
 def handler_config(context) -> dict:
     """The ``handler`` section of the archive's model-config.yaml."""
     return (getattr(context, "model_yaml_config", None) or {}).get("handler") or {}
+
+
+class ServiceHandler:
+    """A TorchServe handler class around one service: ``initialize`` loads it, ``handle`` answers a batch.
+
+    Subclasses name the service class; it needs ``from_model_dir(model_dir, config, device, metric)``,
+    ``handle(list[RawRequest]) -> list[Reply]`` and a ``loaded.describe()``.
+    """
+
+    service_class: type
+    model_name: str = ""
+
+    def __init__(self) -> None:
+        self.service = None
+
+    def initialize(self, context) -> None:
+        """Builds the model from the archive; any missing piece stops the worker with one clear line."""
+        self.service = self.service_class.from_model_dir(
+            context.system_properties["model_dir"],
+            handler_config(context),
+            worker_device(context),
+            metric_sink(context),
+        )
+        log.info("%s ready: %s", self.model_name, self.service.loaded.describe())
+
+    def handle(self, data: list[dict], context) -> list:
+        """decode -> predict -> encode for one TorchServe batch."""
+        return send(self.service.handle(raw_requests(data, context)), context)
