@@ -2,7 +2,7 @@
 # Gen3D serving images: TorchServe 0.12.0 with SAM 3 (target sam3) or SAM 3D Objects (target sam3d).
 #
 #   docker build --target sam3  -t gen3d:sam3 .
-#   docker build --target sam3d --build-arg SAM3D_OBJECTS_COMMIT=<full 40-hex SHA> -t gen3d:sam3d .
+#   docker build --target sam3d -t gen3d:sam3d .   # --build-arg SAM3D_OBJECTS_COMMIT=<full SHA> to move it
 #
 # No weights or model archives inside: SageMaker copies the uncompressed archive uploaded by
 # scripts/sagemaker_deploy.py to /opt/ml/model; locally, mount one there.
@@ -105,10 +105,9 @@ FROM base-cu121 AS sam3d
 # Restated: hadolint checks each stage on its own (the value is inherited from base-cu121 anyway).
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # SAM3D_OBJECTS_COMMIT must be a full 40-hex commit SHA of https://github.com/facebookresearch/sam-3d-objects
-# (a branch or tag could move under the same name). The placeholder fails the build on purpose.
-# The repository was snapshotted for review on 2025-11-21; that snapshot's HEAD is
-# cf066761706cd02b07e2fc6274570ec8cdafb683 ("Add BibTeX.", 2025-11-21).
-ARG SAM3D_OBJECTS_COMMIT=REPLACE_WITH_FULL_40_HEX_SHA
+# (a branch or tag could move under the same name). The default is the commit gen3d/sam3d_pipeline.py was
+# written and checked against: cf066761706cd02b07e2fc6274570ec8cdafb683 ("Add BibTeX.", 2025-11-21).
+ARG SAM3D_OBJECTS_COMMIT=cf066761706cd02b07e2fc6274570ec8cdafb683
 # Compile CUDA kernels without a GPU in the build (FORCE_CUDA) for A100 (8.0), A10G (8.6),
 # L4/L40S (8.9) and H100 (9.0): the GPUs of the instance types gen3d/sagemaker_control.py knows.
 ENV TORCH_CUDA_ARCH_LIST="8.0;8.6;8.9;9.0" \

@@ -58,6 +58,6 @@ def test_serve_contract_and_no_weights():
 
 def test_sam3d_commit_must_be_a_full_sha():
     args = dict(a.split("=", 1) for op, a in instructions() if op == "ARG" and "=" in a)
-    assert not re.fullmatch(r"[0-9a-f]{40}", args["SAM3D_OBJECTS_COMMIT"])  # placeholder fails the build
+    assert args["SAM3D_OBJECTS_COMMIT"] == "cf066761706cd02b07e2fc6274570ec8cdafb683"  # what sam3d_pipeline targets
     run = next(a for op, a in instructions() if op == "RUN" and "SAM3D_OBJECTS_COMMIT" in a)
     assert "grep -Eqx '[0-9a-f]{40}'" in run and 'checkout --detach "$SAM3D_OBJECTS_COMMIT"' in run
