@@ -10,6 +10,8 @@ STAMP := $(VENV)/.installed-$(shell cat $(REQUIREMENTS) | sha1sum | cut -c1-12)
 # Without them, demo archives (random weights; sam3d's demo preset tiny-cpu-demo runs on the CPU).
 SAM3_CHECKPOINT ?=
 SAM3D_PIPELINE_DIR ?=
+# Real SAM 3 weights need a GPU unless ALLOW_CPU=1 (then ~100 s per image on a CPU).
+ALLOW_CPU ?=
 
 .PHONY: setup java archives serve test lint clean
 
@@ -26,7 +28,7 @@ $(STAMP): $(REQUIREMENTS)
 setup: java $(STAMP)
 
 archives: setup
-	$(BIN)/python scripts/build_archives.py sam3 $(if $(SAM3_CHECKPOINT),--checkpoint $(SAM3_CHECKPOINT))
+	$(BIN)/python scripts/build_archives.py sam3 $(if $(SAM3_CHECKPOINT),--checkpoint $(SAM3_CHECKPOINT)) $(if $(ALLOW_CPU),--allow-cpu)
 	$(BIN)/python scripts/build_archives.py sam3d $(if $(SAM3D_PIPELINE_DIR),--pipeline-dir $(SAM3D_PIPELINE_DIR))
 
 serve: archives

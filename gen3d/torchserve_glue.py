@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from gen3d.errors import StartupError
 from gen3d.request_schema import RawRequest
 
 log = logging.getLogger(__name__)
@@ -46,12 +47,22 @@ def send(replies: list, context) -> list:
     return bodies
 
 
-def worker_device(context) -> torch.device:
-    """The GPU TorchServe assigned to this worker, or the CPU when there is none."""
+def worker_device(context, require_gpu: bool = False) -> torch.device:
+    """The GPU TorchServe assigned to this worker, or the CPU when there is none.
+
+    With ``require_gpu`` (real-weight archives, see ``handler.require_gpu``) a worker without CUDA stops
+    instead of quietly running a GPU model on the CPU.
+    """
     gpu_id = context.system_properties.get("gpu_id")
     if gpu_id is not None and torch.cuda.is_available():
         torch.cuda.set_device(int(gpu_id))
         return torch.device("cuda", int(gpu_id))
+    if require_gpu:
+        raise StartupError(
+            f"model-config.yaml sets handler.require_gpu but this worker has no GPU "
+            f"(gpu_id={gpu_id}, torch.cuda.is_available()={torch.cuda.is_available()}); "
+            "build the archive with --allow-cpu to run it on the CPU"
+        )
     return torch.device("cpu")
 
 
@@ -87,10 +98,11 @@ class ServiceHandler:
 
     def initialize(self, context) -> None:
         """Builds the model from the archive; any missing piece stops the worker with one clear line."""
+        config = handler_config(context)
         self.service = self.service_class.from_model_dir(
             context.system_properties["model_dir"],
-            handler_config(context),
-            worker_device(context),
+            config,
+            worker_device(context, bool(config.get("require_gpu", False))),
             metric_sink(context),
         )
         log.info("%s ready: %s", self.model_name, self.service.loaded.describe())

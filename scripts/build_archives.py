@@ -164,6 +164,7 @@ def build(args: argparse.Namespace) -> Path:
     shutil.copytree(REPO / "gen3d", stage / "gen3d", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     if args.model == "sam3d":
         handler, pipeline_dir, fmt, demo = stage_sam3d(args, stage, work)
+        handler["require_gpu"] = not demo  # the production pipeline runs on CUDA only
         if args.output_prefix:
             handler["output_prefix"] = args.output_prefix
         (stage / "model-config.yaml").write_text(yaml.safe_dump(model_config(args, handler), sort_keys=False))
@@ -185,6 +186,8 @@ def build(args: argparse.Namespace) -> Path:
         "checkpoint": checkpoint.name,
         "demo_weights": demo,
         "min_gpu_memory_gib": MIN_GPU_MEMORY_GIB.get(preset, 0),
+        # real weights belong on a GPU: a worker without CUDA stops instead of quietly running on the CPU
+        "require_gpu": not demo and not args.allow_cpu,
     }
     if args.output_prefix:
         handler["output_prefix"] = args.output_prefix
@@ -262,6 +265,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--startup-timeout", type=int, help="seconds for a worker to load (sam3: 600; sam3d: 1800)")
     parser.add_argument("--output-prefix", help="S3 output prefix template, e.g. 'out/{user_id}/{session_id}'")
     parser.add_argument("--seed", type=int, default=0, help="seed of the demo checkpoint's random weights")
+    parser.add_argument(
+        "--allow-cpu",
+        action="store_true",
+        help="sam3 with a real checkpoint: let workers without a GPU run it on the CPU (~100 s per image)",
+    )
     return parser.parse_args(argv)
 
 

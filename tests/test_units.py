@@ -169,3 +169,15 @@ def test_scripts_have_help():
             [sys.executable, str(repo / "scripts" / script), "--help"], capture_output=True, text=True
         )
         assert done.returncode == 0 and "usage" in done.stdout.lower(), script
+
+
+def test_real_weight_archives_refuse_workers_without_gpu():
+    from types import SimpleNamespace
+
+    from gen3d.torchserve_glue import worker_device
+
+    context = SimpleNamespace(system_properties={"gpu_id": None})
+    assert worker_device(context).type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(StartupError, match="require_gpu"):
+            worker_device(context, require_gpu=True)
