@@ -296,6 +296,7 @@ def test_production_archive_copies_the_pipeline_directory(tmp_path):
         "demo_weights": False,
         "min_gpu_memory_gib": 32,
         "checkpoint": "pipeline/pipeline.yaml",
+        "require_gpu": True,
     }
     copied = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
     assert (
