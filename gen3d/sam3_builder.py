@@ -511,6 +511,10 @@ def load_sam3(preset_name: str, checkpoint: str | Path, bpe_path: str, device: t
     model = build_sam3_model_for_checkpoint(preset, bpe_path)
     load_sam3_weights(model, state, str(checkpoint))
     model = model.to(device).eval()
+    if device.type == "cuda" and torch.cuda.get_device_properties(device).major >= 8:
+        # what sam3.model_builder does at import (we do not import it): TF32 matmuls on Ampere and newer
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     digest = file_sha256(checkpoint)
     log.info("loaded SAM 3 preset %s from %s (sha256 %s) on %s", preset.name, checkpoint, digest[:16], device)
     return LoadedSam3(model=model, preset=preset, device=device, checkpoint_sha256=digest)
