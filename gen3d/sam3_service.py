@@ -35,12 +35,12 @@ from gen3d.sam3_features import ImageFeatures, encode_images
 from gen3d.sam3_prompting import segment
 from gen3d.segment_request import SegmentPrompts, check_in_image, parse_segment
 from gen3d.storage import (
-    DEFAULT_OUTPUT_PREFIX,
     S3Location,
     S3Store,
     check_bucket,
     output_key,
     output_prefix,
+    prefix_template,
 )
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ class Sam3Service:
         if not bpe.is_file():
             raise StartupError(f"BPE vocabulary not found at {bpe} (looked for {BPE_VOCAB_NAME} in the archive)")
         loaded = load_sam3(config["preset"], model_dir / config["checkpoint"], str(bpe), device)
-        template = os.environ.get("GEN3D_OUTPUT_PREFIX") or config.get("output_prefix") or DEFAULT_OUTPUT_PREFIX
+        template = prefix_template(config)
         cache_dir = os.environ.get("GEN3D_CACHE_DIR") or config.get("embedding_cache_dir") or DEFAULT_CACHE_DIR
         cache_gb = float(os.environ.get("GEN3D_CACHE_GB") or config.get("embedding_cache_gb") or DEFAULT_CACHE_GB)
         cache = EmbeddingCache(cache_dir, int(cache_gb * 1e9), loaded.model_id)
@@ -149,9 +149,6 @@ class Sam3Service:
         job.timings_ms["decode"] = elapsed_ms(started)
 
     def _prefix(self, req: ParsedRequest) -> str:
-        for name in ("user_id", "session_id"):
-            if req.get(name) is None:
-                raise RequestError(name, "required when outputs go to S3 (it names the output prefix)")
         return output_prefix(self.prefix_template, req.get("user_id"), req.get("session_id"))
 
     # -- features -------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import gc
 import logging
-import os
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +28,7 @@ from gen3d.request_schema import ParsedRequest, RawRequest, parse_request, requi
 from gen3d.sam3d_builder import GenerateOptions, Generation, LoadedSam3d, load_sam3d
 from gen3d.sam3d_outputs import CONTENT_TYPES, FILE_NAMES, encode_generation
 from gen3d.sam3d_request import decode_mask, generate_options, mask_source
-from gen3d.storage import DEFAULT_OUTPUT_PREFIX, S3Location, S3Store, output_key, output_prefix
+from gen3d.storage import S3Location, S3Store, output_key, output_prefix, prefix_template
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +69,7 @@ class Sam3dService:
     ):
         """Loads the model an archive describes: ``config`` is model-config.yaml's ``handler`` section."""
         loaded = load_sam3d(model_dir, config, device)
-        template = os.environ.get("GEN3D_OUTPUT_PREFIX") or config.get("output_prefix") or DEFAULT_OUTPUT_PREFIX
+        template = prefix_template(config)
         return cls(loaded, S3Store(), template, metric)
 
     @property
@@ -112,9 +111,6 @@ class Sam3dService:
         return req.came_by_s3 or req.get("output_bucket") is not None
 
     def _prefix(self, req: ParsedRequest) -> str:
-        for name in ("user_id", "session_id"):
-            if req.get(name) is None:
-                raise RequestError(name, "required when outputs go to S3 (it names the output prefix)")
         return output_prefix(self.prefix_template, req.get("user_id"), req.get("session_id"))
 
     # -- generate -------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass
 
@@ -54,8 +55,17 @@ def check_id(value: object, field: str) -> str:
     return value
 
 
-def output_prefix(template: str, user_id: str, session_id: str) -> str:
-    """The request's output prefix from the server's template; ids are checked so no key can leave it."""
+def prefix_template(config: dict) -> str:
+    """The output prefix template: ``GEN3D_OUTPUT_PREFIX``, else the archive's ``handler.output_prefix``."""
+    return os.environ.get("GEN3D_OUTPUT_PREFIX") or config.get("output_prefix") or DEFAULT_OUTPUT_PREFIX
+
+
+def output_prefix(template: str, user_id: object, session_id: object) -> str:
+    """The request's output prefix from the server's template; ids are required and checked so no key can
+    leave it."""
+    for name, value in (("user_id", user_id), ("session_id", session_id)):
+        if value is None:
+            raise RequestError(name, "required when outputs go to S3 (it names the output prefix)")
     prefix = template.format(user_id=check_id(user_id, "user_id"), session_id=check_id(session_id, "session_id"))
     return prefix.strip("/")
 
