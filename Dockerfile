@@ -59,14 +59,15 @@ RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cu12
  && grep -vE '^(torch|torchvision)==' /tmp/requirements.txt > /tmp/requirements-image.txt \
  && pip install --no-cache-dir -c /tmp/constraints.txt -r /tmp/requirements-image.txt \
  && rm /tmp/requirements.txt /tmp/requirements-image.txt /tmp/constraints.txt
+# The gen3d package, installed once (archives carry only their handler file, which imports it);
+# GEN3D_HOME holds config.properties and metrics.yaml (config.properties names it as metrics_config).
 WORKDIR /opt/gen3d
+COPY pyproject.toml ./
 COPY gen3d ./gen3d
-COPY handlers ./handlers
-COPY scripts ./scripts
-# metrics.yaml: config.properties names it as TorchServe's metrics_config.
+RUN pip install --no-cache-dir --no-deps --no-build-isolation . && rm -rf build gen3d.egg-info
 COPY config.properties metrics.yaml ./
 COPY --chmod=0755 scripts/serve /usr/local/bin/serve
-ENV PYTHONPATH=/opt/gen3d \
+ENV GEN3D_HOME=/opt/gen3d \
     GEN3D_MODEL=sam3
 EXPOSE 8080
 CMD ["serve"]
@@ -141,12 +142,13 @@ RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cu12
  && python patching/hydra \
  && rm /tmp/requirements.txt /tmp/requirements-serving.txt /tmp/constraints.txt
 WORKDIR /opt/gen3d
+COPY pyproject.toml ./
 COPY gen3d ./gen3d
-COPY handlers ./handlers
-COPY scripts ./scripts
+RUN pip install --no-cache-dir --no-deps --no-build-isolation . && rm -rf build gen3d.egg-info
 COPY config.properties metrics.yaml ./
 COPY --chmod=0755 scripts/serve /usr/local/bin/serve
-ENV PYTHONPATH=/opt/gen3d:/opt/sam-3d-objects \
+ENV GEN3D_HOME=/opt/gen3d \
+    PYTHONPATH=/opt/sam-3d-objects \
     GEN3D_MODEL=sam3d
 EXPOSE 8080
 CMD ["serve"]

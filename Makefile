@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 REQUIREMENTS := requirements.txt requirements-dev.txt requirements-sam3d-cpu.txt
-STAMP := $(VENV)/.installed-$(shell cat $(REQUIREMENTS) | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat $(REQUIREMENTS) pyproject.toml | sha1sum | cut -c1-12)
 # Real checkpoints: `make serve SAM3_CHECKPOINT=/models/sam3.pt SAM3D_PIPELINE_DIR=/models/sam3d/hf`.
 # Without them, demo archives (random weights; sam3d's demo preset tiny-cpu-demo runs on the CPU).
 SAM3_CHECKPOINT ?=
@@ -13,29 +13,35 @@ SAM3D_PIPELINE_DIR ?=
 # Real SAM 3 weights need a GPU unless ALLOW_CPU=1 (then ~100 s per image on a CPU).
 ALLOW_CPU ?=
 
-.PHONY: setup java archives serve test lint clean
+.PHONY: setup java archives serve test unit lint clean
 
 java:
 	@command -v java >/dev/null || { echo "installing a Java 17 JRE (TorchServe's frontend)"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends openjdk-17-jre-headless; }
 
-$(STAMP): $(REQUIREMENTS)
+$(STAMP): $(REQUIREMENTS) pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip==25.3
 	$(BIN)/python -m pip install -q $(addprefix -r ,$(REQUIREMENTS))
+	# this checkout as the gen3d package (editable: archives carry no code, workers import it from here)
+	$(BIN)/python -m pip install -q --no-deps -e .
 	rm -f $(VENV)/.installed-* && touch $@
 
 setup: java $(STAMP)
 
 archives: setup
-	$(BIN)/python scripts/build_archives.py sam3 $(if $(SAM3_CHECKPOINT),--checkpoint $(SAM3_CHECKPOINT)) $(if $(ALLOW_CPU),--allow-cpu)
-	$(BIN)/python scripts/build_archives.py sam3d $(if $(SAM3D_PIPELINE_DIR),--pipeline-dir $(SAM3D_PIPELINE_DIR))
+	$(BIN)/gen3d-build-archives sam3 $(if $(SAM3_CHECKPOINT),--checkpoint $(SAM3_CHECKPOINT)) $(if $(ALLOW_CPU),--allow-cpu)
+	$(BIN)/gen3d-build-archives sam3d $(if $(SAM3D_PIPELINE_DIR),--pipeline-dir $(SAM3D_PIPELINE_DIR))
 
 serve: archives
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python scripts/serve_local.py
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/gen3d-serve-local
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# unit tests only: no server started, about a minute
+unit: setup
+	$(BIN)/python -m pytest -q tests/unit
 
 lint: setup
 	$(BIN)/ruff check .

@@ -1,20 +1,98 @@
-"""Error types that the handlers turn into HTTP answers or start-up failures."""
+"""Typed errors, KServe's way: each class carries the HTTP status it is answered with.
+
+A :class:`ServingError` is about one request: the service answers it with the class's ``status`` and a JSON
+body naming ``field``; the other requests of the batch and the worker are unaffected. A :class:`StartupError`
+stops a worker's ``initialize`` with one line naming what is missing. README's error table is
+:func:`error_table` (a test keeps the two equal).
+"""
 
 from __future__ import annotations
 
+from typing import ClassVar
 
-class RequestError(Exception):
-    """A problem with one request: answered with ``status`` and a JSON body naming ``field``."""
 
-    def __init__(self, field: str, message: str, status: int = 400) -> None:
+class ServingError(Exception):
+    """An unexpected failure of one request."""
+
+    status: ClassVar[int] = 500
+
+    def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
-        self.status = status
 
     def to_dict(self) -> dict:
         """The ``error`` object of the JSON answer."""
         return {"code": self.status, "field": self.field, "message": self.message}
+
+
+class InvalidField(ServingError):
+    """A field is missing or invalid (`field` names it), or the task belongs to the other model."""
+
+    status = 400
+
+
+class Forbidden(ServingError):
+    """The S3 object may not be read."""
+
+    status = 403
+
+
+class NotFound(ServingError):
+    """The S3 object or bucket does not exist, or the `embedding_id` is unknown to this model."""
+
+    status = 404
+
+
+class Conflict(ServingError):
+    """The `model_id` guard names another model than the one served."""
+
+    status = 409
+
+
+class TooLarge(ServingError):
+    """The image has too many pixels, an input object is too large, or inline outputs are too large."""
+
+    status = 413
+
+
+class Unprocessable(ServingError):
+    """The request is valid but the model cannot turn it into a result (e.g. no occupied voxel)."""
+
+    status = 422
+
+
+class StorageError(ServingError):
+    """S3 failed (unreachable, throttled, an unexpected error) while reading or writing for the request."""
+
+    status = 502
+
+
+class OutOfResources(ServingError):
+    """The device ran out of memory for this request; the worker serves the next one."""
+
+    status = 507
+
+
+ERROR_TYPES: tuple[type[ServingError], ...] = (
+    InvalidField,
+    Forbidden,
+    NotFound,
+    Conflict,
+    TooLarge,
+    Unprocessable,
+    ServingError,
+    StorageError,
+    OutOfResources,
+)
+
+
+def error_table() -> str:
+    """The Markdown table of answer statuses, from the classes above (README carries it verbatim)."""
+    rows = ["| status | error type | when |", "| --- | --- | --- |"]
+    for cls in ERROR_TYPES:
+        rows.append(f"| {cls.status} | `{cls.__name__}` | {(cls.__doc__ or '').strip()} |")
+    return "\n".join(rows)
 
 
 class StartupError(RuntimeError):

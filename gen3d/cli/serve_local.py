@@ -1,0 +1,55 @@
+"""Run TorchServe in the foreground on the archives in model-store/ (what `make serve` runs).
+
+Inference on :8080 (all interfaces), management on 127.0.0.1:8081, metrics on 127.0.0.1:8082, as
+config.properties says. Logs go to logs/. Ctrl-C stops the server and its workers.
+S3 is reached through the standard AWS environment (AWS_ENDPOINT_URL_S3, AWS_PROFILE, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from gen3d.torchserve import runner
+
+REPO = Path(__file__).resolve().parents[2]  # the checkout: config.properties, model-store/, logs/
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=REPO / "config.properties", help="TorchServe config")
+    parser.add_argument("--model-store", type=Path, default=REPO / "model-store", help="folder of archives")
+    parser.add_argument("--startup-timeout", type=float, default=900, help="seconds for every model to be READY")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    archives = sorted(p.name for p in args.model_store.iterdir() if p.suffix == ".mar" or (p / "MAR-INF").is_dir())
+    if not archives:
+        print(f"no model archives in {args.model_store}; run `make archives` first", file=sys.stderr)
+        return 2
+    models = [Path(a).stem for a in archives]
+    server = runner.start(args.config, args.model_store.resolve(), "all", REPO / "logs")
+    signal.signal(signal.SIGTERM, lambda *_: server.terminate())
+    try:
+        server.wait_ready(models, args.startup_timeout)
+        logging.info(
+            "serving %s at %s (management %s, metrics %s)",
+            ", ".join(models),
+            server.inference_url,
+            server.management_url,
+            server.metrics_url,
+        )
+        return server.process.wait()
+    except KeyboardInterrupt:
+        return server.stop()
+    except (RuntimeError, TimeoutError) as err:
+        logging.error("%s; see %s", err, REPO / "logs" / "model_log.log")
+        server.stop()
+        return 1
+
+
+def console() -> None:
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""The served models, one record each: every place that needs a model's name, tasks, GPU memory need or
+TorchServe defaults reads it here (archive builder, services, SageMaker entrypoint and deploy)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One TorchServe model (and Dockerfile target) and the tasks it answers."""
+
+    name: str
+    tasks: tuple[str, ...]
+    gpu_memory_gib: int  # one worker holds the whole real model on one GPU: the need is per GPU
+    batch_size: int
+    max_batch_delay_ms: int
+    response_timeout_s: int
+    startup_timeout_s: int
+    default_instance_type: str  # SageMaker instance type whose GPU fits gpu_memory_gib
+
+    @property
+    def default_task(self) -> str:
+        return self.tasks[0]
+
+
+SAM3 = ModelSpec(
+    name="sam3",
+    tasks=("get_embedding", "segment"),
+    gpu_memory_gib=16,
+    batch_size=4,
+    max_batch_delay_ms=100,
+    response_timeout_s=300,
+    startup_timeout_s=600,
+    default_instance_type="ml.g5.2xlarge",
+)
+SAM3D = ModelSpec(
+    name="sam3d",
+    tasks=("generate_3d",),
+    gpu_memory_gib=32,  # 24 GiB cards run out of memory (upstream reports); sam3d answers one object per batch
+    batch_size=1,
+    max_batch_delay_ms=100,
+    response_timeout_s=900,
+    startup_timeout_s=1800,
+    default_instance_type="ml.g6e.2xlarge",
+)
+MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (SAM3, SAM3D)}
+
+
+def model_serving(task: str) -> ModelSpec | None:
+    """The model whose tasks include ``task``, or ``None``."""
+    return next((spec for spec in MODELS.values() if task in spec.tasks), None)

@@ -1,0 +1,23 @@
+"""Errors of the SageMaker control plane."""
+
+from __future__ import annotations
+
+
+class DeployError(RuntimeError):
+    """Base error of this module."""
+
+
+class GpuMemoryError(DeployError):
+    """The instance type's GPUs are too small for the model (or unknown)."""
+
+
+class EndpointFailedError(DeployError):
+    """The endpoint reached a failed state."""
+
+
+class AsyncInferenceError(DeployError):
+    """An async invocation wrote its failure object."""
+
+
+class SmokeTestError(DeployError):
+    """A response did not report success or its outputs are missing."""

@@ -1,0 +1,152 @@
+"""Invoking an endpoint (real-time or async through S3), verifying a response, and the smoke-test request."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+import uuid
+from collections.abc import Callable
+from typing import IO, Any
+
+from botocore.exceptions import ClientError
+from PIL import Image, ImageDraw
+
+from gen3d.models import MODELS
+from gen3d.sagemaker.clients import is_not_found, say
+from gen3d.sagemaker.errors import AsyncInferenceError, SmokeTestError
+from gen3d.sagemaker.names import log_group, parse_s3_uri
+
+SAM3D_OUTPUTS = ("ply", "glb", "pose")
+
+
+def read_json(body: Any, what: str) -> dict[str, Any]:
+    raw = body.read() if hasattr(body, "read") else body
+    try:
+        data = json.loads(raw)
+    except ValueError as err:
+        raise SmokeTestError(f"{what} is not JSON: {raw[:200]!r}") from err
+    if not isinstance(data, dict):
+        raise SmokeTestError(f"{what} is not a JSON object: {data!r}")
+    return data
+
+
+def invoke_realtime(rt: Any, endpoint_name: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """POST the JSON payload to a real-time endpoint and return the JSON response."""
+    response = rt.invoke_endpoint(EndpointName=endpoint_name, ContentType="application/json",
+                                  Accept="application/json", Body=json.dumps(payload).encode())
+    return read_json(response["Body"], f"response of {endpoint_name}")
+
+
+def s3_object_exists(s3: Any, bucket: str, key: str) -> bool:
+    """head_object; False on 404."""
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as err:
+        if is_not_found(err):
+            return False
+        raise
+    return True
+
+
+def invoke_async(
+    rt: Any,
+    s3: Any,
+    endpoint_name: str,
+    payload: dict[str, Any],
+    *,
+    input_s3_uri: str,
+    timeout_s: float = 1800.0,
+    poll_s: float = 5.0,
+    out: IO[str] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, Any]:
+    """Upload the payload to ``input_s3_uri``, invoke_endpoint_async, poll S3 for the result.
+
+    Returns the output JSON; raises AsyncInferenceError when the failure object
+    appears first, TimeoutError when neither appears in time.
+    """
+    bucket, key = parse_s3_uri(input_s3_uri)
+    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(payload).encode(),
+                  ContentType="application/json")
+    response = rt.invoke_endpoint_async(EndpointName=endpoint_name, InputLocation=input_s3_uri,
+                                        ContentType="application/json", Accept="application/json")
+    output_uri = response["OutputLocation"]
+    failure_uri = response.get("FailureLocation")
+    say(out, f"async inference {response.get('InferenceId')}: waiting for {output_uri}")
+    deadline = clock() + timeout_s
+    while True:
+        out_bucket, out_key = parse_s3_uri(output_uri)
+        if s3_object_exists(s3, out_bucket, out_key):
+            body = s3.get_object(Bucket=out_bucket, Key=out_key)["Body"]
+            return read_json(body, output_uri)
+        if failure_uri:
+            fail_bucket, fail_key = parse_s3_uri(failure_uri)
+            if s3_object_exists(s3, fail_bucket, fail_key):
+                text = s3.get_object(Bucket=fail_bucket, Key=fail_key)["Body"].read()
+                raise AsyncInferenceError(
+                    f"async inference failed ({failure_uri}): {text.decode(errors='replace')[:2000]}; "
+                    f"container logs: CloudWatch log group {log_group(endpoint_name)}")
+        if clock() >= deadline:
+            raise TimeoutError(f"no async result at {output_uri} after {timeout_s:.0f} s")
+        sleep(poll_s)
+
+
+def verify_response(s3: Any, response: dict[str, Any], bucket: str) -> list[str]:
+    """Check status == "success" and that every S3 output it names exists; return their URIs."""
+    if response.get("status") != "success":
+        raise SmokeTestError(f"response status is {response.get('status')!r}, not 'success': {response}")
+    bucket = str(response.get("output_bucket") or response.get("bucket") or bucket)
+    keys: list[str] = []
+    if response.get("output_s3_key"):
+        keys.append(str(response["output_s3_key"]))
+    outputs = response.get("outputs")
+    if isinstance(outputs, dict):
+        if response.get("task") == "generate_3d":
+            missing = [name for name in SAM3D_OUTPUTS if not outputs.get(name)]
+            if missing:
+                raise SmokeTestError(f"generate_3d response lacks outputs {missing}: {response}")
+        keys.extend(str(v) for v in outputs.values() if v)
+    if not keys:
+        raise SmokeTestError(f"response names no S3 output: {response}")
+    uris = [f"s3://{bucket}/{key}" for key in keys]
+    absent = [uri for uri, key in zip(uris, keys, strict=True) if not s3_object_exists(s3, bucket, key)]
+    if absent:
+        raise SmokeTestError(f"response claims outputs that do not exist: {', '.join(absent)}")
+    return uris
+
+
+def seed_png(size: int = 256) -> bytes:
+    """A small RGB PNG: the disc of :func:`seed_disc_polygon` (bright) on a dark background."""
+    image = Image.new("RGB", (size, size), (20, 30, 60))
+    centre, radius = (size - 1) / 2, size / 3
+    ImageDraw.Draw(image).ellipse(
+        (centre - radius, centre - radius, centre + radius, centre + radius), fill=(230, 120, 40)
+    )
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def default_payload(model: str, bucket: str, image_s3_key: str, session_id: str,
+                    user_id: str = "sagemaker-smoke-test") -> dict[str, Any]:
+    """The client contract's request for ``model``'s default task (generate_3d: the seed picture's disc as mask)."""
+    payload: dict[str, Any] = {"task": MODELS[model].default_task, "image_s3_key": image_s3_key, "bucket": bucket,
+                               "session_id": session_id, "user_id": user_id}
+    if model == "sam3d":
+        payload["mask_polygon"] = seed_disc_polygon()
+    return payload
+
+
+def seed_disc_polygon(size: int = 256, corners: int = 32) -> list[list[float]]:
+    """The disc of :func:`seed_png` as a polygon in pixels ([[x, y], ...])."""
+    centre, radius = (size - 1) / 2, size / 3
+    return [[round(centre + radius * math.cos(2 * math.pi * i / corners), 2),
+             round(centre + radius * math.sin(2 * math.pi * i / corners), 2)] for i in range(corners)]
+
+
+def new_session_id() -> str:
+    """A random id for smoke-test requests."""
+    return f"smoke-{uuid.uuid4().hex[:12]}"

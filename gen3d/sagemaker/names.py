@@ -1,0 +1,51 @@
+"""Names of the resources the control plane makes: SageMaker names, S3 URIs, log groups, scaling names."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+SUFFIX_FMT = "%Y%m%d-%H%M%S"
+SUFFIX_RE = r"-\d{8}-\d{6}"
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """Split ``s3://bucket/key`` into (bucket, key)."""
+    match = re.fullmatch(r"s3://([^/]+)/?(.*)", uri)
+    if not match:
+        raise ValueError(f"not an s3:// URI: {uri!r}")
+    return match.group(1), match.group(2)
+
+
+def validate_name(name: str) -> str:
+    """Check a SageMaker resource name (1-63 chars, alphanumerics and hyphens)."""
+    if not NAME_RE.match(name):
+        raise ValueError(f"invalid SageMaker name {name!r}: 1-63 chars of [a-zA-Z0-9-], "
+                         "starting and ending alphanumeric")
+    return name
+
+
+def name_base(base: str) -> str:
+    return base[: 63 - 16].rstrip("-")  # room for "-YYYYmmdd-HHMMSS"
+
+
+def unique_name(base: str, now: datetime | None = None) -> str:
+    """``<base>-YYYYmmdd-HHMMSS`` (UTC), trimmed to SageMaker's 63-character limit."""
+    stamp = (now or datetime.now(UTC)).strftime(SUFFIX_FMT)
+    return validate_name(f"{name_base(base)}-{stamp}")
+
+
+def log_group(endpoint_name: str) -> str:
+    """CloudWatch log group of an endpoint's containers."""
+    return f"/aws/sagemaker/Endpoints/{endpoint_name}"
+
+
+def scaling_names(endpoint_name: str, variant_name: str = "AllTraffic") -> dict[str, str]:
+    """Resource id and the policy / alarm names this module uses for an endpoint."""
+    return {
+        "resource_id": f"endpoint/{endpoint_name}/variant/{variant_name}",
+        "target_policy": f"{endpoint_name}-backlog-target-tracking",
+        "step_policy": f"{endpoint_name}-scale-out-from-zero",
+        "alarm": f"{endpoint_name}-has-backlog-without-capacity",
+    }

@@ -1,0 +1,28 @@
+"""Every workaround for sam3 0.1.4's hard-coded ``"cuda"``, in one place.
+
+The builder avoids two of them by constructor arguments (see ``gen3d.sam3.architecture``):
+- ``PositionEmbeddingSine(precompute_resolution=None)``: the precompute allocates on ``"cuda"``; the
+  encoding is then computed lazily on the input's device instead.
+- ``TransformerDecoder(resolution=None, stride=None)``: ``__init__`` calls ``_get_coords(device="cuda")``;
+  without them the coordinates are built lazily on the input's device.
+- ``Sam3Processor`` and ``forward_text`` get ``device=`` passed explicitly (their default is ``"cuda"``).
+The one left needs a patch, applied by ``apply()``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+_applied = False
+
+
+def apply() -> None:
+    """Install the runtime patches this process needs; idempotent."""
+    global _applied
+    if _applied:
+        return
+    _applied = True
+    if not torch.cuda.is_available():
+        # geometry_encoders.py box pooling calls Tensor.pin_memory(), which raises without a CUDA driver;
+        # pinning only speeds host-to-GPU copies, so without CUDA it is a no-op.
+        torch.Tensor.pin_memory = lambda self, *args, **kwargs: self  # type: ignore[method-assign]

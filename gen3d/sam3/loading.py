@@ -1,0 +1,54 @@
+"""Loading SAM 3 for serving: preset + checkpoint -> a model on the worker's device, and what identifies it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from gen3d.files import file_sha256
+from gen3d.sam3 import compat
+from gen3d.sam3.architecture import build_sam3_model_for_checkpoint
+from gen3d.sam3.checkpoint import load_sam3_weights, read_state_dict
+from gen3d.sam3.presets import Sam3Preset, get_preset
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedSam3:
+    """A ready model and what identifies it."""
+
+    model: nn.Module
+    preset: Sam3Preset
+    device: torch.device
+    checkpoint_sha256: str
+
+    @property
+    def model_id(self) -> str:
+        """``sam3/<preset>/<first 16 hex of the checkpoint digest>``: what embeddings and caches are keyed by."""
+        return f"sam3/{self.preset.name}/{self.checkpoint_sha256[:16]}"
+
+    def describe(self) -> dict:
+        """Preset and checkpoint facts for logs and responses."""
+        return {"model_id": self.model_id, "preset": asdict(self.preset), "device": str(self.device)}
+
+
+def load_sam3(preset_name: str, checkpoint: str | Path, bpe_path: str, device: torch.device) -> LoadedSam3:
+    """Builds the preset's model, assigns the checkpoint's weights and moves it to ``device``."""
+    compat.apply()
+    preset = get_preset(preset_name)
+    state = read_state_dict(checkpoint)
+    model = build_sam3_model_for_checkpoint(preset, bpe_path)
+    load_sam3_weights(model, state, str(checkpoint))
+    model = model.to(device).eval()
+    if device.type == "cuda" and torch.cuda.get_device_properties(device).major >= 8:
+        # what sam3.model_builder does at import (we do not import it): TF32 matmuls on Ampere and newer
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    digest = file_sha256(checkpoint)
+    log.info("loaded SAM 3 preset %s from %s (sha256 %s) on %s", preset.name, checkpoint, digest[:16], device)
+    return LoadedSam3(model=model, preset=preset, device=device, checkpoint_sha256=digest)

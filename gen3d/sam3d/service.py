@@ -1,0 +1,170 @@
+"""The ``sam3d`` model's work, independent of TorchServe: load once, then answer generate_3d requests.
+
+``decode`` checks the options and fetches the image and the mask; ``run`` generates each object with the
+preset's pipeline (one at a time; a CUDA out-of-memory is answered 507 by the service base); ``encode`` writes
+PLY + GLB + pose JSON to S3 under the request's prefix, or returns them inline when small. GPU memory is
+released after every batch, so the next request starts from the same state.
+"""
+
+from __future__ import annotations
+
+import base64
+import gc
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gen3d.errors import TooLarge
+from gen3d.models import SAM3D
+from gen3d.sam3d.loading import LoadedSam3d, load_sam3d
+from gen3d.sam3d.outputs import CONTENT_TYPES, FILE_NAMES, encode_generation
+from gen3d.sam3d.request import decode_mask, generate_options, mask_source
+from gen3d.sam3d.types import GenerateOptions, Generation
+from gen3d.serving.images import decode_image
+from gen3d.serving.schema import ParsedRequest, require_image
+from gen3d.serving.service import Job, MetricSink, ModelService, elapsed_ms, no_metrics
+from gen3d.serving.storage import S3Store, prefix_template
+
+log = logging.getLogger(__name__)
+
+INLINE_LIMIT_BYTES = 16 * 1024 * 1024  # above this, outputs must go to S3 (output_bucket, user_id, session_id)
+
+
+@dataclass
+class Sam3dJob(Job):
+    """One generate_3d request on its way through a batch."""
+
+    options: GenerateOptions | None = None
+    image: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    generation: Generation | None = None
+
+
+def writes_s3(req: ParsedRequest) -> bool:
+    """Outputs go to S3 when the image came from S3 or an ``output_bucket`` is given."""
+    return req.came_by_s3 or req.get("output_bucket") is not None
+
+
+class Sam3dService(ModelService[Sam3dJob]):
+    """Loaded SAM 3D Objects plus storage (TorchServe batchSize 1)."""
+
+    spec = SAM3D
+    job_type = Sam3dJob
+    stage_names = ("decode", "generate", "encode")
+
+    def __init__(self, loaded: LoadedSam3d, store: S3Store, prefix_template: str, metric: MetricSink = no_metrics):
+        super().__init__(store, prefix_template, metric, io_threads=4)
+        self.loaded = loaded
+        self.oom_advice = (
+            f"preset {loaded.preset.name} needs >= {loaded.preset.min_gpu_memory_gib} GiB of GPU memory; retry "
+            "later or with fewer steps / decode_formats ['gaussian']"
+        )
+
+    @classmethod
+    def from_model_dir(
+        cls, model_dir: str | Path, config: dict, device: torch.device, metric: MetricSink = no_metrics
+    ) -> Sam3dService:
+        """Loads the model an archive describes: ``config`` is model-config.yaml's ``handler`` section."""
+        return cls(load_sam3d(model_dir, config, device), S3Store(), prefix_template(config), metric)
+
+    @property
+    def preset(self):
+        return self.loaded.preset
+
+    @property
+    def device(self) -> torch.device:
+        return self.loaded.generator.device
+
+    def describe(self) -> dict[str, object]:
+        return self.loaded.describe()
+
+    def answer_fields(self) -> dict[str, object]:
+        # the preset (a demo or the real model) is named in every answer, errors included
+        return {"preset": self.preset.name}
+
+    # -- decode ---------------------------------------------------------------------------------------
+    def decode(self, job: Sam3dJob) -> None:
+        req = job.request
+        job.options = generate_options(req, self.preset)
+        if writes_s3(req):
+            self.output_prefix(req)
+        source = require_image(req)
+        masks = mask_source(req)
+        data = self.fetch(source.field, source.s3, source.inline)
+        picture = decode_image(data, source.field)
+        mask_data = data if masks.field == "body" else None
+        if masks.s3 is not None:
+            mask_data = self.fetch(masks.field, masks.s3)
+        job.mask = decode_mask(masks, mask_data, (picture.height, picture.width))
+        job.image = np.asarray(picture, dtype=np.uint8)
+
+    # -- run ------------------------------------------------------------------------------------------
+    def run(self, jobs: list[Sam3dJob]) -> None:
+        for job in jobs:
+            started = time.perf_counter()
+            generator = self.loaded.generator
+            job.generation = self.attempt(job, "generate", generator.generate, job.image, job.mask, job.options)
+            job.image = job.mask = None
+            job.timings_ms["generate"] = elapsed_ms(started)
+            if job.generation is not None:
+                self.metric("Generations", 1)
+
+    def after_batch(self, jobs: list[Sam3dJob]) -> None:
+        """Returns the batch's GPU memory to the driver's pool: the next request starts from the same state."""
+        for job in jobs:
+            job.generation = job.image = job.mask = None
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # -- encode ---------------------------------------------------------------------------------------
+    def encode(self, job: Sam3dJob) -> dict[str, object]:
+        req, loaded, opts, gen = job.request, self.loaded, job.options, job.generation
+        generation_id = uuid.uuid4().hex
+        meta = {
+            "generation_id": generation_id,
+            "model_id": loaded.model_id,
+            "preset": loaded.preset.name,
+            "demo": loaded.preset.demo,
+            "seed": opts.seed,
+        }
+        encoded = encode_generation(gen, meta)
+        fields: dict[str, object] = {
+            **meta,
+            "pose": encoded.pose,
+            "decode_formats": list(opts.decode_formats),
+            "mesh_postprocess": opts.mesh_postprocess,
+            "texture_baking": opts.texture_baking,
+            **gen.info,
+            **encoded.summary,
+        }
+        if writes_s3(req):
+            started = time.perf_counter()
+            locations = {
+                name: self.output_location(req, f"3d/{generation_id}/{FILE_NAMES[name]}") for name in encoded.files
+            }
+            s3_meta = {"model-id": loaded.model_id, "preset": loaded.preset.name}
+
+            def put(name: str) -> None:
+                self.store.put_bytes(locations[name], encoded.files[name], CONTENT_TYPES[name], s3_meta)
+
+            list(self.io.map(put, encoded.files))
+            bucket = next(iter(locations.values())).bucket
+            fields.update(outputs={name: loc.key for name, loc in locations.items()}, output_bucket=bucket)
+            job.timings_ms["write"] = elapsed_ms(started)
+        else:
+            total = sum(len(data) for data in encoded.files.values())
+            if total > INLINE_LIMIT_BYTES:
+                raise TooLarge(
+                    "output_bucket",
+                    f"outputs are {total / 1e6:.1f} MB, above the {INLINE_LIMIT_BYTES / 1e6:.1f} MB inline limit; "
+                    "give output_bucket, user_id and session_id to have them written to S3",
+                )
+            fields["outputs_base64"] = {name: base64.b64encode(data).decode() for name, data in encoded.files.items()}
+        job.timings_ms["stages"] = gen.stages_ms
+        return fields

@@ -1,0 +1,52 @@
+"""Timing (and peak GPU memory) of the pipeline's stages, per request."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+
+
+class StageRecorder:
+    """Wall time (ms) and, on CUDA, peak allocated GPU memory (MiB) of named pipeline stages.
+
+    :meth:`wrap` replaces an object's method by a timed one, so the official ``run`` is measured without
+    being re-composed; :meth:`reset` starts a new request.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.device = device
+        self.timings_ms: dict[str, float] = {}
+        self.peak_mib: dict[str, float] = {}
+
+    def reset(self) -> None:
+        self.timings_ms, self.peak_mib = {}, {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.cuda:
+                torch.cuda.synchronize(self.device)
+                peak = torch.cuda.max_memory_allocated(self.device) / 2**20
+                self.peak_mib[name] = round(max(self.peak_mib.get(name, 0.0), peak), 1)
+            elapsed = (time.perf_counter() - started) * 1000
+            self.timings_ms[name] = round(self.timings_ms.get(name, 0.0) + elapsed, 1)
+
+    def wrap(self, obj: object, attribute: str, name: str) -> None:
+        """Times every call of ``obj.attribute`` as stage ``name`` (calls add up)."""
+        original: Callable = getattr(obj, attribute)
+
+        def timed(*args, **kwargs):
+            with self.stage(name):
+                return original(*args, **kwargs)
+
+        setattr(obj, attribute, timed)

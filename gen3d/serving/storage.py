@@ -1,0 +1,116 @@
+"""S3 access for request inputs and outputs (standard AWS environment: credentials chain, region,
+``AWS_ENDPOINT_URL_S3``), and the output key layout."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from gen3d.errors import Forbidden, InvalidField, NotFound, StorageError, TooLarge
+
+log = logging.getLogger(__name__)
+
+MAX_INPUT_BYTES = 256 * 1024 * 1024
+SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+DEFAULT_OUTPUT_PREFIX = "gen3d-outputs/{user_id}/{session_id}"
+
+
+@dataclass(frozen=True)
+class S3Location:
+    """One object: bucket and key."""
+
+    bucket: str
+    key: str
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+def check_bucket(bucket: object, field: str = "bucket") -> str:
+    """``bucket`` if it is a valid S3 bucket name; 400 naming ``field`` otherwise."""
+    if not isinstance(bucket, str) or not BUCKET_NAME.match(bucket):
+        raise InvalidField(field, "must be an S3 bucket name (3-63 lowercase letters, digits, '.', '-')")
+    return bucket
+
+
+def check_key(key: object, field: str) -> str:
+    """``key`` if it is a plausible S3 object key; 400 naming ``field`` otherwise."""
+    if not isinstance(key, str) or not key or len(key.encode()) > 1024 or key.startswith("/"):
+        raise InvalidField(field, "must be a non-empty S3 key of at most 1024 bytes, not starting with '/'")
+    return key
+
+
+def check_id(value: object, field: str) -> str:
+    """A user or session id usable as one path segment; 400 naming ``field`` otherwise."""
+    if not isinstance(value, str) or not SAFE_ID.match(value) or value in (".", ".."):
+        raise InvalidField(field, "must be 1-128 characters of letters, digits, '.', '_', '-', not starting with '.'")
+    return value
+
+
+def prefix_template(config: dict) -> str:
+    """The output prefix template: ``GEN3D_OUTPUT_PREFIX``, else the archive's ``handler.output_prefix``."""
+    return os.environ.get("GEN3D_OUTPUT_PREFIX") or config.get("output_prefix") or DEFAULT_OUTPUT_PREFIX
+
+
+def output_prefix(template: str, user_id: object, session_id: object) -> str:
+    """The request's output prefix from the server's template; ids are required and checked so no key can
+    leave it."""
+    for name, value in (("user_id", user_id), ("session_id", session_id)):
+        if value is None:
+            raise InvalidField(name, "required when outputs go to S3 (it names the output prefix)")
+    prefix = template.format(user_id=check_id(user_id, "user_id"), session_id=check_id(session_id, "session_id"))
+    return prefix.strip("/")
+
+
+def output_key(prefix: str, name: str) -> str:
+    """``prefix/name``, refusing any name that could climb out of ``prefix``."""
+    if not name or name.startswith("/") or any(part in ("", ".", "..") for part in name.split("/")):
+        raise ValueError(f"unsafe output name {name!r}")
+    return f"{prefix}/{name}"
+
+
+class S3Store:
+    """Reads inputs and writes outputs; maps S3 errors to answers that name the request field."""
+
+    def __init__(self, client=None) -> None:
+        self.client = client or boto3.client(
+            "s3", config=Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=16)
+        )
+
+    def get_bytes(self, loc: S3Location, field: str, max_bytes: int = MAX_INPUT_BYTES) -> bytes:
+        """The object's bytes; 404/403/413 naming ``field`` when it is missing, forbidden or too large."""
+        try:
+            obj = self.client.get_object(Bucket=loc.bucket, Key=loc.key)
+            if obj.get("ContentLength", 0) > max_bytes:
+                raise TooLarge(field, f"{loc.uri} is larger than {max_bytes} bytes")
+            return obj["Body"].read()
+        except ClientError as err:
+            code = err.response.get("Error", {}).get("Code", "")
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise NotFound(field, f"{loc.uri} does not exist") from err
+            if code == "NoSuchBucket":
+                raise NotFound("bucket", f"bucket {loc.bucket} does not exist") from err
+            if code in ("AccessDenied", "403", "AllAccessDisabled"):
+                raise Forbidden(field, f"access to {loc.uri} denied") from err
+            raise StorageError(field, f"reading {loc.uri} failed ({code or 'S3 error'})") from err
+        except BotoCoreError as err:
+            raise StorageError(field, f"reading {loc.uri} failed ({err.__class__.__name__})") from err
+
+    def put_bytes(
+        self, loc: S3Location, data: bytes, content_type: str, metadata: dict[str, str] | None = None
+    ) -> None:
+        """Writes ``data`` to ``loc`` (boto3 retries transient failures); 502 when S3 still fails."""
+        try:
+            self.client.put_object(
+                Bucket=loc.bucket, Key=loc.key, Body=data, ContentType=content_type, Metadata=metadata or {}
+            )
+        except (BotoCoreError, ClientError) as err:
+            raise StorageError("output_bucket", f"writing {loc.uri} failed ({err.__class__.__name__})") from err

@@ -1,0 +1,110 @@
+"""The SAM 3 builder: published shapes, strict checkpoint loading, formats."""
+
+from __future__ import annotations
+
+from unittest import mock
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from gen3d.errors import StartupError
+from gen3d.sam3.architecture import build_sam3_model_for_checkpoint
+from gen3d.sam3.checkpoint import load_sam3_weights, read_state_dict
+from gen3d.sam3.loading import load_sam3
+from gen3d.sam3.presets import PRESETS
+
+
+def _stock_model_on_meta(bpe_path: str) -> torch.nn.Module:
+    """sam3's own builder, parameters on meta; its two construction-time "cuda" allocations redirected."""
+    import sam3.model.decoder as decoder
+    import sam3.model.position_encoding as position_encoding
+    from accelerate import init_empty_weights
+    from sam3.model_builder import build_sam3_image_model
+
+    zeros, get_coords = torch.zeros, decoder.TransformerDecoder._get_coords
+
+    def zeros_not_on_cuda(*args, device=None, **kwargs):
+        return zeros(*args, device=None if device == "cuda" else device, **kwargs)
+
+    with (
+        mock.patch.object(position_encoding.torch, "zeros", zeros_not_on_cuda),
+        mock.patch.object(
+            decoder.TransformerDecoder, "_get_coords", staticmethod(lambda h, w, device: get_coords(h, w, None))
+        ),
+        init_empty_weights(include_buffers=False),
+    ):
+        return build_sam3_image_model(
+            bpe_path=bpe_path, device="cpu", load_from_HF=False, enable_inst_interactivity=True
+        )
+
+
+def test_published_preset_matches_stock_builder(bpe_path):
+    ours = build_sam3_model_for_checkpoint(PRESETS["sam3"], bpe_path).state_dict()
+    stock = _stock_model_on_meta(bpe_path).state_dict()
+    assert sorted(ours) == sorted(stock)
+    mismatched = {k: (tuple(ours[k].shape), tuple(stock[k].shape)) for k in ours if ours[k].shape != stock[k].shape}
+    assert mismatched == {}
+    assert sum(v.numel() for v in ours.values()) > 800_000_000
+
+
+def test_tiny_preset_uses_the_same_classes(bpe_path):
+    tiny = build_sam3_model_for_checkpoint(PRESETS["tiny"], bpe_path)
+    big = build_sam3_model_for_checkpoint(PRESETS["sam3"], bpe_path)
+    assert {type(m).__name__ for m in tiny.modules()} == {type(m).__name__ for m in big.modules()}
+    assert tiny.inst_interactive_predictor._bb_feat_sizes == [(32, 32), (16, 16), (8, 8)]
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".pth", ".ckpt", ".safetensors"])
+def test_checkpoint_formats_and_nesting(tmp_path, tiny_state, suffix):
+    path = tmp_path / f"ckpt{suffix}"
+    if suffix == ".safetensors":
+        save_file(tiny_state, str(path))
+    else:
+        torch.save({"model": {"state_dict": tiny_state}}, path)
+    loaded = read_state_dict(path)
+    assert sorted(loaded) == sorted(tiny_state)
+    key = next(iter(tiny_state))
+    assert torch.equal(loaded[key], tiny_state[key])
+
+
+def test_published_key_layout_is_mapped(bpe_path, tiny_state):
+    published = {}
+    for key, value in tiny_state.items():
+        if key.startswith("inst_interactive_predictor.model."):
+            published["tracker." + key.removeprefix("inst_interactive_predictor.model.")] = value
+        else:
+            published["detector." + key] = value
+    model = build_sam3_model_for_checkpoint(PRESETS["tiny"], bpe_path)
+    load_sam3_weights(model, published, "published.pt")
+    key = "backbone.vision_backbone.trunk.patch_embed.proj.weight"
+    assert torch.equal(model.state_dict()[key], tiny_state[key])
+
+
+def test_missing_and_unexpected_keys_are_listed(bpe_path, tiny_state):
+    state = dict(tiny_state)
+    state.pop("backbone.vision_backbone.trunk.patch_embed.proj.weight")
+    state["not.a.real.key"] = torch.zeros(1)
+    model = build_sam3_model_for_checkpoint(PRESETS["tiny"], bpe_path)
+    with pytest.raises(StartupError) as err:
+        load_sam3_weights(model, state, "bad.pt")
+    assert "backbone.vision_backbone.trunk.patch_embed.proj.weight" in str(err.value)
+    assert "not.a.real.key" in str(err.value)
+
+
+def test_missing_checkpoint_names_path(tmp_path, bpe_path):
+    with pytest.raises(StartupError, match=str(tmp_path / "nope.pt")):
+        load_sam3("tiny", tmp_path / "nope.pt", bpe_path, torch.device("cpu"))
+
+
+def test_weights_loaded_without_random_init_and_no_meta_left(tmp_path, bpe_path, tiny_state):
+    path = tmp_path / "tiny.safetensors"
+    save_file(tiny_state, str(path))
+    loaded = load_sam3("tiny", path, bpe_path, torch.device("cpu"))
+    assert not any(t.is_meta for t in loaded.model.state_dict().values())
+    assert not any(b.is_meta for b in loaded.model.buffers())
+    assert loaded.model_id.startswith("sam3/tiny/")
+
+
+def test_random_state_has_no_empty_text_tensors(tiny_state):
+    assert all(torch.isfinite(v).all() for v in tiny_state.values() if v.is_floating_point())

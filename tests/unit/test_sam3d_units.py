@@ -1,0 +1,327 @@
+"""sam3d pieces that need no TorchServe and no GPU: preset checks, the production config preparation (on a
+pipeline directory shaped like the gated facebook/sam-3d-objects download), request options, out-of-memory
+handling and the archive builder's sam3d paths."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from gen3d.errors import ServingError, StartupError
+from gen3d.sam3d.loading import LoadedSam3d, check_archive_config, load_sam3d
+from gen3d.sam3d.pipeline import PIPELINE_TARGET, dinov2_weight_file, prepare_config
+from gen3d.sam3d.presets import DEMO_CHECKPOINT_FORMAT, PRESETS
+from gen3d.sam3d.request import decode_mask, generate_options, mask_source
+from gen3d.sam3d.stages import StageRecorder
+from gen3d.sam3d.types import Generation
+from gen3d.serving.schema import RawRequest, parse_request
+
+DEMO, REAL = PRESETS["tiny-cpu-demo"], PRESETS["sam3d-objects"]
+DINO = "sam3d_objects.model.backbone.dit.embedder.dino.Dino"
+
+
+def demo_checkpoint(path: Path, preset: str = "tiny-cpu-demo") -> Path:
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, str(path), metadata={"format": DEMO_CHECKPOINT_FORMAT, "preset": preset})
+    return path
+
+
+def write_yaml(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data))
+
+
+def fake_pipeline_dir(root: Path, **pipeline_overrides) -> Path:
+    """pipeline.yaml + configs + (empty) checkpoints + staged DINOv2 and MoGe, keyed as the pipeline reads them."""
+    dino = {"_target_": DINO, "dino_model": "dinov2_vitl14_reg", "repo_or_dir": "facebookresearch/dinov2"}
+    fuser = {
+        "_target_": "sam3d_objects.model.backbone.dit.embedder.embedder_fuser.EmbedderFuser",
+        "embedder_list": [[{**dino, "source": "github"}, [["image", "cropped"]]], [dict(dino), [["mask", "cropped"]]]],
+    }
+    pipeline = {
+        "_target_": PIPELINE_TARGET,
+        "dtype": "bfloat16",
+        "depth_model": {
+            "_target_": "sam3d_objects.pipeline.depth_models.moge.MoGe",
+            "model": {"_target_": "moge.model.v1.MoGeModel.from_pretrained", "pretrained_model_name_or_path": "x/y"},
+        },
+        "slat_decoder_gs_4_config_path": None,
+    }
+    for name in ("ss_generator", "slat_generator", "ss_decoder", "slat_decoder_gs", "slat_decoder_mesh"):
+        pipeline[f"{name}_config_path"] = f"{name}.yaml"
+        pipeline[f"{name}_ckpt_path"] = f"{name}.ckpt"
+        sub = (
+            {"module": {"condition_embedder": {"backbone": fuser}}}
+            if "generator" in name
+            else {"_target_": "torch.nn.Identity"}
+        )
+        write_yaml(root / f"{name}.yaml", sub)
+        (root / f"{name}.ckpt").write_bytes(b"weights of " + name.encode())
+    pipeline.update(pipeline_overrides)
+    write_yaml(root / "pipeline.yaml", pipeline)
+    (root / "dinov2").mkdir()
+    (root / "dinov2" / "hubconf.py").write_text("dependencies = []\n")
+    (root / "torch_hub" / "checkpoints").mkdir(parents=True)
+    (root / "torch_hub" / "checkpoints" / "dinov2_vitl14_reg4_pretrain.pth").write_bytes(b"dino")
+    (root / "moge").mkdir()
+    (root / "moge" / "model.pt").write_bytes(b"moge")
+    return root
+
+
+# -- presets and archive configs ------------------------------------------------------------------------
+
+
+def test_demo_preset_refuses_to_run_without_its_flag(tmp_path):
+    ckpt = demo_checkpoint(tmp_path / "demo.safetensors")
+    with pytest.raises(StartupError, match="random-weight demo; refusing to run without handler.demo_weights: true"):
+        check_archive_config(tmp_path, {"preset": "tiny-cpu-demo", "checkpoint": ckpt.name})
+    assert check_archive_config(tmp_path, {"preset": "tiny-cpu-demo", "checkpoint": ckpt.name, "demo_weights": True})
+
+
+def test_production_preset_refuses_demo_weights(tmp_path):
+    ckpt = demo_checkpoint(tmp_path / "demo.safetensors")
+    with pytest.raises(StartupError, match="is a tiny-cpu-demo demo checkpoint; preset sam3d-objects refuses it"):
+        check_archive_config(tmp_path, {"preset": "sam3d-objects", "checkpoint": ckpt.name})
+    with pytest.raises(StartupError, match="production model; refusing handler.demo_weights"):
+        check_archive_config(tmp_path, {"preset": "sam3d-objects", "checkpoint": ckpt.name, "demo_weights": True})
+
+
+def test_no_fallback_preset(tmp_path):
+    (tmp_path / "pipeline.yaml").write_text("{}")
+    with pytest.raises(StartupError, match="lacks handler.preset"):
+        check_archive_config(tmp_path, {"checkpoint": "pipeline.yaml"})
+    with pytest.raises(StartupError, match="unknown SAM 3D preset 'tiny'"):
+        check_archive_config(tmp_path, {"preset": "tiny", "checkpoint": "pipeline.yaml"})
+    with pytest.raises(StartupError, match="checkpoint not found at .*missing.yaml"):
+        check_archive_config(tmp_path, {"preset": "sam3d-objects", "checkpoint": "missing.yaml"})
+    other = demo_checkpoint(tmp_path / "other.safetensors", preset="something-else")
+    with pytest.raises(StartupError, match="not a tiny-cpu-demo checkpoint"):
+        check_archive_config(tmp_path, {"preset": "tiny-cpu-demo", "checkpoint": other.name, "demo_weights": True})
+
+
+def test_production_preset_needs_a_gpu(tmp_path):
+    root = fake_pipeline_dir(tmp_path)
+    with pytest.raises(StartupError, match="needs a CUDA GPU; this worker has none"):
+        load_sam3d(tmp_path, {"preset": "sam3d-objects", "checkpoint": "pipeline.yaml"}, torch.device("cpu"))
+    assert (root / "pipeline.yaml").is_file()
+
+
+# -- production config preparation ----------------------------------------------------------------------
+
+
+def test_prepare_config_points_everything_at_staged_files(tmp_path):
+    root = fake_pipeline_dir(tmp_path / "hf")
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    cfg, staged, digest = prepare_config(root / "pipeline.yaml", {}, torch.device("cuda", 1), runtime)
+    assert cfg.device == "cuda:1" and cfg.depth_model.device == "cuda:1"
+    assert cfg.rendering_engine == "pytorch3d" and cfg.compile_model is False and cfg.workspace_dir == str(root)
+    assert cfg.depth_model.model.pretrained_model_name_or_path == str(root / "moge" / "model.pt")
+    assert cfg.ss_generator_ckpt_path == str(root / "ss_generator.ckpt") and cfg.slat_decoder_gs_4_config_path is None
+    rewritten = yaml.safe_load(Path(cfg.ss_generator_config_path).read_text())
+    for dino, _ in rewritten["module"]["condition_embedder"]["backbone"]["embedder_list"]:
+        assert dino["repo_or_dir"] == str(root / "dinov2") and dino["source"] == "local"
+    assert yaml.safe_load((root / "ss_generator.yaml").read_text()) != rewritten  # the archive is not modified
+    assert staged["torch_hub_dir"] == root / "torch_hub" and len(digest) == 64
+    (root / "ss_decoder.ckpt").write_bytes(b"other weights")
+    assert prepare_config(root / "pipeline.yaml", {}, torch.device("cuda"), runtime)[2] != digest
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        (
+            lambda r: (r / "slat_generator.ckpt").unlink(),
+            r"slat_generator.ckpt not found \(named by slat_generator_ckpt",
+        ),
+        (lambda r: (r / "moge" / "model.pt").unlink(), r"model.pt not found \(handler.moge_checkpoint"),
+        (lambda r: (r / "dinov2" / "hubconf.py").unlink(), r"hubconf.py not found \(handler.dinov2_repo"),
+        (
+            lambda r: (r / "torch_hub" / "checkpoints" / "dinov2_vitl14_reg4_pretrain.pth").unlink(),
+            "dinov2_vitl14_reg4_pretrain.pth not found: DINOv2 weights for dinov2_vitl14_reg",
+        ),
+        (lambda r: write_yaml(r / "ss_decoder.yaml", {"_target_": "os.system"}), "'os.system' is outside"),
+        (lambda r: write_yaml(r / "ss_decoder.yaml", {"a": [{"_target_": "builtins.exec"}]}), "'builtins.exec'"),
+    ],
+)
+def test_prepare_config_stops_on_one_clear_line(tmp_path, breakage, message):
+    root = fake_pipeline_dir(tmp_path)
+    breakage(root)
+    with pytest.raises(StartupError, match=message):
+        prepare_config(root / "pipeline.yaml", {}, torch.device("cuda"), tmp_path)
+
+
+def test_prepare_config_checks_the_pipeline_target(tmp_path):
+    root = fake_pipeline_dir(tmp_path, _target_="sam3d_objects.pipeline.inference_pipeline.InferencePipeline")
+    with pytest.raises(StartupError, match="expected .*InferencePipelinePointMap"):
+        prepare_config(root / "pipeline.yaml", {}, torch.device("cuda"), tmp_path)
+
+
+def test_dinov2_weight_names():
+    assert dinov2_weight_file("dinov2_vitl14_reg") == "dinov2_vitl14_reg4_pretrain.pth"
+    assert dinov2_weight_file("dinov2_vitb14") == "dinov2_vitb14_pretrain.pth"
+
+
+# -- requests -------------------------------------------------------------------------------------------
+
+
+def parsed(body: dict):
+    return parse_request(RawRequest(body=body), "generate_3d")
+
+
+def test_options_defaults_and_preset_limits():
+    demo = generate_options(parsed({"task": "generate_3d"}), DEMO)
+    assert (demo.seed, demo.ss_steps, demo.decode_formats, demo.layout_postprocess) == (
+        42,
+        None,
+        ("gaussian", "mesh"),
+        False,
+    )
+    real = generate_options(parsed({"task": "generate_3d", "texture_baking": True, "slat_steps": 12}), REAL)
+    assert real.layout_postprocess and real.texture_baking and not real.mesh_postprocess and real.slat_steps == 12
+    splat = generate_options(parsed({"task": "generate_3d", "decode_formats": ["gaussian"]}), REAL)
+    assert splat.decode_formats == ("gaussian",) and splat.layout_postprocess is False
+    for body, field in [
+        ({"layout_postprocess": True}, "layout_postprocess"),
+        ({"decode_formats": ["gaussian"], "mesh_postprocess": True}, "mesh_postprocess"),
+        ({"decode_formats": ["gaussian", "gaussian"]}, "decode_formats"),
+        ({"seed": True}, "seed"),
+        ({"seed": -1}, "seed"),
+        ({"ss_steps": 1.5}, "ss_steps"),
+    ]:
+        with pytest.raises(ServingError) as err:
+            generate_options(parsed({"task": "generate_3d", **body}), DEMO)
+        assert err.value.field == field
+
+
+def test_masks_are_bool_and_sized_like_the_image():
+    from gen3d.serving.masks import rle_from_mask
+
+    mask = np.zeros((4, 6), bool)
+    mask[1:3, 2:5] = True
+    source = mask_source(parsed({"task": "generate_3d", "mask_rle": rle_from_mask(mask)}))
+    decoded = decode_mask(source, None, (4, 6))
+    assert decoded.dtype == np.bool_ and (decoded == mask).all()
+    with pytest.raises(ServingError, match="mask is 4x6 .* image is 4x7") as err:
+        decode_mask(source, None, (4, 7))
+    assert err.value.field == "mask_rle"
+    buf = io.BytesIO()
+    Image.fromarray((mask * 255).astype(np.uint8)).save(buf, "PNG")
+    s3_source = mask_source(parsed({"task": "generate_3d", "bucket": "some-bucket", "mask_s3_key": "m.png"}))
+    assert (decode_mask(s3_source, buf.getvalue(), (4, 6)) == mask).all()
+
+
+# -- service: out of memory, preset in every answer -----------------------------------------------------
+
+
+class StubGenerator:
+    """Raises a CUDA out-of-memory on its first call, then answers with a pose only."""
+
+    def __init__(self) -> None:
+        self.preset, self.device, self.calls = REAL, torch.device("cuda"), 0
+
+    def generate(self, image, mask, options) -> Generation:
+        self.calls += 1
+        if self.calls == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return Generation(None, None, [1.0, 0, 0, 0], [0.0, 0, 2], [1.0, 1, 1], {"slat": 1.0}, {"voxels": 5})
+
+
+def test_out_of_memory_answers_507_and_the_next_request_is_served(monkeypatch):
+    from gen3d.sam3d.service import Sam3dService
+
+    emptied = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(1))
+    service = Sam3dService(LoadedSam3d(StubGenerator(), REAL, "0" * 64), store=None, prefix_template="p/{user_id}")
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 6)).save(buf, "PNG")
+    body = {"task": "generate_3d", "image_base64": base64.b64encode(buf.getvalue()).decode()}
+    body["mask_polygon"] = [[1, 1], [6, 1], [6, 5]]
+    first, second = (service.handle([RawRequest(body=json.dumps(body).encode())])[0] for _ in range(2))
+    assert first.status == 507 and first.body["error"]["field"] == "generate"
+    assert "out of memory on cuda" in first.body["error"]["message"] and first.body["preset"] == "sam3d-objects"
+    assert second.status == 200 and second.body["pose"]["translation"] == [0.0, 0.0, 2.0]
+    assert (
+        second.body["outputs_base64"].keys() == {"pose"}
+        and second.body["model_id"] == "sam3d/sam3d-objects/" + "0" * 16
+    )
+    assert len(emptied) == 2  # after each request
+
+
+def test_stage_recorder_adds_up_calls():
+    class Thing:
+        def work(self, x):
+            return x * 2
+
+    thing, recorder = Thing(), StageRecorder(torch.device("cpu"))
+    recorder.wrap(thing, "work", "double")
+    assert thing.work(2) == 4 and thing.work(3) == 6
+    assert list(recorder.timings_ms) == ["double"] and recorder.peak_mib == {}
+
+
+# -- archive builder ------------------------------------------------------------------------------------
+
+
+def build(tmp_path: Path, *args: str) -> str:
+    """gen3d-build-archives sam3d in this process; the refusal it stops with, or "" when it built."""
+    from gen3d.cli.build_archives import build as build_archive
+    from gen3d.cli.build_archives import parse_args
+
+    try:
+        build_archive(parse_args(["sam3d", "--work-dir", str(tmp_path / "work"), *args]))
+    except SystemExit as err:
+        return str(err)
+    return ""
+
+
+def test_production_archive_copies_the_pipeline_directory(tmp_path):
+    root = fake_pipeline_dir(tmp_path / "hf")
+    assert build(tmp_path, "--pipeline-dir", str(root), "--export-path", str(tmp_path / "store")) == ""
+    archive = tmp_path / "store" / "sam3d"
+    config = yaml.safe_load((archive / "model-config.yaml").read_text())
+    assert config["batchSize"] == 1 and config["responseTimeout"] >= 600 and config["startupTimeout"] >= 1200
+    assert config["handler"] == {
+        "preset": "sam3d-objects",
+        "demo_weights": False,
+        "min_gpu_memory_gib": 32,
+        "checkpoint": "pipeline/pipeline.yaml",
+        "require_gpu": True,
+    }
+    copied = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    assert (
+        sorted(str(p.relative_to(archive / "pipeline")) for p in (archive / "pipeline").rglob("*") if p.is_file())
+        == copied
+    )
+    from gen3d.sagemaker.entrypoint import find_archives
+
+    assert find_archives(tmp_path / "store")[0].gpu_memory_gib == 32
+
+
+def test_builder_refuses_mixing_demo_and_production(tmp_path):
+    root = fake_pipeline_dir(tmp_path / "hf")
+    assert "preset tiny-cpu-demo is a demo" in build(tmp_path, "--pipeline-dir", str(root), "--preset", "tiny-cpu-demo")
+    assert "--batch-size must be 1" in build(tmp_path, "--batch-size", "4")
+    (root / "moge" / "model.pt").unlink()
+    assert "moge/model.pt not found" in build(tmp_path, "--pipeline-dir", str(root), "--export-path", str(tmp_path))
+
+
+def test_sagemaker_smoke_payload_masks_the_seed_disc():
+    from gen3d.sagemaker import invoke
+    from gen3d.serving.masks import mask_from_polygon
+
+    payload = invoke.default_payload("sam3d", "bucket", "seed.png", "s1")
+    assert payload["task"] == "generate_3d"
+    picture = np.asarray(Image.open(io.BytesIO(invoke.seed_png())))
+    mask = mask_from_polygon(payload["mask_polygon"], picture.shape[:2])
+    disc = picture[..., 0] > 128
+    assert mask.sum() > 0.9 * disc.sum() and (mask & ~disc).sum() < 0.01 * mask.sum()
+    assert "mask_polygon" not in invoke.default_payload("sam3", "bucket", "seed.png", "s1")

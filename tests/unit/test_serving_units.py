@@ -1,0 +1,183 @@
+"""Unit tests of the pieces under the handlers: schema, storage keys, images, cache, batching, start-up."""
+
+from __future__ import annotations
+
+import base64
+import io
+import multiprocessing
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from gen3d.errors import ServingError, StartupError
+from gen3d.serving.images import decode_image, image_digest
+from gen3d.serving.schema import RawRequest, parse_request
+from gen3d.serving.storage import output_key, output_prefix
+from tests.conftest import png_bytes
+
+
+def field_of(fn, *args) -> str:
+    with pytest.raises(ServingError) as err:
+        fn(*args)
+    return err.value.field
+
+
+def test_request_forms():
+    raw = parse_request(RawRequest(png_bytes(1), "image/png"), "get_embedding")
+    assert raw.task == "get_embedding" and raw.image.inline and not raw.came_by_s3
+    seed = parse_request(
+        RawRequest({"task": "get_embedding", "image_s3_key": "a/b.png", "bucket": "gen3d-data-bucket"}), "get_embedding"
+    )
+    assert seed.came_by_s3 and seed.image.s3.uri == "s3://gen3d-data-bucket/a/b.png"
+    b64 = parse_request(
+        RawRequest(
+            b'{"task": "get_embedding", "image_base64": "data:image/png;base64,' + base64.b64encode(b"x") + b'"}'
+        ),
+        "get_embedding",
+    )
+    assert b64.image.inline == b"x"
+    binary = parse_request(RawRequest(png_bytes(1), "image/png", "application/octet-stream"), "get_embedding")
+    assert binary.binary_response
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "field"),
+    [
+        (b"{oops", "application/json", "body"),
+        (b"[1, 2]", "application/json", "body"),
+        ({"image_s3_key": "k", "bucket": "gen3d-data-bucket"}, "", "task"),
+        ({"task": "get_embedding", "image_s3_key": "k"}, "", "bucket"),
+        ({"task": "get_embedding", "image_s3_key": "/abs", "bucket": "gen3d-data-bucket"}, "", "image_s3_key"),
+        ({"task": "get_embedding", "image_s3_key": "k", "image_base64": "eA==", "bucket": "b-b-b"}, "", "image_s3_key"),
+        ({"task": "get_embedding", "user_id": "a/b"}, "", "user_id"),
+        ({"task": "get_embedding", "session_id": ".."}, "", "session_id"),
+        ({"task": "get_embedding", "output_bucket": "UPPER"}, "", "output_bucket"),
+    ],
+)
+def test_request_errors_name_the_field(body, content_type, field):
+    assert field_of(parse_request, RawRequest(body, content_type), "get_embedding") == field
+
+
+def test_output_keys_cannot_leave_the_prefix():
+    assert output_prefix("out/{user_id}/{session_id}", "u1", "s1") == "out/u1/s1"
+    for bad in ("../x", "a/b", ".hidden", "", "x" * 129):
+        assert field_of(output_prefix, "out/{user_id}/{session_id}", bad, "s") == "user_id"
+    assert output_key("out/u/s", "embeddings/abc.safetensors") == "out/u/s/embeddings/abc.safetensors"
+    for bad in ("../up", "a/../../b", "/abs", "a//b"):
+        with pytest.raises(ValueError):
+            output_key("out/u/s", bad)
+
+
+def test_images_exif_modes_and_digest():
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", exif=exif)
+    assert decode_image(buf.getvalue(), "f").size == (20, 30)
+    for mode in ("L", "LA", "P", "RGBA", "I;16", "CMYK"):
+        converted = img.convert(mode)
+        buf = io.BytesIO()
+        converted.save(buf, "TIFF")
+        assert decode_image(buf.getvalue(), "f").mode == "RGB"
+    png = png_bytes(3)
+    as_jpeg_free_copy = io.BytesIO()
+    Image.open(io.BytesIO(png)).save(as_jpeg_free_copy, "WEBP", lossless=True)
+    assert image_digest(decode_image(png, "f")) == image_digest(decode_image(as_jpeg_free_copy.getvalue(), "f"))
+    assert field_of(decode_image, b"", "image_base64") == "image_base64"
+    assert field_of(decode_image, b"GIF89a broken", "body") == "body"
+
+
+@pytest.fixture(scope="module")
+def tiny_loaded(tiny_state, bpe_path, tmp_path_factory):
+    from gen3d.sam3.loading import load_sam3
+
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_file(tiny_state, str(path))
+    return load_sam3("tiny", path, bpe_path, torch.device("cpu"))
+
+
+def test_batched_encoder_equals_unbatched(tiny_loaded):
+    from gen3d.sam3.features import encode_images
+
+    images = [decode_image(png_bytes(i, size=(50 + 10 * i, 70)), "f") for i in range(3)]
+    batched = encode_images(tiny_loaded, images)
+    for image, together in zip(images, batched, strict=True):
+        alone = encode_images(tiny_loaded, [image])[0]
+        for name, tensor in alone.tensors().items():
+            torch.testing.assert_close(together.tensors()[name], tensor, atol=1e-5, rtol=1e-4)
+
+
+def _put_from_another_process(directory: str, model_id: str, features) -> None:
+    from gen3d.sam3.cache import EmbeddingCache
+
+    EmbeddingCache(directory, 10**9, model_id).put("f" * 32, features)
+
+
+def test_cache_is_shared_bounded_and_keyed_by_model(tiny_loaded, tmp_path):
+    from gen3d.sam3.cache import EmbeddingCache
+    from gen3d.sam3.features import encode_images
+
+    features = encode_images(tiny_loaded, [decode_image(png_bytes(9), "f")])[0]
+    size = sum(t.numel() * 4 for t in features.tensors().values())
+    ctx = multiprocessing.get_context("spawn")
+    writer = ctx.Process(target=_put_from_another_process, args=(str(tmp_path), "model-a", features))
+    writer.start()
+    writer.join(60)
+    cache = EmbeddingCache(tmp_path, 10**9, "model-a")
+    got = cache.get("f" * 32)
+    assert got is not None and got.original_size == features.original_size
+    for name, tensor in features.tensors().items():
+        assert torch.equal(got.tensors()[name], tensor)
+    assert EmbeddingCache(tmp_path, 10**9, "model-b").get("f" * 32) is None
+
+    small = EmbeddingCache(tmp_path / "small", int(size * 2.5), "model-a")
+    for i in range(4):
+        small.put(f"{i:032x}", features)
+        small.get(f"{0:032x}")  # keep the first one recently used
+    small._cache.cull()
+    assert small.volume_bytes <= size * 2.5 * 1.1
+    assert f"{0:032x}" in small and f"{1:032x}" not in small
+
+
+def test_startup_errors_name_the_path(tmp_path, bpe_path):
+    from gen3d.sam3.service import Sam3Service
+
+    with pytest.raises(StartupError, match="handler.checkpoint"):
+        Sam3Service.from_model_dir(tmp_path, {"preset": "tiny"}, torch.device("cpu"))
+    with pytest.raises(StartupError, match=str(tmp_path / "bpe_simple_vocab_16e6.txt.gz")):
+        Sam3Service.from_model_dir(tmp_path, {"preset": "tiny", "checkpoint": "c.pt"}, torch.device("cpu"))
+    Path(tmp_path / "bpe_simple_vocab_16e6.txt.gz").write_bytes(Path(bpe_path).read_bytes())
+    with pytest.raises(StartupError, match=str(tmp_path / "c.pt")):
+        Sam3Service.from_model_dir(tmp_path, {"preset": "tiny", "checkpoint": "c.pt"}, torch.device("cpu"))
+    with pytest.raises(StartupError, match="unknown SAM 3 preset"):
+        (tmp_path / "c.pt").write_bytes(b"")
+        Sam3Service.from_model_dir(tmp_path, {"preset": "huge", "checkpoint": "c.pt"}, torch.device("cpu"))
+
+
+def test_scripts_have_help():
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    for script in ("build_archives.py", "serve_local.py", "serve", "benchmark_sam3.py", "sam3d_gpu_benchmark.py"):
+        done = subprocess.run(
+            [sys.executable, str(repo / "scripts" / script), "--help"], capture_output=True, text=True
+        )
+        assert done.returncode == 0 and "usage" in done.stdout.lower(), script
+
+
+def test_real_weight_archives_refuse_workers_without_gpu():
+    from types import SimpleNamespace
+
+    from gen3d.torchserve.handler import worker_device
+
+    context = SimpleNamespace(system_properties={"gpu_id": None})
+    assert worker_device(context).type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(StartupError, match="require_gpu"):
+            worker_device(context, require_gpu=True)
