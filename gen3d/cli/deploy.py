@@ -129,6 +129,8 @@ def make_spec(args: argparse.Namespace, endpoint: str, instance_type: str) -> de
         health_check_timeout_s=args.health_check_timeout, download_timeout_s=args.download_timeout)
     if args.sns_success_topic_arn and not args.sns_topic_arn:
         raise ValueError("--sns-success-topic-arn needs --sns-topic-arn (errors and alarms go there)")
+    if args.invocation_timeout is not None and not 1 <= args.invocation_timeout <= invoke.MAX_INVOCATION_TIMEOUT_S:
+        raise ValueError(f"--invocation-timeout must be 1..{invoke.MAX_INVOCATION_TIMEOUT_S} s")
     spec.capacity()
     spec.container_environment()
     return spec

@@ -559,6 +559,19 @@ def test_deploy_dry_run_refuses_sam3d_on_g5(tmp_path):
     assert dry_run_calls(proc.stdout) == []
 
 
+def test_deploy_dry_run_refuses_a_health_check_below_the_archives_need(tmp_path):
+    archive = write_archive(tmp_path, "sam3d", startup=1800)
+    common = ["--model", "sam3d", "--archive", str(archive), "--bucket", "b", "--image-uri", IMAGE, "--role-arn", ROLE,
+              "--dry-run"]
+    proc = run_script("sagemaker_deploy.py", *common, "--mode", "async", "--health-check-timeout", "1200")
+    assert proc.returncode == 2 and dry_run_calls(proc.stdout) == []  # nothing uploaded or created
+    assert "--health-check-timeout 1200 s is below what archive" in proc.stderr and "= 1920 s" in proc.stderr
+    proc = run_script("sagemaker_deploy.py", *common, "--mode", "async", "--invocation-timeout", "4000")
+    assert proc.returncode == 2 and "--invocation-timeout must be 1..3600 s" in proc.stderr
+    proc = run_script("sagemaker_deploy.py", *common, "--max-instances", "3")  # real-time
+    assert proc.returncode == 2 and "needs --target-invocations" in proc.stderr
+
+
 def test_teardown_dry_run():
     proc = run_script("sagemaker_teardown.py", "--endpoint-name", "sam3-async", "--dry-run")
     assert proc.returncode == 0, proc.stderr
