@@ -559,17 +559,20 @@ def test_deploy_dry_run_refuses_sam3d_on_g5(tmp_path):
     assert dry_run_calls(proc.stdout) == []
 
 
-def test_deploy_dry_run_refuses_a_health_check_below_the_archives_need(tmp_path):
+def test_deploy_refuses_a_health_check_below_the_archives_need(tmp_path, capsys):
+    from gen3d.cli import deploy as deploy_cli  # in-process: these refusals come before any AWS client is made
+
     archive = write_archive(tmp_path, "sam3d", startup=1800)
     common = ["--model", "sam3d", "--archive", str(archive), "--bucket", "b", "--image-uri", IMAGE, "--role-arn", ROLE,
               "--dry-run"]
-    proc = run_script("sagemaker_deploy.py", *common, "--mode", "async", "--health-check-timeout", "1200")
-    assert proc.returncode == 2 and dry_run_calls(proc.stdout) == []  # nothing uploaded or created
-    assert "--health-check-timeout 1200 s is below what archive" in proc.stderr and "= 1920 s" in proc.stderr
-    proc = run_script("sagemaker_deploy.py", *common, "--mode", "async", "--invocation-timeout", "4000")
-    assert proc.returncode == 2 and "--invocation-timeout must be 1..3600 s" in proc.stderr
-    proc = run_script("sagemaker_deploy.py", *common, "--max-instances", "3")  # real-time
-    assert proc.returncode == 2 and "needs --target-invocations" in proc.stderr
+    assert deploy_cli.main([*common, "--mode", "async", "--health-check-timeout", "1200"]) == 2
+    captured = capsys.readouterr()
+    assert dry_run_calls(captured.out) == []  # nothing uploaded or created
+    assert "--health-check-timeout 1200 s is below what archive" in captured.err and "= 1920 s" in captured.err
+    assert deploy_cli.main([*common, "--mode", "async", "--invocation-timeout", "4000"]) == 2
+    assert "--invocation-timeout must be 1..3600 s" in capsys.readouterr().err
+    assert deploy_cli.main([*common, "--max-instances", "3"]) == 2  # real-time
+    assert "needs --target-invocations" in capsys.readouterr().err
 
 
 def test_teardown_dry_run():

@@ -143,14 +143,15 @@ def test_invoke_script_segment_writes_masks_and_inline_embedding(sm_moto, tmp_pa
     assert (tmp_path / "emb" / "abc.safetensors").read_bytes() == b"safetensors bytes"
 
 
-def test_invoke_script_refuses_flags_of_another_task(sm_moto):
-    proc = run_script("sagemaker_invoke.py", "--endpoint-name", "e", "--task", "generate_3d", "--bucket", "b",
-                      "--image-s3-key", "k", "--points", "1,2", "--mask-s3-key", "m.png",
-                      env_extra={"AWS_ENDPOINT_URL": sm_moto})
-    assert proc.returncode == 1 and "--points do not apply to task generate_3d (model sam3d)" in proc.stderr
-    proc = run_script("sagemaker_invoke.py", "--endpoint-name", "e", "--task", "generate_3d", "--image-s3-key", "k",
-                      "--mask-png", "/nonexistent.png", env_extra={"AWS_ENDPOINT_URL": sm_moto})
-    assert proc.returncode == 1 and "--mask-png needs --bucket" in proc.stderr
+def test_invoke_script_refuses_flags_of_another_task(sm_moto, capsys):
+    from gen3d.cli import invoke as invoke_cli
+
+    assert invoke_cli.main(["--endpoint-name", "e", "--task", "generate_3d", "--bucket", "b", "--image-s3-key", "k",
+                            "--points", "1,2", "--mask-s3-key", "m.png"]) == 1
+    assert "--points do not apply to task generate_3d (model sam3d)" in capsys.readouterr().err
+    assert invoke_cli.main(["--endpoint-name", "e", "--task", "generate_3d", "--image-s3-key", "k",
+                            "--mask-png", "/nonexistent.png"]) == 1
+    assert "--mask-png needs --bucket" in capsys.readouterr().err
 
 
 def test_save_outputs_needs_a_bucket_for_s3_keys(tmp_path):
