@@ -13,7 +13,15 @@ SAM3D_PIPELINE_DIR ?=
 # Real SAM 3 weights need a GPU unless ALLOW_CPU=1 (then ~100 s per image on a CPU).
 ALLOW_CPU ?=
 
-.PHONY: setup java archives serve test unit lint clean
+# `make sagemaker-local`: the SageMaker container's `serve` (gen3d-serve) without Docker, on the archives of
+# MODEL_DIR (what SageMaker copies to /opt/ml/model), inference on PORT; MODEL picks one archive (GEN3D_MODEL).
+# Management and metrics go to PORT+1 and PORT+2; stop `make serve` first (TorchServe's gRPC ports and worker
+# sockets are the same for both).
+MODEL_DIR ?= model-store
+PORT ?= 9080
+MODEL ?=
+
+.PHONY: setup java archives serve sagemaker-local test unit lint clean
 
 java:
 	@command -v java >/dev/null || { echo "installing a Java 17 JRE (TorchServe's frontend)"; \
@@ -35,6 +43,10 @@ archives: setup
 
 serve: archives
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/gen3d-serve-local
+
+sagemaker-local: setup
+	SM_MODEL_DIR=$(abspath $(MODEL_DIR)) SAGEMAKER_BIND_TO_PORT=$(PORT) GEN3D_MODEL=$(MODEL) \
+	  GEN3D_MANAGEMENT_PORT=$$(( $(PORT) + 1 )) GEN3D_METRICS_PORT=$$(( $(PORT) + 2 )) $(BIN)/gen3d-serve
 
 test: setup
 	$(BIN)/python -m pytest -q
