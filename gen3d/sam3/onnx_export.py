@@ -81,12 +81,12 @@ def _archive_files(archive: Path, handler: dict, work: Path) -> Path:
 
 def load_archive_model(archive: Path, work: Path):
     """The archive's SAM 3 on the CPU, loaded as a worker loads it (:func:`gen3d.sam3.loading.load_sam3`)."""
+    handler = archive_handler_config(archive)
+    folder = _archive_files(archive, handler, work)
     import torch
 
     from gen3d.sam3.loading import load_sam3
 
-    handler = archive_handler_config(archive)
-    folder = _archive_files(archive, handler, work)
     return load_sam3(
         handler["preset"],
         folder / handler["checkpoint"],

@@ -80,7 +80,9 @@ class PageServer:
         """Serves from now on; the decoder file must exist by then."""
         if not self.decoder.is_file():
             raise StartupError(f"ONNX decoder not found at {self.decoder}")
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="page-server", daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="page-server", daemon=True
+        )
         self.thread.start()
         log.info("demo page at %s (decoder %s)", self.url, self.decoder)
         return self

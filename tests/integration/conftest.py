@@ -107,9 +107,51 @@ def demo_checkpoint(model_store) -> Path:
 
 
 @pytest.fixture(scope="session")
-def torchserve(model_store, aws_env, tmp_path_factory):
+def page_port() -> int:
+    """The demo page's port in the tests (TorchServe's CORS is opened for its origin, as `make serve` does)."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def decoder_exports(model_store, tmp_path_factory) -> dict[str, tuple[subprocess.Popen, Path]]:
+    """The ONNX decoders (K=1 and --multimask K=3) exported from the served sam3 archive by the project's script,
+    as `make serve` does; both run in the background (~30 s each) while later fixtures start TorchServe."""
+    folder = tmp_path_factory.mktemp("onnx")
+    archive = str(model_store / "sam3.mar")
+    script = [sys.executable, str(REPO / "scripts" / "export_decoder_onnx.py"), "--archive", archive]
+    exports = {}
+    for name, flags in (("single", []), ("multimask", ["--multimask"])):
+        out = folder / f"decoder-{name}.onnx"
+        exports[name] = (subprocess.Popen([*script, "--out", str(out), *flags], cwd=REPO), out)
+    yield exports
+    for proc, _ in exports.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _exported(exports: dict, name: str) -> Path:
+    proc, out = exports[name]
+    assert proc.wait(300) == 0, f"export_decoder_onnx.py ({name}) exited with {proc.returncode}"
+    return out
+
+
+@pytest.fixture(scope="session")
+def decoder_onnx(decoder_exports) -> Path:
+    """The K=1 decoder (segment's single mask): what the page uses."""
+    return _exported(decoder_exports, "single")
+
+
+@pytest.fixture(scope="session")
+def decoder_onnx_multimask(decoder_exports) -> Path:
+    return _exported(decoder_exports, "multimask")
+
+
+@pytest.fixture(scope="session")
+def torchserve(model_store, aws_env, tmp_path_factory, page_port):
     """A real TorchServe (Java frontend + Python workers) on free ports, serving the demo archives."""
     from gen3d.torchserve import runner
+    from gen3d.web.page_server import torchserve_cors
 
     work = tmp_path_factory.mktemp("torchserve")
     ports = [free_port() for _ in range(5)]
@@ -125,6 +167,7 @@ def torchserve(model_store, aws_env, tmp_path_factory):
             "grpc_management_port": str(ports[4]),
             "model_store": str(model_store),
             "metrics_config": str(REPO / "metrics.yaml"),
+            **torchserve_cors(f"http://127.0.0.1:{page_port}"),
         },
     )
     # Its own TMPDIR: the torchserve CLI refuses to start while the pid file in the temporary folder names a
