@@ -119,14 +119,15 @@ async function runDecode() {
         $("decode-time").textContent = "";
         continue;
       }
-      const n = state.points.length + (state.box ? 2 : 0);
+      const n = state.points.length;
       const result = await decode(state.decoder, state.embedding, { points: state.points, box: state.box });
       state.decodes++;
       state.lastDecodeMs = result.ms;
       setMask(result.mask, "prompts");
       $("decode-time").textContent =
         `mask decoded in the browser in ${result.ms.toFixed(1)} ms ` +
-        `(${n} prompt point${n === 1 ? "" : "s"}, predicted IoU ${result.score.toFixed(3)})`;
+        `(${n} point${n === 1 ? "" : "s"}${state.box ? " and a box" : ""}, ` +
+        `predicted IoU ${result.score.toFixed(3)})`;
     } while (state.pending);
   } catch (err) {
     showError(err);
@@ -145,7 +146,12 @@ function imagePoint(event) {
 function listenToPrompts() {
   const canvas = $("prompts");
   let start = null;
-  const boxFrom = (a, b) => ({ x0: Math.min(a.x, b.x), y0: Math.min(a.y, b.y), x1: Math.max(a.x, b.x), y1: Math.max(a.y, b.y) });
+  const boxFrom = (a, b) => ({
+    x0: Math.min(a.x, b.x),
+    y0: Math.min(a.y, b.y),
+    x1: Math.max(a.x, b.x),
+    y1: Math.max(a.y, b.y),
+  });
   const dragged = (a, b) => {
     const r = canvas.getBoundingClientRect();
     return Math.hypot(((b.x - a.x) * r.width) / state.width, ((b.y - a.y) * r.height) / state.height) > 5;
@@ -325,7 +331,10 @@ async function start() {
     $("model").textContent = `${meta.model_id} · decoder K=${meta.outputs_k} · TorchServe ${config.inference_url}`;
     gen3d.viewer = new Viewer($("viewer"));
     listenToPrompts();
-    $("file").addEventListener("change", (e) => e.target.files[0] && openImage(e.target.files[0], e.target.files[0].name));
+    $("file").addEventListener("change", (event) => {
+      const file = event.target.files[0];
+      if (file) openImage(file, file.name);
+    });
     for (const button of document.querySelectorAll("[data-sample]")) {
       button.addEventListener("click", async () => {
         const response = await fetch(button.dataset.sample);

@@ -63,6 +63,8 @@ export function decodeRle(rle) {
     }
     index += runs[i];
   }
-  if (index !== height * width) throw new Error(`RLE covers ${index} pixels, its size ${height}x${width} has ${height * width}`);
+  if (index !== height * width) {
+    throw new Error(`RLE covers ${index} pixels; its size ${height}x${width} has ${height * width}`);
+  }
   return mask;
 }

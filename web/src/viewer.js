@@ -1,6 +1,7 @@
 // The generate_3d mesh (GLB, Y up, vertex colours) in a three.js view you can orbit; renders on demand.
 import * as THREE from "three";
 import { OrbitControls } from "three/addons/controls/OrbitControls.js";
+import { RoomEnvironment } from "three/addons/environments/RoomEnvironment.js";
 import { GLTFLoader } from "three/addons/loaders/GLTFLoader.js";
 
 export class Viewer {
@@ -11,10 +12,9 @@ export class Viewer {
     this.renderer.setPixelRatio(window.devicePixelRatio);
     this.scene = new THREE.Scene();
     this.scene.background = new THREE.Color(0x20242b);
-    this.scene.add(new THREE.HemisphereLight(0xffffff, 0x444444, 2.0));
-    const sun = new THREE.DirectionalLight(0xffffff, 1.5);
-    sun.position.set(1, 2, 3);
-    this.scene.add(sun);
+    // A neutral room as the environment, as glTF viewers use: the GLB carries no material, and glTF's default
+    // material is fully metallic, which shows black under lights alone.
+    this.scene.environment = new THREE.PMREMGenerator(this.renderer).fromScene(new RoomEnvironment(), 0.04).texture;
     this.camera = new THREE.PerspectiveCamera(40, 1, 0.01, 100);
     this.camera.position.set(0, 0.4, 2);
     this.controls = new OrbitControls(this.camera, canvas);
