@@ -7,8 +7,8 @@ Logs go to logs/. Ctrl-C stops the server and its workers. S3 is reached through
 
 The demo page (http://127.0.0.1:8090/, loopback only; --page-port, --no-page) decodes clicks in the browser with
 the ONNX decoder of the served sam3 archive: exported on the first start (logs/export_onnx.log, ~30 s, while
-TorchServe starts) and cached in build/onnx/ by the archive's digest. TorchServe's CORS is opened for the page's
-origin in logs/config.properties only (never in the SageMaker container's config).
+TorchServe starts) and cached in build/onnx/ by the model the archive holds. TorchServe's CORS is opened for the
+page's origin in logs/config.properties only (never in the SageMaker container's config).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The ONNX prompt decoder of a served sam3 archive: load the archive's model with the serving loader, export
 ``InteractiveDecoder`` with torch's dynamo exporter, record which model it belongs to, and cache the file by the
-archive's digest (what `make serve` hands the demo page).
+model the archive holds (what `make serve` hands the demo page).
 
 Importing this module is light (torch and onnx are imported by the functions that export). The file's
 ``metadata_props`` carry ``model_id`` (= the ``model_id`` of the server's answers and of the
@@ -55,10 +55,19 @@ def archive_handler_config(archive: Path) -> dict:
     return handler
 
 
-def archive_digest(archive: Path) -> str:
-    """What identifies the archive's model: a .mar's SHA-256, or an archive directory's model-config.yaml's (which
-    records the checkpoint's digest and size, so the 3.45 GB checkpoint is not read again)."""
-    return file_sha256(archive if archive.is_file() else archive / "model-config.yaml")
+def model_digest(archive: Path) -> str:
+    """What the archive's decoder depends on: its preset and checkpoint (the digest model-config.yaml records, as
+    workers take it; hashed here only for an archive that recorded none). Not the archive file's own digest: a
+    rebuilt .mar differs in its manifest's time stamp while holding the same model."""
+    handler = archive_handler_config(archive)
+    checkpoint = handler.get("checkpoint_sha256")
+    if not checkpoint:
+        if archive.is_dir():
+            checkpoint = file_sha256(archive / handler["checkpoint"])
+        else:
+            with zipfile.ZipFile(archive) as mar, mar.open(handler["checkpoint"]) as source:
+                checkpoint = hashlib.file_digest(source, "sha256").hexdigest()
+    return hashlib.sha256(f"{handler['preset']}|{checkpoint}".encode()).hexdigest()
 
 
 def _archive_files(archive: Path, handler: dict, work: Path) -> Path:
@@ -207,8 +216,8 @@ def code_digest() -> str:
 
 
 def cached_decoder_path(cache_dir: Path, archive: Path, multimask: bool = False) -> Path:
-    """Where the decoder of ``archive`` is cached: keyed by the archive's digest and the export code's."""
-    key = hashlib.sha256(f"{archive_digest(archive)}|{code_digest()}".encode()).hexdigest()[:16]
+    """Where the decoder of ``archive`` is cached: keyed by its model (:func:`model_digest`) and the export code."""
+    key = hashlib.sha256(f"{model_digest(archive)}|{code_digest()}".encode()).hexdigest()[:16]
     return cache_dir / f"sam3-decoder-k{3 if multimask else 1}-{key}.onnx"
 
 
@@ -216,7 +225,7 @@ def export_archive(archive: Path, out: Path, multimask: bool = False) -> dict[st
     """Loads ``archive``'s model and writes its ONNX decoder to ``out``; returns the recorded metadata."""
     with tempfile.TemporaryDirectory(prefix="gen3d-onnx-") as work:
         loaded = load_archive_model(archive, Path(work))
-        return export_decoder(loaded, out, multimask, {"archive_sha256": archive_digest(archive)})
+        return export_decoder(loaded, out, multimask, {"archive": archive.name})
 
 
 def read_metadata(path: Path) -> dict[str, str]:

@@ -14,7 +14,7 @@ import yaml
 
 from gen3d.errors import StartupError
 from gen3d.sam3.onnx_decoder import fill_small_components
-from gen3d.sam3.onnx_export import archive_digest, archive_handler_config, cached_decoder_path, load_archive_model
+from gen3d.sam3.onnx_export import archive_handler_config, cached_decoder_path, load_archive_model, model_digest
 from tests.conftest import REPO
 
 
@@ -97,21 +97,26 @@ def test_a_missing_checkpoint_in_the_archive_is_named(tmp_path):
         load_archive_model(tmp_path / "sam3.mar", tmp_path / "work")
 
 
-def test_cache_key_follows_the_archive(tmp_path):
-    fake_mar(tmp_path / "a.mar", {"preset": "tiny", "checkpoint": "w"}, {"w": b"1"})
-    fake_mar(tmp_path / "b.mar", {"preset": "tiny", "checkpoint": "w"}, {"w": b"2"})
-    first = cached_decoder_path(tmp_path / "cache", tmp_path / "a.mar")
-    assert first == cached_decoder_path(tmp_path / "cache", tmp_path / "a.mar")
-    assert first != cached_decoder_path(tmp_path / "cache", tmp_path / "b.mar")
-    assert first.name.startswith("sam3-decoder-k1-") and first.parent == tmp_path / "cache"
-    multimask = cached_decoder_path(tmp_path / "cache", tmp_path / "a.mar", multimask=True)
-    assert multimask.name.startswith("sam3-decoder-k3-")
+def test_cache_key_follows_the_model_not_the_archive_file(tmp_path):
+    """A rebuilt .mar differs in its manifest's time stamp: same preset and checkpoint, same cached decoder."""
+    handler = {"preset": "tiny", "checkpoint": "w", "checkpoint_sha256": "ab" * 32}
+    fake_mar(tmp_path / "a.mar", handler, {"w": b"1", "MAR-INF/MANIFEST.json": b'{"createdOn": "1"}'})
+    fake_mar(tmp_path / "b.mar", handler, {"w": b"1", "MAR-INF/MANIFEST.json": b'{"createdOn": "2"}'})
+    fake_mar(tmp_path / "c.mar", {**handler, "checkpoint_sha256": "cd" * 32}, {"w": b"2"})
+    cache = tmp_path / "cache"
+    first = cached_decoder_path(cache, tmp_path / "a.mar")
+    assert first == cached_decoder_path(cache, tmp_path / "b.mar") != cached_decoder_path(cache, tmp_path / "c.mar")
+    assert first.name.startswith("sam3-decoder-k1-") and first.parent == cache
+    assert cached_decoder_path(cache, tmp_path / "a.mar", multimask=True).name.startswith("sam3-decoder-k3-")
+    # no recorded digest: the checkpoint itself is hashed, in a .mar or a directory alike
+    unrecorded = {"preset": "tiny", "checkpoint": "w"}
+    fake_mar(tmp_path / "d.mar", unrecorded, {"w": b"1"})
+    fake_mar(tmp_path / "e.mar", unrecorded, {"w": b"2"})
     folder = tmp_path / "sam3"
     folder.mkdir()
-    (folder / "model-config.yaml").write_text("handler: {checkpoint_sha256: abc}")
-    digest = archive_digest(folder)  # a directory: its model-config.yaml, which records the checkpoint's digest
-    (folder / "model-config.yaml").write_text("handler: {checkpoint_sha256: abd}")
-    assert archive_digest(folder) != digest
+    (folder / "model-config.yaml").write_text(yaml.safe_dump({"handler": unrecorded}))
+    (folder / "w").write_bytes(b"1")
+    assert model_digest(tmp_path / "d.mar") == model_digest(folder) != model_digest(tmp_path / "e.mar")
 
 
 def test_cli_help_and_one_line_refusal(tmp_path):
