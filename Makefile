@@ -44,7 +44,8 @@ chromium:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
 
 $(WEB_STAMP): web/package.json web/package-lock.json
-	cd web && npm ci --no-audit --no-fund
+	# --ignore-scripts: the page serves the packages' files as published; no install script needs to run
+	cd web && npm ci --no-audit --no-fund --ignore-scripts
 	touch $@
 
 web: node $(WEB_STAMP)
