@@ -29,7 +29,11 @@ def serve_env(model_dir: Path, aws_env: dict, **extra: str) -> tuple[dict, int]:
         GEN3D_METRICS_PORT=str(free_port()),
         GEN3D_CACHE_DIR=str(model_dir.parent / "embedding-cache"),
         GEN3D_ALLOWED_BUCKETS=BUCKET,
+        # its own TMPDIR: the torchserve CLI refuses to start while the pid file in the temporary folder names
+        # another running TorchServe (the suite's own, or any other on this machine)
+        TMPDIR=str(model_dir.parent / f"tmp-{port}"),
     )
+    Path(env["TMPDIR"]).mkdir(parents=True, exist_ok=True)
     env.update(extra)
     return env, port
 
