@@ -72,6 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", type=Path, default=REPO / "config.properties", help="TorchServe config")
     parser.add_argument("--model-store", type=Path, default=REPO / "model-store", help="folder of archives")
     parser.add_argument("--startup-timeout", type=float, default=900, help="seconds for every model to be READY")
+    parser.add_argument("--logs", type=Path, default=REPO / "logs", help="TorchServe's logs and its config copy")
     parser.add_argument(
         "--bind",
         default=os.environ.get("GEN3D_BIND", "127.0.0.1"),
@@ -99,9 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     sam3_archive = next((args.model_store / a for a in archives if Path(a).stem == "sam3"), None)
     base = runner.read_config(args.config)
     port = urlparse(base.get("inference_address", "http://0.0.0.0:8080")).port or 8080
-    # the written config lives in logs/ (TorchServe's working folder), so its metrics.yaml is named absolutely
-    metrics = (args.config.parent / base.get("metrics_config", "metrics.yaml")).resolve()
-    overrides = {"inference_address": f"http://{args.bind}:{port}", "metrics_config": str(metrics)}
+    metrics = args.config.resolve().parent / base.get("metrics_config", "metrics.yaml")  # absolute stays absolute
+    overrides = {
+        "inference_address": f"http://{args.bind}:{port}",
+        "model_store": str(args.model_store.resolve()),
+        "metrics_config": str(metrics),
+    }
     page = None
     if not args.no_page and sam3_archive is not None:
         try:  # bound now: a taken port or a missing `npm ci` stops start-up before TorchServe runs
@@ -110,18 +114,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"gen3d-serve-local: {err}", file=sys.stderr)
             return 2
         overrides.update(torchserve_cors(page.url.rstrip("/")))
-    (REPO / "logs").mkdir(exist_ok=True)
-    config = runner.write_config(args.config, REPO / "logs" / "config.properties", overrides)
+    args.logs.mkdir(parents=True, exist_ok=True)
+    # the copy lives in logs/, so every path in it is absolute
+    config = runner.write_config(args.config, args.logs / "config.properties", overrides)
     if args.bind not in ("127.0.0.1", "localhost", "::1"):
         logging.warning("inference API on %s:%d: reachable from the network, without authentication", args.bind, port)
     logging.info("S3 buckets requests may use (GEN3D_ALLOWED_BUCKETS): %s", BucketPolicy.from_env().describe())
-    server = runner.start(config, args.model_store.resolve(), "all", REPO / "logs")
+    server = runner.start(config, args.model_store.resolve(), "all", args.logs)
     signal.signal(signal.SIGTERM, lambda *_: server.terminate())
     export = None
     try:
         if page is not None:
             args.decoder_cache.mkdir(parents=True, exist_ok=True)
-            export = DecoderExport(sam3_archive, args.decoder_cache, REPO / "logs" / "export_onnx.log")
+            export = DecoderExport(sam3_archive, args.decoder_cache, args.logs / "export_onnx.log")
         server.wait_ready(models, args.startup_timeout)
         logging.info(
             "serving %s at %s (management %s, metrics %s)",
@@ -138,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return server.stop()
     except (RuntimeError, TimeoutError, StartupError) as err:
-        logging.error("%s; see %s", err, REPO / "logs" / "model_log.log")
+        logging.error("%s; see %s", err, args.logs / "model_log.log")
         server.stop()
         return 1
     finally:

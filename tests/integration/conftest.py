@@ -154,22 +154,8 @@ def torchserve(model_store, aws_env, tmp_path_factory, page_port):
     from gen3d.web.page_server import torchserve_cors
 
     work = tmp_path_factory.mktemp("torchserve")
-    ports = [free_port() for _ in range(5)]
-    config = runner.write_config(
-        REPO / "config.properties",
-        work / "config.properties",
-        {
-            "inference_address": f"http://127.0.0.1:{ports[0]}",
-            "management_address": f"http://127.0.0.1:{ports[1]}",
-            "metrics_address": f"http://127.0.0.1:{ports[2]}",
-            # gRPC's default ports (7070/7071) would collide with the TorchServes of test_sagemaker_serve.py
-            "grpc_inference_port": str(ports[3]),
-            "grpc_management_port": str(ports[4]),
-            "model_store": str(model_store),
-            "metrics_config": str(REPO / "metrics.yaml"),
-            **torchserve_cors(f"http://127.0.0.1:{page_port}"),
-        },
-    )
+    config = runner.loopback_config(REPO, work / "config.properties", model_store)
+    runner.write_config(config, config, torchserve_cors(f"http://127.0.0.1:{page_port}"))  # as `make serve` does
     # Its own TMPDIR: the torchserve CLI refuses to start while the pid file in the temporary folder names a
     # running server, and tests/test_sagemaker_serve.py starts other TorchServes while this one runs.
     (work / "tmp").mkdir()

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.conftest import BUCKET, REPO, free_port, png_bytes
+from tests.conftest import BUCKET, REPO, png_bytes
 
 
 def post(server, body: dict, timeout: float = 120) -> requests.Response:
@@ -89,20 +89,7 @@ def test_full_cache_disk_still_serves_and_logs(model_store, aws_env, tmp_path):
     store = tmp_path / "store"
     store.mkdir()
     shutil.copy(model_store / "sam3.mar", store / "sam3.mar")
-    ports = [free_port() for _ in range(5)]
-    config = runner.write_config(
-        REPO / "config.properties",
-        tmp_path / "config.properties",
-        {
-            "inference_address": f"http://127.0.0.1:{ports[0]}",
-            "management_address": f"http://127.0.0.1:{ports[1]}",
-            "metrics_address": f"http://127.0.0.1:{ports[2]}",
-            "grpc_inference_port": str(ports[3]),
-            "grpc_management_port": str(ports[4]),
-            "model_store": str(store),
-            "metrics_config": str(REPO / "metrics.yaml"),
-        },
-    )
+    config = runner.loopback_config(REPO, tmp_path / "config.properties", store)
     (tmp_path / "tmp").mkdir()
     env = dict(os.environ, **aws_env, GEN3D_CACHE_DIR=str(cache), TMPDIR=str(tmp_path / "tmp"))
     with open(tmp_path / "torchserve.out", "wb") as out:
@@ -118,7 +105,7 @@ def test_full_cache_disk_still_serves_and_logs(model_store, aws_env, tmp_path):
             assert post(server, {**clicks, "point_labels": [1]}).status_code == 200
         finally:
             server.stop()
-            subprocess.run(["umount", str(cache)], check=False)
+            subprocess.run(["umount", "-l", str(cache)], check=False)
 
 
 def test_loadtest_mixes_s3_inline_and_clicks_with_no_failures(torchserve, s3, capsys):
