@@ -1,8 +1,8 @@
 """Export SAM 3's interactive prompt decoder of a served sam3 archive to ONNX, for clients that hold a
 get_embedding file (the demo page, onnxruntime in Python or in the browser).
 
-  gen3d-export-onnx --archive model-store/sam3.mar --out decoder.onnx              # K=1: segment's single mask
-  gen3d-export-onnx --archive model-store/sam3 --out decoder-multi.onnx --multimask  # K=3 candidates
+  gen3d-export-onnx --archive model-store/sam3.mar --out decoder.onnx     # K=1: segment's single mask
+  gen3d-export-onnx --archive model-store/sam3 --out decoder.onnx --multimask-out decoder-k3.onnx   # and K=3
 (scripts/export_decoder_onnx.py takes the same arguments.)
 
 The archive's model is loaded as a worker loads it (its checkpoint and BPE vocabulary, on the CPU), so the file
@@ -28,8 +28,10 @@ from gen3d.sam3.onnx_export import export_archive
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archive", type=Path, required=True, help="sam3 archive: model-store/sam3.mar or a directory")
-    parser.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
-    parser.add_argument("--multimask", action="store_true", help="K=3 candidate masks (default K=1, as segment)")
+    parser.add_argument("--out", type=Path, required=True, help="the K=1 decoder (segment's single mask) to write")
+    parser.add_argument(
+        "--multimask-out", type=Path, help="also write the K=3 decoder (segment's multimask candidates) here"
+    )
     return parser.parse_args(argv)
 
 
@@ -40,13 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", module=r"torch\..*")  # the exporter's tracing chatter about sam3's asserts
     warnings.filterwarnings("ignore", message="CUDA is not available")  # sam3 builds autocasts at import
     try:
-        metadata = export_archive(args.archive, args.out, args.multimask)
+        written = export_archive(args.archive, args.out, args.multimask_out)
     except StartupError as err:
         print(f"gen3d-export-onnx: {err}", file=sys.stderr)
         return 2
-    size_mb = args.out.stat().st_size / 1e6
-    k, model_id = metadata["outputs_k"], metadata["model_id"]
-    print(f"wrote {args.out} ({size_mb:.1f} MB, K={k}) for {model_id} from {args.archive}")
+    for path, metadata in zip([args.out, args.multimask_out], written, strict=False):
+        k, model_id = metadata["outputs_k"], metadata["model_id"]
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, K={k}) for {model_id} from {args.archive}")
     return 0
 
 

@@ -215,17 +215,20 @@ def code_digest() -> str:
     return digest.hexdigest()
 
 
-def cached_decoder_path(cache_dir: Path, archive: Path, multimask: bool = False) -> Path:
-    """Where the decoder of ``archive`` is cached: keyed by its model (:func:`model_digest`) and the export code."""
+def cached_decoder_path(cache_dir: Path, archive: Path) -> Path:
+    """Where the (K=1) decoder of ``archive`` is cached: keyed by its model (:func:`model_digest`) and the export
+    code."""
     key = hashlib.sha256(f"{model_digest(archive)}|{code_digest()}".encode()).hexdigest()[:16]
-    return cache_dir / f"sam3-decoder-k{3 if multimask else 1}-{key}.onnx"
+    return cache_dir / f"sam3-decoder-k1-{key}.onnx"
 
 
-def export_archive(archive: Path, out: Path, multimask: bool = False) -> dict[str, str]:
-    """Loads ``archive``'s model and writes its ONNX decoder to ``out``; returns the recorded metadata."""
+def export_archive(archive: Path, out: Path, multimask_out: Path | None = None) -> list[dict[str, str]]:
+    """Loads ``archive``'s model once and writes its K=1 decoder to ``out`` (and the K=3 one to ``multimask_out``);
+    returns the metadata each file records."""
     with tempfile.TemporaryDirectory(prefix="gen3d-onnx-") as work:
         loaded = load_archive_model(archive, Path(work))
-        return export_decoder(loaded, out, multimask, {"archive": archive.name})
+        targets = [(out, False)] + ([(multimask_out, True)] if multimask_out else [])
+        return [export_decoder(loaded, path, multimask, {"archive": archive.name}) for path, multimask in targets]
 
 
 def read_metadata(path: Path) -> dict[str, str]:

@@ -113,38 +113,38 @@ def page_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def decoder_exports(model_store, tmp_path_factory) -> dict[str, tuple[subprocess.Popen, Path]]:
-    """The ONNX decoders (K=1 and --multimask K=3) exported from the served sam3 archive by the project's script,
-    as `make serve` does; both run in the background (~30 s each) while later fixtures start TorchServe."""
+def decoder_export(model_store, tmp_path_factory) -> tuple[subprocess.Popen, Path, Path]:
+    """The ONNX decoders (K=1, and K=3 with --multimask-out) exported from the served sam3 archive by the project's
+    script, as `make serve` does; it runs in the background (~45 s) while later fixtures start TorchServe."""
     folder = tmp_path_factory.mktemp("onnx")
-    archive = str(model_store / "sam3.mar")
-    script = [sys.executable, str(REPO / "scripts" / "export_decoder_onnx.py"), "--archive", archive]
-    exports = {}
-    for name, flags in (("single", []), ("multimask", ["--multimask"])):
-        out = folder / f"decoder-{name}.onnx"
-        exports[name] = (subprocess.Popen([*script, "--out", str(out), *flags], cwd=REPO), out)
-    yield exports
-    for proc, _ in exports.values():
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    single, multimask = folder / "decoder.onnx", folder / "decoder-k3.onnx"
+    script = REPO / "scripts" / "export_decoder_onnx.py"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "--archive", str(model_store / "sam3.mar"), "--out", str(single),
+         "--multimask-out", str(multimask)],
+        cwd=REPO,
+    )  # fmt: skip
+    yield proc, single, multimask
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
 
 
-def _exported(exports: dict, name: str) -> Path:
-    proc, out = exports[name]
-    assert proc.wait(300) == 0, f"export_decoder_onnx.py ({name}) exited with {proc.returncode}"
-    return out
+def _exported(export: tuple[subprocess.Popen, Path, Path]) -> tuple[Path, Path]:
+    proc, single, multimask = export
+    assert proc.wait(300) == 0, f"export_decoder_onnx.py exited with {proc.returncode}"
+    return single, multimask
 
 
 @pytest.fixture(scope="session")
-def decoder_onnx(decoder_exports) -> Path:
+def decoder_onnx(decoder_export) -> Path:
     """The K=1 decoder (segment's single mask): what the page uses."""
-    return _exported(decoder_exports, "single")
+    return _exported(decoder_export)[0]
 
 
 @pytest.fixture(scope="session")
-def decoder_onnx_multimask(decoder_exports) -> Path:
-    return _exported(decoder_exports, "multimask")
+def decoder_onnx_multimask(decoder_export) -> Path:
+    return _exported(decoder_export)[1]
 
 
 @pytest.fixture(scope="session")

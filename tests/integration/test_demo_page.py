@@ -38,7 +38,7 @@ SAMPLE = REPO / "web" / "samples" / "still-life.png"
 
 
 @pytest.fixture(scope="module")
-def page_server(decoder_exports, torchserve, decoder_onnx, page_port):
+def page_server(decoder_export, torchserve, decoder_onnx, page_port):
     from gen3d.web.page_server import PageServer
 
     server = PageServer(decoder_onnx, torchserve.inference_url, page_port).start()
@@ -58,8 +58,10 @@ def browser():
         browser.close()
 
 
-@pytest.fixture
-def page(browser, page_server):
+@pytest.fixture(scope="module")
+def loaded_page(browser, page_server):
+    """One page for the module (loading onnxruntime-web and the decoder takes seconds); each test opens the sample
+    again, which resets the prompts, the instances and the error."""
     context = browser.new_context(viewport={"width": 1280, "height": 820})
     page = context.new_page()
     errors = []
@@ -67,9 +69,16 @@ def page(browser, page_server):
     page.goto(page_server.url)
     page.wait_for_function("window.gen3d && (window.gen3d.ready || window.gen3d.error)", timeout=60_000)
     assert page.evaluate("window.gen3d.error") is None
-    yield page
+    yield page, errors
     context.close()
-    assert errors == []
+
+
+@pytest.fixture
+def page(loaded_page):
+    page, errors = loaded_page
+    yield page
+    page.unroute_all()
+    assert errors == []  # no uncaught error in the page
 
 
 def screenshot(target, name: str, tmp_path: Path) -> Path:
@@ -81,6 +90,7 @@ def screenshot(target, name: str, tmp_path: Path) -> Path:
 
 
 def open_sample(page) -> dict:
+    page.evaluate("window.gen3d.state.embedding = null; window.gen3d.error = null")  # what the last test left
     page.click("[data-sample]")
     page.wait_for_function("window.gen3d.state.embedding || window.gen3d.error", timeout=60_000)
     assert page.evaluate("window.gen3d.error") is None
@@ -247,6 +257,7 @@ def test_the_page_refuses_an_embedding_of_another_model(page):
         route.fulfill(response=response, body=len(encoded).to_bytes(8, "little") + encoded + data[8 + length :])
 
     page.route("**/predictions/sam3", other_model)
+    page.evaluate("window.gen3d.error = null")
     page.click("[data-sample]")
     page.wait_for_function("window.gen3d.error", timeout=60_000)
     message = page.evaluate("window.gen3d.error.message")

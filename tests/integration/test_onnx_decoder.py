@@ -87,9 +87,9 @@ def assert_same_mask(logits: np.ndarray, served: np.ndarray) -> None:
 
 
 @pytest.fixture(scope="module")
-def pictures(decoder_exports, torchserve):
+def pictures(decoder_export, torchserve):
     """Two pictures (the page's sample, 480x360, and random noise, 300x200) with their embedding files (the
-    decoders' exports start first, so that they run while TorchServe starts)."""
+    decoders' export starts first, so that it runs while TorchServe starts)."""
     out = {}
     for name, image in (("still-life", SAMPLE), ("noise", png_bytes(7, (200, 300)))):
         tensors, metadata = embedding_file(torchserve, image)

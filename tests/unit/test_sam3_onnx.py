@@ -107,7 +107,6 @@ def test_cache_key_follows_the_model_not_the_archive_file(tmp_path):
     first = cached_decoder_path(cache, tmp_path / "a.mar")
     assert first == cached_decoder_path(cache, tmp_path / "b.mar") != cached_decoder_path(cache, tmp_path / "c.mar")
     assert first.name.startswith("sam3-decoder-k1-") and first.parent == cache
-    assert cached_decoder_path(cache, tmp_path / "a.mar", multimask=True).name.startswith("sam3-decoder-k3-")
     # no recorded digest: the checkpoint itself is hashed, in a .mar or a directory alike
     unrecorded = {"preset": "tiny", "checkpoint": "w"}
     fake_mar(tmp_path / "d.mar", unrecorded, {"w": b"1"})
@@ -122,7 +121,7 @@ def test_cache_key_follows_the_model_not_the_archive_file(tmp_path):
 def test_cli_help_and_one_line_refusal(tmp_path):
     script = [str(REPO / "scripts" / "export_decoder_onnx.py")]
     helped = subprocess.run([sys.executable, *script, "--help"], capture_output=True, text=True, check=True)
-    assert "--archive" in helped.stdout and "--multimask" in helped.stdout and "orig_im_size" in helped.stdout
+    assert "--archive" in helped.stdout and "--multimask-out" in helped.stdout and "orig_im_size" in helped.stdout
     refused = subprocess.run(
         [sys.executable, *script, "--archive", str(tmp_path / "none.mar"), "--out", str(tmp_path / "d.onnx")],
         capture_output=True,
