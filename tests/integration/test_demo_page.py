@@ -202,7 +202,11 @@ def center(box: dict) -> tuple[float, float]:
 
 
 def test_concept_segment_overlays_every_instance(page, torchserve):
-    open_sample(page)
+    page.evaluate("window.gen3d.state.embedding = null; window.gen3d.error = null")
+    page.set_input_files("#file", str(SAMPLE))  # "Open image": a file of this computer
+    page.wait_for_function("window.gen3d.state.embedding || window.gen3d.error", timeout=60_000)
+    assert page.evaluate("window.gen3d.error") is None
+    assert page.inner_text("#status").startswith("still-life.png: embedding")
     page.fill("#text", "red ball")
     page.fill("#threshold", "0")
     page.click("#concept-form button")

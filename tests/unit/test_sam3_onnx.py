@@ -40,12 +40,12 @@ def test_hole_filling_equals_sam3s_connected_components():
 
     transforms = SAM2Transforms(resolution=112, mask_threshold=0.0, max_hole_area=256.0)
     filled = 0
-    for size, count in ((32, 40), (64, 8)):
+    for size, count in ((32, 30), (64, 6)):
         for x in smooth_fields(size, count, seed=size):
             expected = transforms.postprocess_masks(x, x.shape[-2:])  # resize to its own size: the fill alone
             torch.testing.assert_close(fill_small_components(x, 0.0, 256.0, 10.0), expected, rtol=0, atol=0)
             filled += int((expected != x).sum())
-    assert filled > 1000  # the fields did have holes to fill
+    assert filled > 1000  # the fields had holes to fill
 
 
 def test_components_larger_than_the_area_or_touching_others_stay():
