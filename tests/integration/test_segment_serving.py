@@ -19,6 +19,8 @@ from gen3d.serving.masks import box_of, mask_from_rle
 from tests.conftest import BUCKET, png_bytes
 from tests.integration.test_get_embedding_serving import SEED, metric_values, post, put_image
 
+pytestmark = pytest.mark.sam3
+
 SEGMENT = {**SEED, "task": "segment"}
 
 
