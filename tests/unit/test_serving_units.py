@@ -164,7 +164,8 @@ def test_scripts_have_help():
     import sys
 
     repo = Path(__file__).resolve().parents[2]
-    for script in ("build_archives.py", "serve_local.py", "serve", "benchmark_sam3.py", "sam3d_gpu_benchmark.py"):
+    scripts = ("build_archives.py", "serve_local.py", "serve", "benchmark_sam3.py", "sam3d_gpu_benchmark.py")
+    for script in (*scripts, "gpu_check.py"):
         done = subprocess.run(
             [sys.executable, str(repo / "scripts" / script), "--help"], capture_output=True, text=True
         )
