@@ -42,7 +42,15 @@ SAM3_TESTS := tests/unit/test_sam3_loading.py tests/unit/test_serving_units.py t
   tests/integration/test_get_embedding_serving.py tests/integration/test_segment_serving.py \
   tests/integration/test_sagemaker_serve.py
 
-.PHONY: setup java archives serve test unit lint clean locks check-images gpu-check-wheels
+# `make sagemaker-local`: the SageMaker container's `serve` (gen3d-serve) without Docker, on the archives of
+# MODEL_DIR (what SageMaker copies to /opt/ml/model), inference on PORT; MODEL picks one archive (GEN3D_MODEL).
+# Management and metrics go to PORT+1 and PORT+2; stop `make serve` first (TorchServe's gRPC ports and worker
+# sockets are the same for both).
+MODEL_DIR ?= model-store
+PORT ?= 9080
+MODEL ?=
+
+.PHONY: setup java archives serve sagemaker-local test unit lint clean locks check-images gpu-check-wheels
 
 java:
 	@command -v java >/dev/null || { echo "installing a Java 17 JRE (TorchServe's frontend)"; \
@@ -64,6 +72,10 @@ archives: setup
 
 serve: archives
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/gen3d-serve-local
+
+sagemaker-local: setup
+	SM_MODEL_DIR=$(abspath $(MODEL_DIR)) SAGEMAKER_BIND_TO_PORT=$(PORT) GEN3D_MODEL=$(MODEL) \
+	  GEN3D_MANAGEMENT_PORT=$$(( $(PORT) + 1 )) GEN3D_METRICS_PORT=$$(( $(PORT) + 2 )) $(BIN)/gen3d-serve
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -38,7 +38,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--decode-formats", default="gaussian,mesh", help="comma-separated: gaussian, mesh")
     parser.add_argument("--mesh-postprocess", action="store_true")
     parser.add_argument("--texture-baking", action="store_true")
-    parser.add_argument("--no-layout-postprocess", action="store_true", help="skip the layout post-optimisation")
     parser.add_argument("--runs", type=int, default=1, help="generations (the first one includes warm-up)")
     parser.add_argument("--gpu", type=int, default=0, help="CUDA device index")
     parser.add_argument("--out", type=Path, help="write object.ply, object.glb and pose.json of the last run here")
@@ -111,9 +110,9 @@ def main(argv: list[str] | None = None) -> int:
             "mesh_postprocess": args.mesh_postprocess,
             "texture_baking": args.texture_baking,
         }
-        if args.no_layout_postprocess:
-            fields["layout_postprocess"] = False
-        options = generate_options(ParsedRequest(task="generate_3d", image=None, fields=fields), loaded.preset)
+        options = generate_options(
+            ParsedRequest(task="generate_3d", image=None, fields=fields), loaded.generator.renderers
+        )
     except (StartupError, ServingError) as err:
         print(f"cannot run: {err}")
         return 2
@@ -139,7 +138,6 @@ def main(argv: list[str] | None = None) -> int:
                 "peak_gpu_mib": max(peaks.values()) if peaks else None,  # stages reset the peak: max over them
                 "stages": {name: {"ms": ms, "peak_gpu_mib": peaks.get(name)} for name, ms in gen.stages_ms.items()},
                 "voxels": gen.info.get("voxels"),
-                "layout_postprocess": gen.info.get("layout_postprocess"),
             }
         )
         if device.type == "cuda":

@@ -1,10 +1,14 @@
-"""Deploy the sam3 or sam3d TorchServe image to a SageMaker endpoint, then smoke-test it.
+"""Deploy the sam3 or sam3d TorchServe image to a SageMaker endpoint, smoke-test it and run the checklist.
 
-Steps: GPU memory check, upload of the model archive to S3 (uncompressed), Model,
-EndpointConfig (real-time or async), Endpoint (create or update), wait for InService,
-autoscaling 0..N for async endpoints, one real invocation whose response must say
-status "success" and name outputs that exist in S3.  --dry-run prints every AWS call
-instead of sending it.  Credentials and region: boto3's default chain.
+Steps: GPU memory check; start-up timeouts derived from the archive's model-config.yaml (startupTimeout +
+GEN3D_READY_MARGIN_S + 60 s, never below it, 60..3600 s); upload of the model archive to S3 (uncompressed);
+Model (GEN3D_MODEL, GEN3D_ALLOWED_BUCKETS, GEN3D_READY_MARGIN_S); EndpointConfig (real-time, or async with
+S3 output/failure paths and SNS notifications); Endpoint (create or update); wait for InService; autoscaling
+(async: 0..N on backlog; real-time: min..max on invocations per instance); CloudWatch failure alarms notifying
+--sns-topic-arn; one real invocation; then the deployment checklist, one PASS/FAIL line each: image in ECR,
+endpoint InService, each model's READY line in the endpoint's logs, no ERROR/Skipping start-up lines, real
+smoke output, (async) nothing in the failure path. Exit 0 only when every check passes.
+--dry-run prints every AWS call instead of sending it. Credentials and region: boto3's default chain.
 """
 
 from __future__ import annotations
@@ -12,13 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from gen3d.models import MODELS
+from gen3d.sagemaker import checklist, deploy, errors, gpus, invoke, names, timeouts
 from gen3d.sagemaker import clients as aws
-from gen3d.sagemaker import deploy, errors, gpus, invoke, names
+from gen3d.sagemaker.alarms import AlarmSettings
 
 DEFAULT_INSTANCE = {name: spec.default_instance_type for name, spec in MODELS.items()}
 
@@ -28,32 +34,60 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", choices=sorted(MODELS), required=True, help="which model the image serves")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--archive", type=Path,
-                     help="model archive to upload: a no-archive directory or a .mar file")
+                     help="model archive to upload: a no-archive directory or a .mar file, named like --model")
     src.add_argument("--model-data-s3", metavar="S3_PREFIX", help="reuse model data already under this S3 prefix")
     p.add_argument("--bucket", required=True, help="S3 bucket for model data, smoke inputs and async results")
     p.add_argument("--prefix", help="S3 key prefix (default: gen3d/<endpoint-name>)")
+    p.add_argument("--allowed-buckets", help="comma-separated bucket names or globs the container may read and "
+                   "write (GEN3D_ALLOWED_BUCKETS; default: --bucket)")
     p.add_argument("--image-uri", required=True, help="ECR image URI of the sam3 or sam3d target")
-    p.add_argument("--role-arn", required=True, help="SageMaker execution role ARN")
+    p.add_argument("--role-arn", required=True, help="SageMaker execution role ARN (gen3d-iam-policy: its policy)")
     p.add_argument("--instance-type", help=f"default: {DEFAULT_INSTANCE}")
     p.add_argument("--instance-count", type=int, default=1, help="initial instance count (default 1)")
     p.add_argument("--mode", choices=deploy.MODES, default="realtime", help="endpoint type (default realtime)")
     p.add_argument("--endpoint-name", help="default: <model>-<mode>")
     p.add_argument("--region", help="AWS region (default: boto3's chain)")
     p.add_argument("--dry-run", action="store_true", help="print every AWS call as JSON and send none")
-    p.add_argument("--max-concurrency", type=int, default=1,
+    g = p.add_argument_group("scaling")
+    g.add_argument("--max-concurrency", type=int, default=1,
                    help="async: MaxConcurrentInvocationsPerInstance (default 1)")
-    p.add_argument("--max-instances", type=int, default=1, help="async: autoscaling maximum (default 1)")
-    p.add_argument("--no-autoscaling", action="store_true", help="async: do not configure autoscaling")
+    g.add_argument("--min-instances", type=int, help="autoscaling minimum (async default 0, real-time: "
+                   "--instance-count)")
+    g.add_argument("--max-instances", type=int, help="autoscaling maximum (async default 1; real-time default "
+                   "--min-instances, i.e. no autoscaling)")
+    g.add_argument("--target-invocations", type=float, help="real-time autoscaling target: invocations per "
+                   "instance per minute (SageMakerVariantInvocationsPerInstance); required with --max-instances")
+    g.add_argument("--no-autoscaling", action="store_true", help="configure no autoscaling")
+    g = p.add_argument_group("alarms and notifications")
+    g.add_argument("--sns-topic-arn", help="SNS topic of the failure alarms; async: SageMaker's error (and "
+                   "success) notifications too")
+    g.add_argument("--sns-success-topic-arn", help="async: success notifications here instead of --sns-topic-arn")
+    g.add_argument("--alarm-errors", type=int, default=1, help="alarm at this many failed invocations in 5 "
+                   "minutes (default 1)")
+    g.add_argument("--alarm-oldest-request", type=int, default=3600, help="async: alarm when a queued request "
+                   "is older than this many seconds (default 3600)")
+    g = p.add_argument_group("timeouts (seconds)")
+    g.add_argument("--health-check-timeout", type=int, help="ContainerStartupHealthCheckTimeoutInSeconds "
+                   "(default and minimum: the archive's startupTimeout + GEN3D_READY_MARGIN_S + 60)")
+    g.add_argument("--download-timeout", type=int, help="ModelDataDownloadTimeoutInSeconds (default: the health "
+                   f"check; minimum 60 + size at {timeouts.DOWNLOAD_FLOOR_MIB_S} MiB/s)")
+    g.add_argument("--invocation-timeout", type=int, help="async smoke request's InvocationTimeoutSeconds "
+                   "(default: the archive's responseTimeout + 60)")
+    g.add_argument("--wait-timeout", type=float, help="wait for InService (default: "
+                   f"{deploy.PROVISIONING_S} + download + health check)")
+    g.add_argument("--poll", type=float, default=30.0, help="seconds between status polls")
+    g.add_argument("--smoke-timeout", type=float, default=1800.0, help="async smoke test timeout")
+    g.add_argument("--logs-wait", type=float, default=180.0, help="checklist: wait this long for the READY lines "
+                   "to reach CloudWatch Logs")
     p.add_argument("--async-output-s3", help="async S3OutputPath (default s3://<bucket>/<prefix>/async/output/)")
     p.add_argument("--async-failure-s3", help="async S3FailurePath (default s3://<bucket>/<prefix>/async/failure/)")
     p.add_argument("--smoke-payload", type=Path,
                    help="JSON request for the smoke test (default: a generated seed image uploaded to S3)")
     p.add_argument("--no-smoke-test", action="store_true", help="skip the smoke invocation")
+    p.add_argument("--no-checklist", action="store_true", help="skip the checklist (needs ecr:DescribeImages and "
+                   "logs:FilterLogEvents)")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="container environment")
     p.add_argument("--inference-ami-version", help="ProductionVariant InferenceAmiVersion (GPU driver choice)")
-    p.add_argument("--wait-timeout", type=float, default=3600.0, help="seconds to wait for InService")
-    p.add_argument("--poll", type=float, default=30.0, help="seconds between status polls")
-    p.add_argument("--smoke-timeout", type=float, default=1800.0, help="async smoke test timeout, seconds")
     return p.parse_args(argv)
 
 
@@ -77,21 +111,39 @@ def _smoke_payload(args: argparse.Namespace, clients: aws.Clients, spec: deploy.
     return invoke.default_payload(args.model, args.bucket, key, invoke.new_session_id())
 
 
+def make_spec(args: argparse.Namespace, endpoint: str, instance_type: str) -> deploy.DeploySpec:
+    """The deploy's spec from the flags, checked before any AWS call (ValueError names the flag)."""
+    spec = deploy.DeploySpec(
+        model=args.model, bucket=args.bucket, prefix=args.prefix or f"gen3d/{endpoint}",
+        image_uri=args.image_uri, role_arn=args.role_arn, instance_type=instance_type,
+        endpoint_name=names.validate_name(endpoint), mode=args.mode, archive=args.archive,
+        model_data_s3_uri=args.model_data_s3, instance_count=args.instance_count,
+        max_concurrency=args.max_concurrency, min_instances=args.min_instances, max_instances=args.max_instances,
+        target_invocations=args.target_invocations, async_output_s3=args.async_output_s3,
+        async_failure_s3=args.async_failure_s3, environment=_env(args.env),
+        allowed_buckets=[b.strip() for b in args.allowed_buckets.split(",") if b.strip()]
+        if args.allowed_buckets else None,
+        inference_ami_version=args.inference_ami_version, autoscaling=not args.no_autoscaling,
+        sns_topic_arn=args.sns_topic_arn, sns_success_topic_arn=args.sns_success_topic_arn,
+        alarms=AlarmSettings(args.alarm_errors, args.alarm_oldest_request),
+        health_check_timeout_s=args.health_check_timeout, download_timeout_s=args.download_timeout)
+    if args.sns_success_topic_arn and not args.sns_topic_arn:
+        raise ValueError("--sns-success-topic-arn needs --sns-topic-arn (errors and alarms go there)")
+    if args.invocation_timeout is not None and not 1 <= args.invocation_timeout <= invoke.MAX_INVOCATION_TIMEOUT_S:
+        raise ValueError(f"--invocation-timeout must be 1..{invoke.MAX_INVOCATION_TIMEOUT_S} s")
+    spec.capacity()
+    spec.container_environment()
+    return spec
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    started = datetime.now(UTC)
     endpoint = args.endpoint_name or f"{args.model}-{args.mode}"
     instance_type = args.instance_type or DEFAULT_INSTANCE[args.model]
     try:
         gpus.check_gpu_memory(args.model, instance_type)  # before anything is uploaded or created
-        spec = deploy.DeploySpec(
-            model=args.model, bucket=args.bucket, prefix=args.prefix or f"gen3d/{endpoint}",
-            image_uri=args.image_uri, role_arn=args.role_arn, instance_type=instance_type,
-            endpoint_name=names.validate_name(endpoint), mode=args.mode, archive=args.archive,
-            model_data_s3_uri=args.model_data_s3, instance_count=args.instance_count,
-            max_concurrency=args.max_concurrency, max_instances=args.max_instances,
-            async_output_s3=args.async_output_s3, async_failure_s3=args.async_failure_s3,
-            environment=_env(args.env), inference_ami_version=args.inference_ami_version,
-            autoscaling=not args.no_autoscaling)
+        spec = make_spec(args, endpoint, instance_type)
     except (errors.GpuMemoryError, ValueError) as err:
         print(f"ERROR: {err}", file=sys.stderr)
         return 2
@@ -101,29 +153,52 @@ def main(argv: list[str] | None = None) -> int:
     try:
         clients = aws.make_clients(args.region, dry_run=args.dry_run)
         result = deploy.deploy(clients, spec, wait_timeout_s=args.wait_timeout, poll_s=args.poll,
-                            progress=not args.dry_run)
-        summary = {"endpoint": endpoint, "action": result.action, "model": result.model_name,
-                   "endpoint_config": result.endpoint_config_name, "model_data": result.model_data_s3_uri,
-                   "log_group": names.log_group(endpoint)}
-        if not args.no_smoke_test:
-            payload = _smoke_payload(args, clients, spec)
-            input_uri = spec.s3_base("async/input") + f"{payload.get('session_id', 'smoke')}.json"
-            if args.dry_run:
-                if args.mode == "async":
-                    invoke.invoke_async(clients.runtime, clients.s3, endpoint, payload, input_s3_uri=input_uri)
-                else:
-                    invoke.invoke_realtime(clients.runtime, endpoint, payload)
-                print("dry run: smoke test not sent, so not verified")
-            else:
-                response, outputs = deploy.smoke_test(clients, endpoint, payload, mode=args.mode,
-                                                   async_input_s3_uri=input_uri, timeout_s=args.smoke_timeout)
-                summary.update(smoke_response=response, verified_outputs=outputs)
-                print(f"SUCCESS: {endpoint} answered {payload['task']} with status=success; "
-                      f"outputs exist: {', '.join(outputs)}")
+                               progress=not args.dry_run)
+    except errors.TimeoutSettingError as err:  # raised before anything is uploaded or created
+        print(f"ERROR: {err}", file=sys.stderr)
+        return 2
     except (errors.DeployError, TimeoutError, ClientError, BotoCoreError, ValueError, OSError) as err:
         print(f"ERROR: {err}", file=sys.stderr)
         return 1
+    summary = {"endpoint": endpoint, "action": result.action, "model": result.model_name,
+               "endpoint_config": result.endpoint_config_name, "model_data": result.model_data_s3_uri,
+               "health_check_timeout_s": result.timeouts.health_check_s,
+               "download_timeout_s": result.timeouts.download_s, "alarms": result.alarms,
+               "log_group": names.log_group(endpoint)}
+    limit = args.invocation_timeout or timeouts.invocation_timeout(
+        result.needs, MODELS[args.model].response_timeout_s)
+    smoke = None
+    try:
+        if not args.no_smoke_test:
+            payload = _smoke_payload(args, clients, spec)
+            input_uri = spec.s3_base("async/input") + f"{payload.get('session_id', 'smoke')}.json"
+            smoke = deploy.run_smoke(clients, endpoint, payload, mode=args.mode, async_input_s3_uri=input_uri,
+                                     invocation_timeout_s=limit, timeout_s=args.smoke_timeout)
+        if args.dry_run:
+            print("dry run: smoke test not sent, so not verified; checklist not run (it reads what a deployment "
+                  "made)")
+            checks = []
+        elif not args.no_checklist:
+            checks = checklist.run_checklist(
+                clients, endpoint_name=endpoint, expected_config=result.endpoint_config_name,
+                image_uri=args.image_uri, models=[args.model], since_ms=int(started.timestamp() * 1000),
+                smoke=smoke, logs_wait_s=args.logs_wait)
+            print(checklist.report(checks))
+        else:
+            checks = [checklist.check_output(clients.s3, smoke)] if smoke else []
+            print(checklist.report(checks))
+    except (errors.DeployError, ClientError, BotoCoreError, ValueError, OSError) as err:
+        print(f"ERROR: {err}", file=sys.stderr)
+        return 1
+    if smoke and smoke.response is not None:
+        summary["smoke_response"] = smoke.response
+    summary["checks"] = {c.name: c.passed for c in checks}
     print("RESULT " + json.dumps(summary, default=str))
+    if any(not c.passed for c in checks):
+        print(f"ERROR: the deployment of {endpoint} failed its checklist (FAIL lines above)", file=sys.stderr)
+        return 1
+    if checks:
+        print(f"SUCCESS: {endpoint} is deployed and every check passed")
     return 0
 
 

@@ -1,10 +1,18 @@
 """Send one request to a sam3 / sam3d SageMaker endpoint and print the JSON response.
 
-The request is a JSON file (--payload, '-' for stdin) or is built from --task,
---bucket, --image-s3-key, --session-id and --user-id.  Real-time endpoints get
-invoke_endpoint; async endpoints get the request uploaded to S3, invoke_endpoint_async,
-and the output (or failure) object polled in S3.  --verify checks status == "success"
-and that the S3 outputs the response names exist.
+The request is a JSON file (--payload, '-' for stdin) or is built from flags (README: get_embedding, segment,
+generate_3d):
+
+  get_embedding  --image-s3-key KEY --bucket B        (or --image-file photo.png: uploaded, or inline without B)
+  segment        --text "red chair" | --points X,Y [X,Y ...] [--labels 1 0 ...] | --box X0,Y0,X1,Y1 (repeatable)
+                 [--box-labels true ...] [--embedding-id ID instead of an image] [--multimask] [--return-png-masks]
+  generate_3d    --mask-s3-key KEY | --mask-png FILE (uploaded) | --mask-rle JSON | --mask-polygon X,Y X,Y X,Y ...
+                 [--seed N] [--decode-formats gaussian mesh] [--ss-steps N] [--slat-steps N]
+
+Local files go to s3://<bucket>/gen3d-inputs/<user-id>/<session-id>/. Real-time endpoints get invoke_endpoint;
+async endpoints get the request uploaded to S3, invoke_endpoint_async (InvocationTimeoutSeconds from
+--invocation-timeout) and the output (or failure) object polled in S3. --verify checks status == "success" and
+that the S3 outputs named exist; --out DIR writes the answer and its files (embedding, mask PNGs, PLY/GLB/pose).
 """
 
 from __future__ import annotations
@@ -16,25 +24,53 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from gen3d.models import MODELS
+from gen3d.models import MODELS, model_serving
 from gen3d.sagemaker import clients as aws
-from gen3d.sagemaker import deploy, errors, invoke
+from gen3d.sagemaker import deploy, errors, invoke, payloads
+
+DEFAULT_POLL_TIMEOUT_S = 1800.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--endpoint-name", required=True)
     p.add_argument("--mode", choices=deploy.MODES, default="realtime", help="endpoint type (default realtime)")
-    p.add_argument("--payload", help="JSON request file, or '-' for stdin")
+    p.add_argument("--payload", help="JSON request file, or '-' for stdin (the flags below are then ignored)")
     tasks = [task for spec in MODELS.values() for task in spec.tasks]
     p.add_argument("--task", choices=tasks, default=tasks[0])
-    p.add_argument("--bucket", help="bucket of the image (and of the async input unless --async-input-s3)")
+    p.add_argument("--bucket", help="bucket of the image and uploads (and of the async input unless --async-input-s3)")
     p.add_argument("--image-s3-key")
+    p.add_argument("--image-file", type=Path, help="local image: uploaded with --bucket, else sent as image_base64")
     p.add_argument("--session-id", default=None, help="default: a random smoke-... id")
     p.add_argument("--user-id", default="cli")
+    g = p.add_argument_group("segment")
+    g.add_argument("--text", help="concept prompt (noun phrase)")
+    g.add_argument("--points", nargs="+", default=[], metavar="X,Y", help="click points in original pixels")
+    g.add_argument("--labels", nargs="+", type=int, default=[], metavar="0|1",
+                   help="one per point: 1 object, 0 background (default: all 1)")
+    g.add_argument("--box", action="append", default=[], metavar="X0,Y0,X1,Y1", help="a box (repeatable)")
+    g.add_argument("--box-labels", nargs="+", default=[], metavar="true|false", help="with --text: one per box")
+    g.add_argument("--embedding-id", help="cached features of an earlier call instead of an image")
+    g.add_argument("--multimask", action="store_true", help="3 candidates for one ambiguous click")
+    g.add_argument("--score-threshold", type=float)
+    g.add_argument("--return-png-masks", action="store_true", help="also write each mask as a PNG to S3")
+    g = p.add_argument_group("generate_3d")
+    g.add_argument("--mask-s3-key", help="mask PNG already in --bucket")
+    g.add_argument("--mask-png", type=Path, help="local mask PNG, uploaded to --bucket")
+    g.add_argument("--mask-rle", help='COCO RLE JSON {"size": [h, w], "counts": ...}, or @FILE')
+    g.add_argument("--mask-polygon", nargs="+", action="append", default=[], metavar="X,Y",
+                   help="polygon corners in pixels (repeat the flag for several polygons)")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--decode-formats", nargs="+", choices=("gaussian", "mesh"), default=[])
+    g.add_argument("--ss-steps", type=int)
+    g.add_argument("--slat-steps", type=int)
+    p.add_argument("--out", type=Path, help="write response.json and the files it names into this folder")
     p.add_argument("--async-input-s3", help="async: S3 URI to upload the request to "
                                             "(default s3://<bucket>/gen3d/async/input/<session>.json)")
-    p.add_argument("--timeout", type=float, default=1800.0, help="async: seconds to wait for the result")
+    p.add_argument("--invocation-timeout", type=int, help="async: InvocationTimeoutSeconds, 1..3600 "
+                   "(default: the task's TorchServe responseTimeout + 60 s)")
+    p.add_argument("--timeout", type=float, help="async: seconds to wait for the result "
+                   f"(default max({DEFAULT_POLL_TIMEOUT_S:.0f}, invocation timeout + 300))")
     p.add_argument("--poll", type=float, default=5.0, help="async: seconds between S3 polls")
     p.add_argument("--verify", action="store_true", help="fail unless status is success and outputs exist")
     p.add_argument("--region", help="AWS region (default: boto3's chain)")
@@ -42,25 +78,55 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def build_payload(args: argparse.Namespace) -> dict:
+def build_payload(args: argparse.Namespace, s3) -> dict:
+    """The request: --payload as is, else built from the flags (uploading --image-file / --mask-png)."""
     if args.payload:
         text = sys.stdin.read() if args.payload == "-" else Path(args.payload).read_text()
         payload = json.loads(text)
         if not isinstance(payload, dict):
             raise ValueError("the payload must be a JSON object")
         return payload
-    if not (args.bucket and args.image_s3_key):
-        raise ValueError("give --payload, or --bucket and --image-s3-key")
-    payload = {"task": args.task, "image_s3_key": args.image_s3_key, "bucket": args.bucket,
-               "session_id": args.session_id or invoke.new_session_id(), "user_id": args.user_id}
-    return payload
+    session = args.session_id or invoke.new_session_id()
+    options = payloads.PayloadOptions(
+        task=args.task, bucket=args.bucket, image_s3_key=args.image_s3_key, session_id=session,
+        user_id=args.user_id, points=args.points, labels=args.labels, boxes=args.box, box_labels=args.box_labels,
+        text=args.text, embedding_id=args.embedding_id, multimask=args.multimask,
+        score_threshold=args.score_threshold, return_png_masks=args.return_png_masks, mask_s3_key=args.mask_s3_key,
+        mask_polygons=args.mask_polygon, seed=args.seed, decode_formats=args.decode_formats,
+        ss_steps=args.ss_steps, slat_steps=args.slat_steps)
+    if args.mask_rle:
+        text = Path(args.mask_rle[1:]).read_text() if args.mask_rle.startswith("@") else args.mask_rle
+        options.mask_rle = json.loads(text)
+    if args.image_file:
+        if args.image_s3_key:
+            raise ValueError("give --image-s3-key or --image-file, not both")
+        if args.bucket:
+            key = payloads.input_key(args.user_id, session, args.image_file)
+            options.image_s3_key = payloads.upload_input(s3, args.bucket, key, args.image_file)
+            print(f"uploaded {args.image_file} to s3://{args.bucket}/{key}", file=sys.stderr)
+        else:
+            options.image_base64 = payloads.inline_image(args.image_file)
+    if args.mask_png:
+        if not args.bucket or args.mask_s3_key:
+            raise ValueError("--mask-png needs --bucket (it is uploaded there) and excludes --mask-s3-key")
+        key = payloads.input_key(args.user_id, session, args.mask_png)
+        options.mask_s3_key = payloads.upload_input(s3, args.bucket, key, args.mask_png)
+        print(f"uploaded {args.mask_png} to s3://{args.bucket}/{key}", file=sys.stderr)
+    return payloads.build_payload(options)
+
+
+def invocation_timeout(args: argparse.Namespace, payload: dict) -> int:
+    if args.invocation_timeout is not None:
+        return args.invocation_timeout
+    spec = model_serving(str(payload.get("task"))) or MODELS[next(iter(MODELS))]
+    return min(invoke.MAX_INVOCATION_TIMEOUT_S, spec.response_timeout_s + 60)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        payload = build_payload(args)
         clients = aws.make_clients(args.region, dry_run=args.dry_run)
+        payload = build_payload(args, clients.s3)
         if args.mode == "async":
             input_uri = args.async_input_s3
             if not input_uri:
@@ -69,15 +135,20 @@ def main(argv: list[str] | None = None) -> int:
                     raise ValueError("async mode needs --async-input-s3 or a bucket")
                 session = payload.get("session_id") or invoke.new_session_id()
                 input_uri = f"s3://{bucket}/gen3d/async/input/{session}.json"
+            limit = invocation_timeout(args, payload)
             response = invoke.invoke_async(clients.runtime, clients.s3, args.endpoint_name, payload,
-                                        input_s3_uri=input_uri, timeout_s=args.timeout, poll_s=args.poll,
-                                        out=sys.stderr)
+                                           input_s3_uri=input_uri, invocation_timeout_s=limit,
+                                           timeout_s=args.timeout or max(DEFAULT_POLL_TIMEOUT_S, limit + 300),
+                                           poll_s=args.poll, out=sys.stderr)
         else:
             response = invoke.invoke_realtime(clients.runtime, args.endpoint_name, payload)
         print(json.dumps(response, indent=2))
         if args.verify and not args.dry_run:
             outputs = invoke.verify_response(clients.s3, response, str(payload.get("bucket", "")))
             print(f"verified: {', '.join(outputs)}", file=sys.stderr)
+        if args.out and not args.dry_run:
+            written = payloads.save_outputs(clients.s3, response, args.out, payload.get("bucket"))
+            print(f"wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
     except (errors.DeployError, TimeoutError, ClientError, BotoCoreError, ValueError, OSError) as err:
         print(f"ERROR: {err}", file=sys.stderr)
         return 1

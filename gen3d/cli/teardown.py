@@ -1,6 +1,8 @@
 """Delete a sam3 / sam3d SageMaker endpoint and what deploy created for it.
 
-Removes the autoscaling alarm, policies and scalable target, the endpoint, its
+Removes the failure alarms (<endpoint>-invocation-5xx-errors, -invocation-model-errors,
+-invocation-failures, -oldest-request-age), the autoscaling alarm, policies and
+scalable target, the endpoint, its
 current endpoint config and the timestamped configs <endpoint>-YYYYmmdd-HHMMSS,
 and the models those configs use.  Whatever is already gone is reported, not an
 error.  S3 data (model archives, async results) is left in place.
@@ -15,7 +17,7 @@ import sys
 from botocore.exceptions import BotoCoreError, ClientError
 
 from gen3d.sagemaker import clients as aws
-from gen3d.sagemaker import deploy, errors, names
+from gen3d.sagemaker import errors, names, teardown
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -33,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         names.validate_name(args.endpoint_name)
         clients = aws.make_clients(args.region, dry_run=args.dry_run, assume_exists=True)
-        deleted = deploy.teardown(clients, args.endpoint_name, wait=args.wait and not args.dry_run)
+        deleted = teardown.teardown(clients, args.endpoint_name, wait=args.wait and not args.dry_run)
     except (errors.DeployError, TimeoutError, ClientError, BotoCoreError, ValueError) as err:
         print(f"ERROR: {err}", file=sys.stderr)
         return 1

@@ -1,4 +1,5 @@
-"""Autoscaling of async endpoints (0..N on backlog) and its removal."""
+"""Autoscaling: async endpoints 0..N on their backlog, real-time endpoints min..max on invocations per
+instance; and its removal."""
 
 from __future__ import annotations
 
@@ -15,24 +16,25 @@ def configure_async_autoscaling(
     cw: Any,
     endpoint_name: str,
     *,
+    min_capacity: int = 0,
     max_capacity: int = 1,
     target_backlog_per_instance: float = 5.0,
     scale_in_cooldown_s: int = 600,
     scale_out_cooldown_s: int = 300,
     out: IO[str] | None = None,
 ) -> dict[str, str]:
-    """Scale an async endpoint between 0 and ``max_capacity`` instances.
+    """Scale an async endpoint between ``min_capacity`` (default 0) and ``max_capacity`` instances.
 
     AWS's documented pattern: target tracking on ApproximateBacklogSizePerInstance,
     plus a step policy fired by a HasBacklogWithoutCapacity alarm to leave zero.
     """
-    if max_capacity < 1:
-        raise ValueError("max_capacity must be >= 1")
+    if not 0 <= min_capacity <= max_capacity or max_capacity < 1:
+        raise ValueError(f"async autoscaling needs 0 <= min ({min_capacity}) <= max ({max_capacity}), max >= 1")
     names = scaling_names(endpoint_name)
     target = {"ServiceNamespace": "sagemaker", "ResourceId": names["resource_id"],
               "ScalableDimension": SCALABLE_DIMENSION}
     dimensions = [{"Name": "EndpointName", "Value": endpoint_name}]
-    aas.register_scalable_target(**target, MinCapacity=0, MaxCapacity=max_capacity)
+    aas.register_scalable_target(**target, MinCapacity=min_capacity, MaxCapacity=max_capacity)
     tracking = aas.put_scaling_policy(
         PolicyName=names["target_policy"], PolicyType="TargetTrackingScaling", **target,
         TargetTrackingScalingPolicyConfiguration={
@@ -60,10 +62,48 @@ def configure_async_autoscaling(
         Threshold=1.0, ComparisonOperator="GreaterThanOrEqualToThreshold",
         TreatMissingData="missing", AlarmActions=[step["PolicyARN"]],
     )
-    say(out, f"autoscaling {names['resource_id']}: 0..{max_capacity} instances, "
+    say(out, f"autoscaling {names['resource_id']}: {min_capacity}..{max_capacity} instances, "
               f"target backlog/instance {target_backlog_per_instance}")
     return {"target_policy_arn": str(tracking["PolicyARN"]), "step_policy_arn": str(step["PolicyARN"]),
             "alarm": names["alarm"]}
+
+
+def configure_realtime_autoscaling(
+    aas: Any,
+    endpoint_name: str,
+    *,
+    min_capacity: int,
+    max_capacity: int,
+    target_invocations_per_instance: float,
+    scale_in_cooldown_s: int = 600,
+    scale_out_cooldown_s: int = 300,
+    out: IO[str] | None = None,
+) -> dict[str, str]:
+    """Scale a real-time endpoint between ``min_capacity`` (>= 1) and ``max_capacity`` instances.
+
+    Target tracking on the predefined ``SageMakerVariantInvocationsPerInstance`` (invocations per instance
+    per minute), as AWS documents for real-time variants.
+    """
+    if not 1 <= min_capacity < max_capacity:
+        raise ValueError(f"real-time autoscaling needs 1 <= min ({min_capacity}) < max ({max_capacity}) instances")
+    if target_invocations_per_instance <= 0:
+        raise ValueError("the invocations-per-instance target must be > 0")
+    names = scaling_names(endpoint_name)
+    target = {"ServiceNamespace": "sagemaker", "ResourceId": names["resource_id"],
+              "ScalableDimension": SCALABLE_DIMENSION}
+    aas.register_scalable_target(**target, MinCapacity=min_capacity, MaxCapacity=max_capacity)
+    policy = aas.put_scaling_policy(
+        PolicyName=names["invocations_policy"], PolicyType="TargetTrackingScaling", **target,
+        TargetTrackingScalingPolicyConfiguration={
+            "TargetValue": float(target_invocations_per_instance),
+            "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
+            "ScaleInCooldown": scale_in_cooldown_s,
+            "ScaleOutCooldown": scale_out_cooldown_s,
+        },
+    )
+    say(out, f"autoscaling {names['resource_id']}: {min_capacity}..{max_capacity} instances, "
+              f"target {target_invocations_per_instance:g} invocations/instance/minute")
+    return {"invocations_policy_arn": str(policy["PolicyARN"])}
 
 
 def has_scalable_target(aas: Any, endpoint_name: str) -> bool:
@@ -75,7 +115,7 @@ def has_scalable_target(aas: Any, endpoint_name: str) -> bool:
 
 
 def remove_autoscaling(aas: Any, cw: Any, endpoint_name: str, *, out: IO[str] | None = None) -> None:
-    """Delete the alarm, both policies and the scalable target (tolerant of absence)."""
+    """Delete the alarm, every policy and the scalable target (tolerant of absence)."""
     names = scaling_names(endpoint_name)
     target = {"ServiceNamespace": "sagemaker", "ResourceId": names["resource_id"],
               "ScalableDimension": SCALABLE_DIMENSION}
@@ -83,7 +123,7 @@ def remove_autoscaling(aas: Any, cw: Any, endpoint_name: str, *, out: IO[str] | 
         tolerant(out, f"alarm {names['alarm']}", lambda: cw.delete_alarms(AlarmNames=[names["alarm"]]))
     else:
         say(out, f"alarm {names['alarm']}: already gone")
-    for policy in (names["target_policy"], names["step_policy"]):
+    for policy in (names["target_policy"], names["step_policy"], names["invocations_policy"]):
         tolerant(out, f"scaling policy {policy}",
                   lambda policy=policy: aas.delete_scaling_policy(PolicyName=policy, **target))
     tolerant(out, f"scalable target {names['resource_id']}",

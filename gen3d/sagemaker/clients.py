@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sys
 import uuid
 from collections.abc import Callable
@@ -35,10 +36,12 @@ class Clients:
     runtime: Any
     autoscaling: Any
     cloudwatch: Any
+    ecr: Any = None  # the deployment checklist's image and log checks
+    logs: Any = None
 
 
 _SERVICES = {"s3": "s3", "sagemaker": "sagemaker", "runtime": "sagemaker-runtime",
-             "autoscaling": "application-autoscaling", "cloudwatch": "cloudwatch"}
+             "autoscaling": "application-autoscaling", "cloudwatch": "cloudwatch", "ecr": "ecr", "logs": "logs"}
 
 
 def make_clients(
@@ -48,7 +51,7 @@ def make_clients(
     assume_exists: bool = False,
     out: IO[str] | None = None,
 ) -> Clients:
-    """Build the five clients with standard retries; ``dry_run`` wraps them in DryRunClient."""
+    """Build the clients with standard retries; ``dry_run`` wraps them in DryRunClient."""
     session = boto3.session.Session(region_name=region)
     if dry_run and session.region_name is None:
         session = boto3.session.Session(region_name="us-east-1")
@@ -173,7 +176,8 @@ def is_not_found(err: ClientError) -> bool:
     code = error_code(err)
     message = str(err.response.get("Error", {}).get("Message", ""))
     if code in ("ValidationException", "ValidationError"):
-        return "Could not find" in message or "does not exist" in message
+        # SageMaker: 'Could not find ...'; Application Auto Scaling as moto answers it: 'No scaling policy found'
+        return "Could not find" in message or "does not exist" in message or bool(re.match(r"No .* found", message))
     return code in ("ObjectNotFoundException", "ResourceNotFound", "ResourceNotFoundException",
                     "NoSuchKey", "NotFound", "404")
 

@@ -1,9 +1,8 @@
-"""Deploy and tear down: GPU check, upload, Model, EndpointConfig, Endpoint, wait, autoscaling, smoke test."""
+"""Deploy: GPU check, start-up timeouts from the archive, upload, Model, EndpointConfig, Endpoint, wait,
+autoscaling, failure alarms; and the smoke request the deployment checklist then judges."""
 
 from __future__ import annotations
 
-import math
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,14 +10,23 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from botocore.exceptions import ClientError, WaiterError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from gen3d.models import MODELS
-from gen3d.sagemaker.autoscaling import configure_async_autoscaling, has_scalable_target, remove_autoscaling
-from gen3d.sagemaker.clients import Clients, is_not_found, say, tolerant
+from gen3d.sagemaker.alarms import AlarmSettings, put_failure_alarms
+from gen3d.sagemaker.autoscaling import (
+    configure_async_autoscaling,
+    configure_realtime_autoscaling,
+    has_scalable_target,
+    remove_autoscaling,
+)
+from gen3d.sagemaker.checklist import SmokeOutcome
+from gen3d.sagemaker.clients import Clients, say
+from gen3d.sagemaker.entrypoint import DEFAULT_READY_MARGIN_S
+from gen3d.sagemaker.errors import DeployError
 from gen3d.sagemaker.gpus import check_gpu_memory
-from gen3d.sagemaker.invoke import invoke_async, invoke_realtime, verify_response
-from gen3d.sagemaker.names import SUFFIX_RE, name_base, parse_s3_uri, unique_name, validate_name
+from gen3d.sagemaker.invoke import invoke_realtime, start_async, wait_async
+from gen3d.sagemaker.names import parse_s3_uri, unique_name, validate_name
 from gen3d.sagemaker.resources import (
     AsyncConfig,
     create_endpoint_config,
@@ -27,9 +35,11 @@ from gen3d.sagemaker.resources import (
     endpoint_exists,
     wait_for_endpoint,
 )
+from gen3d.sagemaker.timeouts import ArchiveNeeds, Timeouts, derive_timeouts, local_needs, s3_needs
 from gen3d.sagemaker.upload import upload_model_archive
 
 MODES = ("realtime", "async")
+PROVISIONING_S = 900  # instance launch and image pull, before the model download starts
 
 
 @dataclass
@@ -48,21 +58,57 @@ class DeploySpec:
     model_data_s3_uri: str | None = None
     instance_count: int = 1
     max_concurrency: int = 1
-    max_instances: int = 1
+    min_instances: int | None = None  # async: 0; real-time: instance_count
+    max_instances: int | None = None  # async: 1; real-time: min_instances (no autoscaling)
+    target_invocations: float | None = None  # real-time autoscaling: invocations per instance per minute
     async_output_s3: str | None = None
     async_failure_s3: str | None = None
     environment: dict[str, str] = field(default_factory=dict)
+    allowed_buckets: list[str] | None = None  # GEN3D_ALLOWED_BUCKETS; default [bucket]
     inference_ami_version: str | None = None
     autoscaling: bool = True
+    sns_topic_arn: str | None = None  # failure alarms; async: error (and success) notifications
+    sns_success_topic_arn: str | None = None  # async success notifications (default: sns_topic_arn)
+    alarms: AlarmSettings = field(default_factory=AlarmSettings)
+    health_check_timeout_s: int | None = None
+    download_timeout_s: int | None = None
 
     def s3_base(self, part: str) -> str:
         """``s3://bucket/prefix/<part>/``."""
         return f"s3://{self.bucket}/{'/'.join(x for x in (self.prefix.strip('/'), part) if x)}/"
 
+    def capacity(self) -> tuple[int, int, bool]:
+        """(min, max, autoscaled) instances, checked; ValueError naming the flag otherwise."""
+        if self.mode == "async":
+            low, high = self.min_instances or 0, self.max_instances or 1
+            if not 0 <= low <= high or high < 1:
+                raise ValueError(f"async autoscaling needs 0 <= --min-instances ({low}) <= --max-instances ({high})")
+            return low, high, self.autoscaling
+        low = self.instance_count if self.min_instances is None else self.min_instances
+        high = low if self.max_instances is None else self.max_instances
+        if not 1 <= low <= high:
+            raise ValueError(f"real-time endpoints need 1 <= --min-instances ({low}) <= --max-instances ({high})")
+        scaled = self.autoscaling and high > low
+        if scaled and not self.target_invocations:
+            raise ValueError("real-time autoscaling (--max-instances above --min-instances) needs "
+                             "--target-invocations: invocations per instance per minute to hold; measure what one "
+                             "instance answers (gen3d-bench-sam3) and take a fraction of it")
+        return low, high, scaled
+
+    def container_environment(self) -> dict[str, str]:
+        """The Model's Environment: the model to serve, the buckets it may touch, the ready margin; --env wins."""
+        buckets = self.allowed_buckets or [self.bucket]
+        env = {"GEN3D_MODEL": self.model, "GEN3D_ALLOWED_BUCKETS": ",".join(buckets),
+               "GEN3D_READY_MARGIN_S": str(DEFAULT_READY_MARGIN_S), **self.environment}
+        margin = env["GEN3D_READY_MARGIN_S"]
+        if not margin.isdigit():
+            raise ValueError(f"GEN3D_READY_MARGIN_S must be whole seconds, got {margin!r}")
+        return env
+
 
 @dataclass
 class DeployResult:
-    """Names and ARNs produced by `deploy`."""
+    """Names, settings and ARNs produced by `deploy`."""
 
     endpoint_name: str
     model_name: str
@@ -70,7 +116,19 @@ class DeployResult:
     model_data_s3_uri: str
     action: str
     endpoint: dict[str, Any]
+    timeouts: Timeouts
+    needs: ArchiveNeeds
     autoscaling: dict[str, str] = field(default_factory=dict)
+    alarms: list[str] = field(default_factory=list)
+
+
+def archive_needs(clients: Clients, spec: DeploySpec) -> ArchiveNeeds:
+    """What the archive to be served says about its start-up (read before anything is uploaded or created)."""
+    if spec.archive is not None:
+        return local_needs(spec.archive, spec.model)
+    if spec.model_data_s3_uri:
+        return s3_needs(clients.s3, spec.model_data_s3_uri, spec.model)
+    raise ValueError("give an archive to upload or an existing model data S3 prefix")
 
 
 def deploy(
@@ -79,145 +137,97 @@ def deploy(
     *,
     out: IO[str] | None = None,
     now: datetime | None = None,
-    wait_timeout_s: float = 3600.0,
+    wait_timeout_s: float | None = None,
     poll_s: float = 30.0,
     sleep: Callable[[float], None] = time.sleep,
     progress: bool = True,
 ) -> DeployResult:
-    """GPU check, upload, Model, EndpointConfig, Endpoint, wait, async autoscaling."""
+    """GPU check, timeouts, upload, Model, EndpointConfig, Endpoint, wait, autoscaling, failure alarms.
+    ``wait_timeout_s`` defaults to provisioning + download + health-check timeouts."""
     if spec.model not in MODELS or spec.mode not in MODES:
         raise ValueError(f"model must be one of {list(MODELS)} and mode one of {MODES}")
     check_gpu_memory(spec.model, spec.instance_type)
     validate_name(spec.endpoint_name)
+    low, high, scaled = spec.capacity()
+    env = spec.container_environment()
+    needs = archive_needs(clients, spec)
+    timeouts = derive_timeouts(needs, ready_margin_s=int(env["GEN3D_READY_MARGIN_S"]),
+                               health_check_s=spec.health_check_timeout_s, download_s=spec.download_timeout_s)
+    say(out, f"start-up timeouts: health check {timeouts.health_check_s} s, model download {timeouts.download_s} s "
+             f"({timeouts.explanation})")
     name = unique_name(spec.endpoint_name, now)
-    if spec.model_data_s3_uri:
-        model_data = spec.model_data_s3_uri.rstrip("/") + "/"
-    elif spec.archive is not None:
+    if spec.archive is not None:
         # A fresh prefix per deployment: no stale files, and old configs keep their data.
         upload_prefix = parse_s3_uri(spec.s3_base(f"model/{name}"))[1]
         model_data = upload_model_archive(clients.s3, spec.archive, spec.bucket, upload_prefix,
                                           progress=progress).s3_uri
     else:
-        raise ValueError("give an archive to upload or an existing model data S3 prefix")
-    env = {"GEN3D_MODEL": spec.model, **spec.environment}
+        model_data = str(spec.model_data_s3_uri).rstrip("/") + "/"
     create_model(clients.sagemaker, name, image_uri=spec.image_uri, model_data_s3_uri=model_data,
                  role_arn=spec.role_arn, environment=env, out=out)
     async_config = None
     if spec.mode == "async":
-        output = spec.async_output_s3 or spec.s3_base("async/output")
-        failure = spec.async_failure_s3 or spec.s3_base("async/failure")
-        async_config = AsyncConfig(output, failure, spec.max_concurrency)
+        async_config = AsyncConfig(spec.async_output_s3 or spec.s3_base("async/output"),
+                                   spec.async_failure_s3 or spec.s3_base("async/failure"), spec.max_concurrency,
+                                   success_topic=spec.sns_success_topic_arn or spec.sns_topic_arn,
+                                   error_topic=spec.sns_topic_arn)
     create_endpoint_config(clients.sagemaker, name, model_name=name, instance_type=spec.instance_type,
                            instance_count=spec.instance_count, async_config=async_config,
+                           startup_timeout_s=timeouts.health_check_s, download_timeout_s=timeouts.download_s,
                            inference_ami_version=spec.inference_ami_version, out=out)
     exists = endpoint_exists(clients.sagemaker, spec.endpoint_name)
     if exists and has_scalable_target(clients.autoscaling, spec.endpoint_name):
         # An update that changes the instance type of a scaled variant is rejected.
-        say(out, "removing autoscaling before the update; it is re-applied afterwards for async")
+        say(out, "removing autoscaling before the update; it is re-applied afterwards")
         remove_autoscaling(clients.autoscaling, clients.cloudwatch, spec.endpoint_name, out=out)
     action = create_or_update_endpoint(clients.sagemaker, spec.endpoint_name, name, exists=exists, out=out)
+    wait_s = wait_timeout_s or PROVISIONING_S + timeouts.download_s + timeouts.health_check_s
     desc = wait_for_endpoint(clients.sagemaker, spec.endpoint_name, expected_config=name,
-                             timeout_s=wait_timeout_s, poll_s=poll_s, out=out, sleep=sleep)
+                             timeout_s=wait_s, poll_s=poll_s, out=out, sleep=sleep)
     scaling: dict[str, str] = {}
-    if spec.mode == "async" and spec.autoscaling:
-        scaling = configure_async_autoscaling(clients.autoscaling, clients.cloudwatch,
-                                              spec.endpoint_name, max_capacity=spec.max_instances,
-                                              out=out)
-    return DeployResult(spec.endpoint_name, name, name, model_data, action, desc, scaling)
+    if scaled and spec.mode == "async":
+        scaling = configure_async_autoscaling(clients.autoscaling, clients.cloudwatch, spec.endpoint_name,
+                                              min_capacity=low, max_capacity=high, out=out)
+    elif scaled:
+        scaling = configure_realtime_autoscaling(clients.autoscaling, spec.endpoint_name, min_capacity=low,
+                                                 max_capacity=high,
+                                                 target_invocations_per_instance=float(spec.target_invocations or 0),
+                                                 out=out)
+    alarms: list[str] = []
+    if spec.sns_topic_arn:
+        alarms = put_failure_alarms(clients.cloudwatch, spec.endpoint_name, spec.mode, spec.sns_topic_arn,
+                                    spec.alarms, out=out)
+    else:
+        say(out, "no --sns-topic-arn: no failure alarms (existing ones are left as they are)")
+    return DeployResult(spec.endpoint_name, name, name, model_data, action, desc, timeouts, needs, scaling, alarms)
 
 
-def smoke_test(
+def run_smoke(
     clients: Clients,
     endpoint_name: str,
     payload: dict[str, Any],
     *,
     mode: str,
     async_input_s3_uri: str | None = None,
+    invocation_timeout_s: int | None = None,
     timeout_s: float = 1800.0,
     poll_s: float = 5.0,
     out: IO[str] | None = None,
     sleep: Callable[[float], None] = time.sleep,
-) -> tuple[dict[str, Any], list[str]]:
-    """Invoke once and verify the response; returns (response, verified output URIs)."""
-    if mode == "async":
-        if not async_input_s3_uri:
-            raise ValueError("async smoke test needs an input S3 URI")
-        response = invoke_async(clients.runtime, clients.s3, endpoint_name, payload,
-                                input_s3_uri=async_input_s3_uri, timeout_s=timeout_s,
-                                poll_s=poll_s, out=out, sleep=sleep)
-    else:
-        response = invoke_realtime(clients.runtime, endpoint_name, payload)
-    return response, verify_response(clients.s3, response, str(payload.get("bucket", "")))
-
-
-def list_config_names(sm: Any, endpoint_name: str) -> list[str]:
-    base = name_base(endpoint_name)
-    names: list[str] = []
-    token: str | None = None
-    while True:
-        kwargs: dict[str, Any] = {"NameContains": base, "MaxResults": 100}
-        if token:
-            kwargs["NextToken"] = token
-        page = sm.list_endpoint_configs(**kwargs)
-        names += [c["EndpointConfigName"] for c in page.get("EndpointConfigs", [])
-                  if re.fullmatch(re.escape(base) + SUFFIX_RE, c["EndpointConfigName"])]
-        token = page.get("NextToken")
-        if not token:
-            return names
-
-
-def teardown(
-    clients: Clients,
-    endpoint_name: str,
-    *,
-    out: IO[str] | None = None,
-    wait: bool = False,
-    timeout_s: float = 1200.0,
-    poll_s: float = 15.0,
-) -> dict[str, list[str]]:
-    """Delete autoscaling, the endpoint, its configs (current and timestamped) and their models; with ``wait``,
-    botocore's ``endpoint_deleted`` waiter polls until the endpoint is gone.
-
-    Missing resources are reported as 'already gone'.  Returns what was deleted.
-    """
-    sm = clients.sagemaker
-    deleted: dict[str, list[str]] = {"endpoint": [], "endpoint_config": [], "model": []}
-    remove_autoscaling(clients.autoscaling, clients.cloudwatch, endpoint_name, out=out)
-    configs: list[str] = []
+) -> SmokeOutcome:
+    """Send the smoke request once; its response or error is kept for the checklist to judge."""
+    outcome = SmokeOutcome(task=str(payload.get("task")), bucket=str(payload.get("bucket", "")), mode=mode)
     try:
-        configs.append(sm.describe_endpoint(EndpointName=endpoint_name)["EndpointConfigName"])
-    except ClientError as err:
-        if not is_not_found(err):
-            raise
-        say(out, f"endpoint {endpoint_name}: already gone")
-    else:
-        if tolerant(out, f"endpoint {endpoint_name}", lambda: sm.delete_endpoint(EndpointName=endpoint_name)):
-            deleted["endpoint"].append(endpoint_name)
-    configs += [c for c in list_config_names(sm, endpoint_name) if c not in configs]
-    models: list[str] = []
-    for config in configs:
-        try:
-            variants = sm.describe_endpoint_config(EndpointConfigName=config)["ProductionVariants"]
-        except ClientError as err:
-            if not is_not_found(err):
-                raise
-            say(out, f"endpoint config {config}: already gone")
-            continue
-        models += [v["ModelName"] for v in variants if v["ModelName"] not in models]
-        if tolerant(out, f"endpoint config {config}",
-                     lambda config=config: sm.delete_endpoint_config(EndpointConfigName=config)):
-            deleted["endpoint_config"].append(config)
-    for model in models:
-        if tolerant(out, f"model {model}", lambda model=model: sm.delete_model(ModelName=model)):
-            deleted["model"].append(model)
-    if wait and deleted["endpoint"]:
-        delay = max(1, round(poll_s))
-        try:
-            sm.get_waiter("endpoint_deleted").wait(
-                EndpointName=endpoint_name,
-                WaiterConfig={"Delay": delay, "MaxAttempts": max(1, math.ceil(timeout_s / delay))},
-            )
-        except WaiterError as err:
-            raise TimeoutError(f"endpoint {endpoint_name} still deleting after {timeout_s:.0f} s: {err}") from err
-        say(out, f"endpoint {endpoint_name}: deletion finished")
-    return deleted
+        if mode == "async":
+            if not async_input_s3_uri:
+                raise ValueError("async smoke test needs an input S3 URI")
+            outcome.invocation = start_async(clients.runtime, clients.s3, endpoint_name, payload,
+                                             input_s3_uri=async_input_s3_uri,
+                                             invocation_timeout_s=invocation_timeout_s)
+            outcome.response = wait_async(clients.s3, endpoint_name, outcome.invocation, timeout_s=timeout_s,
+                                          poll_s=poll_s, out=out, sleep=sleep)
+        else:
+            outcome.response = invoke_realtime(clients.runtime, endpoint_name, payload)
+    except (DeployError, TimeoutError, ClientError, BotoCoreError, ValueError) as err:
+        outcome.error = f"{type(err).__name__}: {err}"
+    return outcome

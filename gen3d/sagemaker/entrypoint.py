@@ -24,6 +24,9 @@ import yaml
 from gen3d.torchserve import runner
 
 log = logging.getLogger("serve")
+# Seconds beyond the largest startupTimeout before serve gives up (GEN3D_READY_MARGIN_S); the deploy's
+# ContainerStartupHealthCheckTimeoutInSeconds is derived from it (gen3d/sagemaker/timeouts.py).
+DEFAULT_READY_MARGIN_S = 60
 
 
 class ModelDirError(RuntimeError):
@@ -47,7 +50,7 @@ class Archive:
         return float((self.config.get("handler") or {}).get("min_gpu_memory_gib", 0))
 
 
-def _archive_files(path: Path) -> tuple[set[str], dict]:
+def archive_contents(path: Path) -> tuple[set[str], dict]:
     """File names (relative) and parsed model-config.yaml of a .mar file or an archive directory."""
     if path.is_dir():
         names = {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()}
@@ -75,7 +78,7 @@ def find_archives(model_dir: Path, only: str | None = None) -> list[Archive]:
         name = path.stem if path.suffix == ".mar" else path.name
         if only and name != only:
             continue
-        names, config = _archive_files(path)
+        names, config = archive_contents(path)
         handler = config.get("handler") or {}
         needed = [handler.get("checkpoint"), *(handler.get("assets") or [])]
         for wanted in needed:
@@ -155,7 +158,7 @@ def run(environ: dict[str, str] | None = None) -> int:
     models = ",".join(f"{a.name}={a.path.name}" for a in archives)
     server = runner.start(config, model_dir, models, Path(env.get("GEN3D_LOG_DIR", work / "logs")), env)
     signal.signal(signal.SIGTERM, lambda *_: server.terminate())
-    timeout = max(a.startup_timeout for a in archives) + float(env.get("GEN3D_READY_MARGIN_S", "60"))
+    timeout = max(a.startup_timeout for a in archives) + float(env.get("GEN3D_READY_MARGIN_S", DEFAULT_READY_MARGIN_S))
     try:
         server.wait_ready([a.name for a in archives], timeout)
     except (RuntimeError, TimeoutError) as err:

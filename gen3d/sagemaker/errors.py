@@ -21,3 +21,8 @@ class AsyncInferenceError(DeployError):
 
 class SmokeTestError(DeployError):
     """A response did not report success or its outputs are missing."""
+
+
+class TimeoutSettingError(DeployError):
+    """A start-up timeout cannot be set: the archive needs more than the flag (or SageMaker) allows, or its
+    needs cannot be read."""

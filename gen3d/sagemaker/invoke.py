@@ -8,6 +8,7 @@ import math
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import IO, Any
 
 from botocore.exceptions import ClientError
@@ -18,7 +19,14 @@ from gen3d.sagemaker.clients import is_not_found, say
 from gen3d.sagemaker.errors import AsyncInferenceError, SmokeTestError
 from gen3d.sagemaker.names import log_group, parse_s3_uri
 
-SAM3D_OUTPUTS = ("ply", "glb", "pose")
+MAX_INVOCATION_TIMEOUT_S = 3600  # SageMaker's limit of InvocationTimeoutSeconds
+
+
+def sam3d_outputs(decode_formats: object) -> list[str]:
+    """The files a generate_3d answer must name: the pose always, the PLY for "gaussian", the GLB for "mesh"."""
+    formats = decode_formats if isinstance(decode_formats, list) else ["gaussian", "mesh"]
+    return [name for name, wanted in (("ply", "gaussian" in formats), ("glb", "mesh" in formats),
+                                      ("pose", True)) if wanted]
 
 
 def read_json(body: Any, what: str) -> dict[str, Any]:
@@ -50,6 +58,72 @@ def s3_object_exists(s3: Any, bucket: str, key: str) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class AsyncInvocation:
+    """An accepted async request: its id and where SageMaker will write the output or the failure."""
+
+    inference_id: str
+    output_uri: str
+    failure_uri: str | None
+
+
+def start_async(
+    rt: Any,
+    s3: Any,
+    endpoint_name: str,
+    payload: dict[str, Any],
+    *,
+    input_s3_uri: str,
+    invocation_timeout_s: int | None = None,
+) -> AsyncInvocation:
+    """Upload the payload to ``input_s3_uri`` and invoke_endpoint_async; ``invocation_timeout_s``
+    (InvocationTimeoutSeconds, 1..3600; SageMaker's default is 900) bounds the container's processing."""
+    bucket, key = parse_s3_uri(input_s3_uri)
+    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(payload).encode(), ContentType="application/json")
+    params: dict[str, Any] = {"EndpointName": endpoint_name, "InputLocation": input_s3_uri,
+                              "ContentType": "application/json", "Accept": "application/json"}
+    if invocation_timeout_s is not None:
+        if not 1 <= invocation_timeout_s <= MAX_INVOCATION_TIMEOUT_S:
+            raise ValueError(f"the invocation timeout must be 1..{MAX_INVOCATION_TIMEOUT_S} s, "
+                             f"got {invocation_timeout_s}")
+        params["InvocationTimeoutSeconds"] = invocation_timeout_s
+    response = rt.invoke_endpoint_async(**params)
+    return AsyncInvocation(str(response.get("InferenceId", "")), response["OutputLocation"],
+                           response.get("FailureLocation"))
+
+
+def wait_async(
+    s3: Any,
+    endpoint_name: str,
+    invocation: AsyncInvocation,
+    *,
+    timeout_s: float = 1800.0,
+    poll_s: float = 5.0,
+    out: IO[str] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, Any]:
+    """Poll S3 for the output JSON; AsyncInferenceError when the failure object appears first, TimeoutError
+    when neither appears in time."""
+    say(out, f"async inference {invocation.inference_id}: waiting for {invocation.output_uri}")
+    deadline = clock() + timeout_s
+    while True:
+        out_bucket, out_key = parse_s3_uri(invocation.output_uri)
+        if s3_object_exists(s3, out_bucket, out_key):
+            body = s3.get_object(Bucket=out_bucket, Key=out_key)["Body"]
+            return read_json(body, invocation.output_uri)
+        if invocation.failure_uri:
+            fail_bucket, fail_key = parse_s3_uri(invocation.failure_uri)
+            if s3_object_exists(s3, fail_bucket, fail_key):
+                text = s3.get_object(Bucket=fail_bucket, Key=fail_key)["Body"].read()
+                raise AsyncInferenceError(
+                    f"async inference failed ({invocation.failure_uri}): {text.decode(errors='replace')[:2000]}; "
+                    f"container logs: CloudWatch log group {log_group(endpoint_name)}")
+        if clock() >= deadline:
+            raise TimeoutError(f"no async result at {invocation.output_uri} after {timeout_s:.0f} s")
+        sleep(poll_s)
+
+
 def invoke_async(
     rt: Any,
     s3: Any,
@@ -57,41 +131,18 @@ def invoke_async(
     payload: dict[str, Any],
     *,
     input_s3_uri: str,
+    invocation_timeout_s: int | None = None,
     timeout_s: float = 1800.0,
     poll_s: float = 5.0,
     out: IO[str] | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> dict[str, Any]:
-    """Upload the payload to ``input_s3_uri``, invoke_endpoint_async, poll S3 for the result.
-
-    Returns the output JSON; raises AsyncInferenceError when the failure object
-    appears first, TimeoutError when neither appears in time.
-    """
-    bucket, key = parse_s3_uri(input_s3_uri)
-    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(payload).encode(),
-                  ContentType="application/json")
-    response = rt.invoke_endpoint_async(EndpointName=endpoint_name, InputLocation=input_s3_uri,
-                                        ContentType="application/json", Accept="application/json")
-    output_uri = response["OutputLocation"]
-    failure_uri = response.get("FailureLocation")
-    say(out, f"async inference {response.get('InferenceId')}: waiting for {output_uri}")
-    deadline = clock() + timeout_s
-    while True:
-        out_bucket, out_key = parse_s3_uri(output_uri)
-        if s3_object_exists(s3, out_bucket, out_key):
-            body = s3.get_object(Bucket=out_bucket, Key=out_key)["Body"]
-            return read_json(body, output_uri)
-        if failure_uri:
-            fail_bucket, fail_key = parse_s3_uri(failure_uri)
-            if s3_object_exists(s3, fail_bucket, fail_key):
-                text = s3.get_object(Bucket=fail_bucket, Key=fail_key)["Body"].read()
-                raise AsyncInferenceError(
-                    f"async inference failed ({failure_uri}): {text.decode(errors='replace')[:2000]}; "
-                    f"container logs: CloudWatch log group {log_group(endpoint_name)}")
-        if clock() >= deadline:
-            raise TimeoutError(f"no async result at {output_uri} after {timeout_s:.0f} s")
-        sleep(poll_s)
+    """:func:`start_async` then :func:`wait_async`: the output JSON of one async request."""
+    invocation = start_async(rt, s3, endpoint_name, payload, input_s3_uri=input_s3_uri,
+                             invocation_timeout_s=invocation_timeout_s)
+    return wait_async(s3, endpoint_name, invocation, timeout_s=timeout_s, poll_s=poll_s, out=out, sleep=sleep,
+                      clock=clock)
 
 
 def verify_response(s3: Any, response: dict[str, Any], bucket: str) -> list[str]:
@@ -105,7 +156,7 @@ def verify_response(s3: Any, response: dict[str, Any], bucket: str) -> list[str]
     outputs = response.get("outputs")
     if isinstance(outputs, dict):
         if response.get("task") == "generate_3d":
-            missing = [name for name in SAM3D_OUTPUTS if not outputs.get(name)]
+            missing = [name for name in sam3d_outputs(response.get("decode_formats")) if not outputs.get(name)]
             if missing:
                 raise SmokeTestError(f"generate_3d response lacks outputs {missing}: {response}")
         keys.extend(str(v) for v in outputs.values() if v)

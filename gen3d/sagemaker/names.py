@@ -8,6 +8,16 @@ from datetime import UTC, datetime
 NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 SUFFIX_FMT = "%Y%m%d-%H%M%S"
 SUFFIX_RE = r"-\d{8}-\d{6}"
+ECR_IMAGE_RE = re.compile(
+    r"^(?P<registry>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/"
+    r"(?P<repository>[a-z0-9][a-z0-9._/-]*?)(?::(?P<tag>\w[\w.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$")
+
+
+def parse_image_uri(uri: str) -> dict[str, str | None] | None:
+    """``ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPOSITORY[:TAG][@DIGEST]`` -> its parts (registry, region,
+    repository, tag, digest); None when it is not an ECR image URI."""
+    match = ECR_IMAGE_RE.match(uri)
+    return match.groupdict() if match else None
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -42,10 +52,21 @@ def log_group(endpoint_name: str) -> str:
 
 
 def scaling_names(endpoint_name: str, variant_name: str = "AllTraffic") -> dict[str, str]:
-    """Resource id and the policy / alarm names this module uses for an endpoint."""
+    """Resource id and the policy / alarm names autoscaling uses for an endpoint."""
     return {
         "resource_id": f"endpoint/{endpoint_name}/variant/{variant_name}",
         "target_policy": f"{endpoint_name}-backlog-target-tracking",
         "step_policy": f"{endpoint_name}-scale-out-from-zero",
+        "invocations_policy": f"{endpoint_name}-invocations-target-tracking",
         "alarm": f"{endpoint_name}-has-backlog-without-capacity",
+    }
+
+
+def alarm_names(endpoint_name: str) -> dict[str, str]:
+    """The failure alarms of an endpoint, by kind: deploy creates those of its mode, teardown looks for all."""
+    return {
+        "invocation_5xx": f"{endpoint_name}-invocation-5xx-errors",
+        "model_errors": f"{endpoint_name}-invocation-model-errors",
+        "async_failures": f"{endpoint_name}-invocation-failures",
+        "oldest_request": f"{endpoint_name}-oldest-request-age",
     }

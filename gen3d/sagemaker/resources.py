@@ -54,16 +54,23 @@ def create_model(
 
 @dataclass
 class AsyncConfig:
-    """Async inference settings: S3 output and failure paths, concurrency per instance."""
+    """Async inference settings: S3 output and failure paths, concurrency per instance, and the SNS topics
+    SageMaker notifies when a request succeeds or fails (none: no notifications)."""
 
     output_s3: str
     failure_s3: str
     max_concurrency: int = 1
+    success_topic: str | None = None
+    error_topic: str | None = None
 
     def to_api(self) -> dict[str, Any]:
         """The ``AsyncInferenceConfig`` request structure."""
+        output: dict[str, Any] = {"S3OutputPath": self.output_s3, "S3FailurePath": self.failure_s3}
+        topics = {"SuccessTopic": self.success_topic, "ErrorTopic": self.error_topic}
+        if any(topics.values()):
+            output["NotificationConfig"] = {key: arn for key, arn in topics.items() if arn}
         return {
-            "OutputConfig": {"S3OutputPath": self.output_s3, "S3FailurePath": self.failure_s3},
+            "OutputConfig": output,
             "ClientConfig": {"MaxConcurrentInvocationsPerInstance": self.max_concurrency},
         }
 
@@ -75,19 +82,19 @@ def create_endpoint_config(
     model_name: str,
     instance_type: str,
     instance_count: int = 1,
+    startup_timeout_s: int,
+    download_timeout_s: int,
     async_config: AsyncConfig | None = None,
-    startup_timeout_s: int = 1200,
-    download_timeout_s: int = 1200,
     inference_ami_version: str | None = None,
     out: IO[str] | None = None,
 ) -> str:
-    """Create a one-variant EndpointConfig (real-time, or async when ``async_config``)."""
+    """Create a one-variant EndpointConfig (real-time, or async when ``async_config``); the timeouts come from
+    :func:`gen3d.sagemaker.timeouts.derive_timeouts`."""
     variant: dict[str, Any] = {
         "VariantName": VARIANT_NAME,
         "ModelName": model_name,
         "InstanceType": instance_type,
         "InitialInstanceCount": instance_count,
-        # Big checkpoints: allow time to copy the S3 prefix and load it before /ping.
         "ModelDataDownloadTimeoutInSeconds": download_timeout_s,
         "ContainerStartupHealthCheckTimeoutInSeconds": startup_timeout_s,
     }
@@ -98,7 +105,8 @@ def create_endpoint_config(
         params["AsyncInferenceConfig"] = async_config.to_api()
     response = sm.create_endpoint_config(**params)
     say(out, f"created endpoint config {name} ({'async' if async_config else 'realtime'}, "
-              f"{instance_count}x {instance_type})")
+              f"{instance_count}x {instance_type}, health check {startup_timeout_s} s, "
+              f"download {download_timeout_s} s)")
     return str(response["EndpointConfigArn"])
 
 

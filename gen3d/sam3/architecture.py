@@ -14,6 +14,7 @@ import os
 from torch import nn
 
 from gen3d.errors import StartupError
+from gen3d.sam3 import compat
 from gen3d.sam3.assets import BPE_VOCAB_NAME
 from gen3d.sam3.presets import D_MODEL, PATCH_SIZE, Sam3Preset
 
@@ -280,6 +281,7 @@ def _interactive_predictor(p: Sam3Preset) -> nn.Module:
         fill_hole_area=0,
         use_memory_selection=False,
     )
+    compat.leave_tracker_autocast(tracker)
     predictor = SAM3InteractiveImagePredictor(tracker)
     # sam3 0.1.4 hard-codes the 1008 px feature sizes (288/144/72); they must follow the preset.
     predictor._bb_feat_sizes = p.feature_sizes

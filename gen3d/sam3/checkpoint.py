@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -9,6 +10,8 @@ from torch import nn
 
 from gen3d.checks import check_keys
 from gen3d.errors import StartupError
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
 
@@ -55,8 +58,18 @@ def to_model_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return mapped
 
 
+def to_float32(state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """Floating tensors as float32: ``load_state_dict(assign=True)`` keeps a checkpoint's dtypes (the stock loader
+    copies into float32 parameters), and the model is built to hold float32 weights; converted ones are logged."""
+    converted = {k: v.float() for k, v in state.items() if v.is_floating_point() and v.dtype != torch.float32}
+    if converted:
+        dtypes = sorted({str(state[k].dtype).removeprefix("torch.") for k in converted})
+        log.warning("checkpoint %s: %d tensors converted from %s to float32", source, len(converted), ", ".join(dtypes))
+    return {**state, **converted}
+
+
 def load_sam3_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Assigns ``state`` to ``model``; any missing or unexpected key is an error that lists them."""
-    state = to_model_layout(state)
+    state = to_float32(to_model_layout(state), source)
     check_keys(model.state_dict(), state, f"checkpoint {source} does not match the SAM 3 model")
     model.load_state_dict(state, strict=True, assign=True)

@@ -1,4 +1,4 @@
-"""Every workaround for sam3 0.1.4's hard-coded ``"cuda"``, in one place.
+"""Every workaround for sam3 0.1.4's hard-coded ``"cuda"`` and its global side effects, in one place.
 
 The builder avoids two of them by constructor arguments (see ``gen3d.sam3.architecture``):
 - ``PositionEmbeddingSine(precompute_resolution=None)``: the precompute allocates on ``"cuda"``; the
@@ -6,7 +6,7 @@ The builder avoids two of them by constructor arguments (see ``gen3d.sam3.archit
 - ``TransformerDecoder(resolution=None, stride=None)``: ``__init__`` calls ``_get_coords(device="cuda")``;
   without them the coordinates are built lazily on the input's device.
 - ``Sam3Processor`` and ``forward_text`` get ``device=`` passed explicitly (their default is ``"cuda"``).
-The one left needs a patch, applied by ``apply()``.
+The one left needs a patch, applied by ``apply()``. :func:`leave_tracker_autocast` undoes a side effect.
 """
 
 from __future__ import annotations
@@ -26,3 +26,14 @@ def apply() -> None:
         # geometry_encoders.py box pooling calls Tensor.pin_memory(), which raises without a CUDA driver;
         # pinning only speeds host-to-GPU copies, so without CUDA it is a no-op.
         torch.Tensor.pin_memory = lambda self, *args, **kwargs: self  # type: ignore[method-assign]
+
+
+def leave_tracker_autocast(tracker) -> None:
+    """``Sam3TrackerPredictor.__init__`` enters ``torch.autocast("cuda", bfloat16)`` for the thread that builds it
+    and never leaves it ("keep using for the entire model process"): precision would then depend on which thread
+    serves. Leave it here (on the building thread, right after construction, so the autocast stack unwinds in
+    order); the services enter an explicit autocast of their own (``LoadedSam3.precision``)."""
+    context = getattr(tracker, "bf16_context", None)
+    if context is not None:
+        context.__exit__(None, None, None)
+        tracker.bf16_context = None

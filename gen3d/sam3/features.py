@@ -23,7 +23,7 @@ FPN_PREFIX = "backbone_fpn."
 
 @dataclass
 class ImageFeatures:
-    """One image's encoder output (batch dim 1), float32 as computed."""
+    """One image's encoder output (batch dim 1) as computed: bfloat16 on CUDA, float32 on the CPU."""
 
     original_size: tuple[int, int]  # (height, width)
     interactive: dict[str, torch.Tensor]  # EMBEDDING_TENSORS
@@ -73,10 +73,11 @@ def processor(loaded: LoadedSam3, confidence_threshold: float = 0.5):
 
 @torch.inference_mode()
 def encode_images(loaded: LoadedSam3, images: list[Image.Image]) -> list[ImageFeatures]:
-    """One encoder pass over all ``images``; per-image features in input order."""
-    state = processor(loaded).set_image_batch(list(images))
-    backbone_out = state["backbone_out"]
-    interactive = _interactive_features(loaded, backbone_out["sam2_backbone_out"])
+    """One encoder pass over all ``images`` (under the model's autocast); per-image features in input order."""
+    with loaded.precision():
+        state = processor(loaded).set_image_batch(list(images))
+        backbone_out = state["backbone_out"]
+        interactive = _interactive_features(loaded, backbone_out["sam2_backbone_out"])
     return [
         ImageFeatures(
             original_size=(img.height, img.width),

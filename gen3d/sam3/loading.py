@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,9 +33,26 @@ class LoadedSam3:
         """``sam3/<preset>/<first 16 hex of the checkpoint digest>``: what embeddings and caches are keyed by."""
         return f"sam3/{self.preset.name}/{self.checkpoint_sha256[:16]}"
 
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """What the model computes in: bfloat16 autocast on CUDA (as sam3's own image/video paths run), float32
+        on the CPU. Weights stay float32 either way."""
+        return torch.bfloat16 if self.device.type == "cuda" else torch.float32
+
+    def precision(self) -> AbstractContextManager:
+        """The autocast every inference entry point runs under (a no-op on the CPU)."""
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
     def describe(self) -> dict:
         """Preset and checkpoint facts for logs and responses."""
-        return {"model_id": self.model_id, "preset": asdict(self.preset), "device": str(self.device)}
+        return {
+            "model_id": self.model_id,
+            "preset": asdict(self.preset),
+            "device": str(self.device),
+            "compute_dtype": str(self.compute_dtype).removeprefix("torch."),
+        }
 
 
 def load_sam3(preset_name: str, checkpoint: str | Path, bpe_path: str, device: torch.device) -> LoadedSam3:
@@ -46,7 +64,8 @@ def load_sam3(preset_name: str, checkpoint: str | Path, bpe_path: str, device: t
     load_sam3_weights(model, state, str(checkpoint))
     model = model.to(device).eval()
     if device.type == "cuda" and torch.cuda.get_device_properties(device).major >= 8:
-        # what sam3.model_builder does at import (we do not import it): TF32 matmuls on Ampere and newer
+        # TF32 matmuls on Ampere and newer, as sam3.model_builder sets when `import sam3` runs it; set here so the
+        # precision does not rest on an import side effect (float32 ops outside the bf16 autocast use it)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     digest = file_sha256(checkpoint)

@@ -46,12 +46,13 @@ def segment_interactive(loaded: LoadedSam3, features: ImageFeatures, prompts: Se
     interactive = {k: v.to(loaded.device) for k, v in features.interactive.items()}
     set_interactive_features(predictor, interactive, features.original_size)
     try:
-        masks, scores, _ = predictor.predict(
-            point_coords=prompts.points,
-            point_labels=prompts.point_labels,
-            box=prompts.boxes,
-            multimask_output=prompts.multimask,
-        )
+        with loaded.precision():
+            masks, scores, _ = predictor.predict(
+                point_coords=prompts.points,
+                point_labels=prompts.point_labels,
+                box=prompts.boxes,
+                multimask_output=prompts.multimask,
+            )
     finally:
         predictor.reset_predictor()
     if masks.ndim == 3:  # one prompt: (C, H, W)
@@ -74,11 +75,12 @@ def segment_concept(loaded: LoadedSam3, features: ImageFeatures, prompts: Segmen
         "original_width": width,
         "backbone_out": grounding_backbone_out(loaded, features),
     }
-    state = proc.set_text_prompt(prompts.text, state)
-    for box, label in zip(prompts.boxes if prompts.boxes is not None else [], prompts.box_labels, strict=True):
-        x0, y0, x1, y1 = (float(v) for v in box)
-        cxcywh = [(x0 + x1) / 2 / width, (y0 + y1) / 2 / height, (x1 - x0) / width, (y1 - y0) / height]
-        state = proc.add_geometric_prompt(cxcywh, label, state)
+    with loaded.precision():
+        state = proc.set_text_prompt(prompts.text, state)
+        for box, label in zip(prompts.boxes if prompts.boxes is not None else [], prompts.box_labels, strict=True):
+            x0, y0, x1, y1 = (float(v) for v in box)
+            cxcywh = [(x0 + x1) / 2 / width, (y0 + y1) / 2 / height, (x1 - x0) / width, (y1 - y0) / height]
+            state = proc.add_geometric_prompt(cxcywh, label, state)
     masks = state["masks"].squeeze(1).cpu().numpy()
     scores = state["scores"].float().cpu().numpy()
     boxes = state["boxes"].float().cpu().numpy()

@@ -29,6 +29,7 @@ from gen3d.sam3.features import ImageFeatures, encode_images
 from gen3d.sam3.loading import LoadedSam3, load_sam3
 from gen3d.sam3.prompting import segment
 from gen3d.sam3.request import SegmentPrompts, check_in_image, embedding_dtype, parse_segment
+from gen3d.sam3.warmup import warm_up
 from gen3d.serving.images import decode_image, image_digest
 from gen3d.serving.masks import mask_png, rle_from_mask
 from gen3d.serving.replies import Reply, size_mb
@@ -88,6 +89,7 @@ class Sam3Service(ModelService[Sam3Job]):
         if not bpe.is_file():
             raise StartupError(f"BPE vocabulary not found at {bpe} (looked for {BPE_VOCAB_NAME} in the archive)")
         loaded = load_sam3(config["preset"], model_dir / config["checkpoint"], str(bpe), device)
+        warm_up(loaded)  # stops here when sam3 would silently skip its mask post-processing on this device
         cache_dir = os.environ.get("GEN3D_CACHE_DIR") or config.get("embedding_cache_dir") or DEFAULT_CACHE_DIR
         cache_gb = float(os.environ.get("GEN3D_CACHE_GB") or config.get("embedding_cache_gb") or DEFAULT_CACHE_GB)
         cache = EmbeddingCache(cache_dir, int(cache_gb * 1e9), loaded.model_id)

@@ -29,8 +29,8 @@ import torch
 
 from gen3d.errors import StartupError
 from gen3d.sam3d.presets import Sam3dPreset
-from gen3d.sam3d.stages import StageRecorder
-from gen3d.sam3d.types import GenerateOptions, Generation, merge_mask_to_rgba
+from gen3d.sam3d.stages import StageRecorder, inference_steps_restored
+from gen3d.sam3d.types import GenerateOptions, Generation, importable_renderers, merge_mask_to_rgba
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,6 @@ STAGES = (
     ("sample_slat", "slat"),
     ("decode_slat", "decode"),
     ("postprocess_slat_output", "glb"),
-    ("run_post_optimization", "layout"),
 )
 
 
@@ -190,6 +189,7 @@ class OfficialGenerator:
         self.preset = preset
         self.pipeline = pipeline
         self.device = device
+        self.renderers = importable_renderers()
         self.recorder = StageRecorder(device)
         for attribute, stage in STAGES:
             self.recorder.wrap(pipeline, attribute, stage)
@@ -197,19 +197,20 @@ class OfficialGenerator:
     def generate(self, image: np.ndarray, mask: np.ndarray, options: GenerateOptions) -> Generation:
         self.recorder.reset()
         rgba = merge_mask_to_rgba(image, mask)
-        out = self.pipeline.run(
-            rgba,
-            None,
-            options.seed,
-            stage1_only=False,
-            with_mesh_postprocess=options.mesh_postprocess,
-            with_texture_baking=options.texture_baking,
-            with_layout_postprocess=options.layout_postprocess,
-            use_vertex_color=True,
-            stage1_inference_steps=options.ss_steps,
-            stage2_inference_steps=options.slat_steps,
-            decode_formats=list(options.decode_formats),
-        )
+        with inference_steps_restored(self.pipeline.models):
+            out = self.pipeline.run(
+                rgba,
+                None,
+                options.seed,
+                stage1_only=False,
+                with_mesh_postprocess=options.mesh_postprocess,
+                with_texture_baking=options.texture_baking,
+                with_layout_postprocess=False,  # not wired at the pinned commit (request.LAYOUT_UNAVAILABLE)
+                use_vertex_color=True,
+                stage1_inference_steps=options.ss_steps,
+                stage2_inference_steps=options.slat_steps,
+                decode_formats=list(options.decode_formats),
+            )
         mesh = out.get("mesh")
         return Generation(
             gaussian=out.get("gs"),
@@ -225,12 +226,22 @@ class OfficialGenerator:
                     "slat": options.slat_steps or self.pipeline.slat_inference_steps,
                 },
                 "mesh_extracted": None if mesh is None else bool(mesh[0].success),
-                # run() logs and skips a failed layout post-optimisation; its IoU is there only when it ran.
-                "layout_postprocess": "iou" in out,
-                "layout_iou": float(out["iou"]) if "iou" in out else None,
                 "gpu_peak_mib": dict(self.recorder.peak_mib),
             },
         )
+
+
+def check_gpu_memory(preset: Sam3dPreset, device: torch.device, config: dict) -> None:
+    """Refuses a GPU below the preset's memory need (it would answer 507 to every request), unless the archive's
+    ``handler.allow_small_gpu`` or ``GEN3D_ALLOW_SMALL_GPU=1`` says to try anyway."""
+    total_gib = torch.cuda.get_device_properties(device).total_memory / 2**30
+    if total_gib >= preset.min_gpu_memory_gib:
+        return
+    message = f"{device} has {total_gib:.1f} GiB; preset {preset.name} needs >= {preset.min_gpu_memory_gib} GiB"
+    if config.get("allow_small_gpu") is True or os.environ.get("GEN3D_ALLOW_SMALL_GPU") == "1":
+        log.warning("%s; starting anyway (allow_small_gpu): expect 507 answers", message)
+        return
+    raise StartupError(f"{message} (set handler.allow_small_gpu or GEN3D_ALLOW_SMALL_GPU=1 to try anyway)")
 
 
 def load_official_pipeline(
@@ -239,11 +250,7 @@ def load_official_pipeline(
     """Instantiates the archive's pipeline.yaml on ``device`` (a CUDA GPU); returns it and its digest."""
     if device.type != "cuda":
         raise StartupError(f"preset {preset.name} needs a CUDA GPU; this worker has none (device {device})")
-    total_gib = torch.cuda.get_device_properties(device).total_memory / 2**30
-    if total_gib < preset.min_gpu_memory_gib:
-        log.warning(
-            "%s has %.1f GiB; preset %s needs >= %d GiB", device, total_gib, preset.name, preset.min_gpu_memory_gib
-        )
+    check_gpu_memory(preset, device, config)
     runtime_dir = Path(tempfile.mkdtemp(prefix="sam3d-configs-"))
     cfg, staged, digest = prepare_config(pipeline_yaml, config, device, runtime_dir)
     os.environ["LIDRA_SKIP_INIT"] = "true"  # as notebook/inference.py: sam3d_objects.init is not shipped

@@ -24,7 +24,6 @@ class Sam3dPreset:
     description: str
     min_gpu_memory_gib: int
     default_steps: tuple[int, int]  # (sparse structure, structured latent), as the pipeline configures them
-    cuda_postprocess: bool  # mesh postprocess, texture baking and layout post-optimisation (CUDA rendering)
 
 
 PRESETS: dict[str, Sam3dPreset] = {
@@ -34,7 +33,6 @@ PRESETS: dict[str, Sam3dPreset] = {
         description="official SAM 3D Objects pipeline (pipeline.yaml + checkpoints, DINOv2 and MoGe staged)",
         min_gpu_memory_gib=SAM3D.gpu_memory_gib,
         default_steps=(25, 25),
-        cuda_postprocess=True,
     ),
     "tiny-cpu-demo": Sam3dPreset(
         name="tiny-cpu-demo",
@@ -46,7 +44,6 @@ PRESETS: dict[str, Sam3dPreset] = {
         ),
         min_gpu_memory_gib=0,
         default_steps=(2, 2),
-        cuda_postprocess=False,
     ),
 }
 

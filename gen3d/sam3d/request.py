@@ -17,8 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from gen3d.errors import InvalidField
-from gen3d.sam3d.presets import Sam3dPreset
-from gen3d.sam3d.types import DECODE_FORMATS, GenerateOptions
+from gen3d.sam3d.types import DECODE_FORMATS, OPTION_RENDERERS, GenerateOptions
 from gen3d.serving.masks import mask_from_png, mask_from_polygon, mask_from_rle
 from gen3d.serving.schema import ParsedRequest, flag, integer
 from gen3d.serving.storage import S3Location, check_bucket, check_key
@@ -27,6 +26,10 @@ MASK_FIELDS = ("mask_s3_key", "mask_rle", "mask_polygon")
 MAX_STEPS = 200
 MAX_SEED = 2**63 - 1
 DEFAULT_SEED = 42  # upstream's demo.py seed
+LAYOUT_UNAVAILABLE = (
+    "not available: sam-3d-objects at the pinned commit wires no layout post-optimisation "
+    "(layout_post_optimization_method is None; upstream issues #63, #97, #117)"
+)
 
 
 @dataclass(frozen=True)
@@ -94,8 +97,8 @@ def alpha_mask(data: bytes) -> np.ndarray:
         raise InvalidField("body", f"not a readable image ({err})") from err
 
 
-def generate_options(req: ParsedRequest, preset: Sam3dPreset) -> GenerateOptions:
-    """The request's options, checked against what ``preset`` can do."""
+def generate_options(req: ParsedRequest, renderers: frozenset[str]) -> GenerateOptions:
+    """The request's options, checked against the renderers this worker can import (``Generator.renderers``)."""
     formats = req.get("decode_formats", list(DECODE_FORMATS))
     if (
         not isinstance(formats, list)
@@ -107,17 +110,19 @@ def generate_options(req: ParsedRequest, preset: Sam3dPreset) -> GenerateOptions
     if "mesh" in formats and "gaussian" not in formats:
         raise InvalidField("decode_formats", "'mesh' needs 'gaussian' too: the official GLB export reads both")
     mesh = "mesh" in formats
-    switches = {
-        "mesh_postprocess": flag(req, "mesh_postprocess", False),
-        "texture_baking": flag(req, "texture_baking", False),
-        # notebook/inference.py runs it whenever there is a mesh; it needs CUDA rendering.
-        "layout_postprocess": flag(req, "layout_postprocess", mesh and preset.cuda_postprocess),
-    }
+    if flag(req, "layout_postprocess", False):
+        raise InvalidField("layout_postprocess", LAYOUT_UNAVAILABLE)
+    switches = {name: flag(req, name, False) for name in OPTION_RENDERERS}
     for name, on in switches.items():
         if on and not mesh:
             raise InvalidField(name, "needs the mesh: add 'mesh' to decode_formats")
-        if on and not preset.cuda_postprocess:
-            raise InvalidField(name, f"not available on preset {preset.name} (it needs CUDA rendering)")
+        missing = [module for module in OPTION_RENDERERS[name] if module not in renderers]
+        if on and missing:
+            raise InvalidField(
+                name,
+                f"not available on this server: it needs {' and '.join(missing)} (CUDA renderers under "
+                "non-commercial licences, not installed in the image; upstream issues #12, #29, #105)",
+            )
     return GenerateOptions(
         seed=integer(req, "seed", DEFAULT_SEED, 0, MAX_SEED),
         ss_steps=integer(req, "ss_steps", None, 1, MAX_STEPS),

@@ -90,7 +90,7 @@ class Sam3dService(ModelService[Sam3dJob]):
     # -- decode ---------------------------------------------------------------------------------------
     def decode(self, job: Sam3dJob) -> None:
         req = job.request
-        job.options = generate_options(req, self.preset)
+        job.options = generate_options(req, self.loaded.generator.renderers)
         if writes_s3(req):
             self.output_prefix(req)
         source = require_image(req)

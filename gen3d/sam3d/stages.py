@@ -50,3 +50,17 @@ class StageRecorder:
                 return original(*args, **kwargs)
 
         setattr(obj, attribute, timed)
+
+
+@contextmanager
+def inference_steps_restored(models) -> Iterator[None]:
+    """Upstream's ``sample_sparse_structure`` / ``sample_slat`` set a request's step counts on the generators and
+    restore them only when sampling succeeds: after a failed request, later ones would silently run with its
+    steps. This puts the generators' own counts back whatever happens (upstream stays unpatched)."""
+    generators = [models[name] for name in ("ss_generator", "slat_generator")]
+    saved = [generator.inference_steps for generator in generators]
+    try:
+        yield
+    finally:
+        for generator, steps in zip(generators, saved, strict=True):
+            generator.inference_steps = steps

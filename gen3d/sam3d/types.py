@@ -11,6 +11,12 @@ import torch
 from gen3d.sam3d.presets import Sam3dPreset
 
 DECODE_FORMATS = ("gaussian", "mesh")
+# What each optional postprocessing step of upstream's to_glb imports: utils3d's CUDA rasterizer (nvdiffrast) to
+# fill mesh holes and to bake textures, and render_multiview's "inria" Gaussian renderer for the views it bakes.
+OPTION_RENDERERS: dict[str, tuple[str, ...]] = {
+    "mesh_postprocess": ("nvdiffrast",),
+    "texture_baking": ("nvdiffrast", "diff_gaussian_rasterization"),
+}
 
 
 @dataclass(frozen=True)
@@ -23,7 +29,6 @@ class GenerateOptions:
     decode_formats: tuple[str, ...]
     mesh_postprocess: bool
     texture_baking: bool
-    layout_postprocess: bool
 
 
 @dataclass
@@ -44,6 +49,7 @@ class Generator(Protocol):
 
     preset: Sam3dPreset
     device: torch.device
+    renderers: frozenset[str]  # the optional renderers (OPTION_RENDERERS) this worker can import
 
     def generate(self, image: np.ndarray, mask: np.ndarray, options: GenerateOptions) -> Generation: ...
 
@@ -53,3 +59,11 @@ def merge_mask_to_rgba(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     if mask.dtype != np.bool_:
         raise ValueError(f"mask must be bool, got {mask.dtype}")
     return np.concatenate([image[..., :3], mask.astype(np.uint8)[..., None] * 255], axis=-1)
+
+
+def importable_renderers() -> frozenset[str]:
+    """The renderers of :data:`OPTION_RENDERERS` that this process can import."""
+    import importlib.util
+
+    names = {module for modules in OPTION_RENDERERS.values() for module in modules}
+    return frozenset(name for name in names if importlib.util.find_spec(name) is not None)

@@ -7,107 +7,38 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
-import sys
-from datetime import UTC, datetime
-from pathlib import Path
 
-import boto3
 import pytest
-import requests
 from botocore.exceptions import ParamValidationError
 from botocore.stub import ANY, Stubber
 
-from gen3d.sagemaker import autoscaling, deploy, errors, gpus, invoke, names, resources, upload
+from gen3d.sagemaker import autoscaling, deploy, errors, gpus, invoke, names, resources, teardown, upload
 from gen3d.sagemaker import clients as aws
+from tests.unit.sagemaker_support import (
+    IMAGE,
+    NOW,
+    REGION,
+    ROLE,
+    SCRIPTS,
+    STAMPED,
+    T0,
+    TOPIC,
+    FakeClock,
+    client,
+    clients_from,
+    dry_run_calls,
+    endpoint_desc,
+    expect_deploy,
+    model_data_source,
+    not_found,
+    run_script,
+    set_moto_async_results,
+    set_moto_realtime_results,
+    variant,
+    write_archive,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = ROOT / "scripts"
-REGION = "us-east-1"
-ROLE = "arn:aws:iam::123456789012:role/sagemaker-exec"
-IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/gen3d:sam3"
-NOW = datetime(2025, 11, 28, 13, 5, 9, tzinfo=UTC)
-STAMPED = "sam3-rt-20251128-130509"
-T0 = datetime(2025, 11, 28, tzinfo=UTC)
-DEAD_ENDPOINT = "http://127.0.0.1:9"  # discard port: anything sent by mistake fails at once, locally
-
-
-def _clean_aws_env(env: dict[str, str]) -> dict[str, str]:
-    for key in [k for k in env if k.startswith("AWS_")]:
-        del env[key]
-    env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION=REGION,
-               AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-               AWS_EC2_METADATA_DISABLED="true", AWS_ENDPOINT_URL=DEAD_ENDPOINT)
-    return env
-
-
-@pytest.fixture(autouse=True)
-def isolated_aws(monkeypatch):
-    """Dummy credentials, fixed region, no profile files, endpoints on 127.0.0.1 only."""
-    for key in [k for k in os.environ if k.startswith("AWS_")]:
-        monkeypatch.delenv(key)
-    for key, value in _clean_aws_env({}).items():
-        monkeypatch.setenv(key, value)
-
-
-@pytest.fixture(scope="session")
-def sm_moto_server():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def sm_moto(sm_moto_server, monkeypatch):
-    """Fresh moto state; boto3 clients made now go to the local moto server."""
-    requests.post(f"{sm_moto_server}/moto-api/reset", timeout=10).raise_for_status()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", sm_moto_server)
-    return sm_moto_server
-
-
-def client(service: str):
-    return boto3.client(service, region_name=REGION, config=aws.BOTO_CONFIG)
-
-
-@pytest.fixture
-def stubbed():
-    """Stubbed sagemaker / application-autoscaling / cloudwatch clients (activated)."""
-    made = {name: client(name) for name in ("sagemaker", "application-autoscaling", "cloudwatch")}
-    stubs = {name: Stubber(c) for name, c in made.items()}
-    for stub in stubs.values():
-        stub.activate()
-    yield made, stubs
-    for stub in stubs.values():
-        stub.assert_no_pending_responses()
-        stub.deactivate()
-
-
-def not_found(stub: Stubber, method: str, params: dict, what: str = "resource") -> None:
-    stub.add_client_error(method, service_error_code="ValidationException",
-                          service_message=f'Could not find {what} "x".', http_status_code=400,
-                          expected_params=params)
-
-
-def endpoint_desc(name: str, status: str, config: str, reason: str | None = None) -> dict:
-    desc = {"EndpointName": name, "EndpointArn": f"arn:aws:sagemaker:{REGION}:123456789012:endpoint/{name}",
-            "EndpointConfigName": config, "EndpointStatus": status, "CreationTime": T0, "LastModifiedTime": T0}
-    if reason:
-        desc["FailureReason"] = reason
-    return desc
-
-
-def model_data_source(uri: str) -> dict:
-    return {"S3DataSource": {"S3Uri": uri, "S3DataType": "S3Prefix", "CompressionType": "None"}}
-
-
-def variant(model: str, instance_type: str, count: int = 1) -> dict:
-    return {"VariantName": "AllTraffic", "ModelName": model, "InstanceType": instance_type,
-            "InitialInstanceCount": count, "ModelDataDownloadTimeoutInSeconds": 1200,
-            "ContainerStartupHealthCheckTimeoutInSeconds": 1200}
+pytestmark = pytest.mark.usefixtures("isolated_aws")
 
 
 SCALING_TARGET = {"ServiceNamespace": "sagemaker", "ResourceId": "endpoint/sam3-async/variant/AllTraffic",
@@ -117,9 +48,9 @@ STEP_ARN = ("arn:aws:autoscaling:us-east-1:123456789012:scalingPolicy:1:resource
 TRACK_ARN = STEP_ARN.replace("scale-out-from-zero", "backlog-target-tracking")
 
 
-def expect_autoscaling(aas: Stubber, cw: Stubber, max_capacity: int = 1) -> None:
+def expect_autoscaling(aas: Stubber, cw: Stubber, max_capacity: int = 1, min_capacity: int = 0) -> None:
     dims = [{"Name": "EndpointName", "Value": "sam3-async"}]
-    aas.add_response("register_scalable_target", {}, {**SCALING_TARGET, "MinCapacity": 0,
+    aas.add_response("register_scalable_target", {}, {**SCALING_TARGET, "MinCapacity": min_capacity,
                                                       "MaxCapacity": max_capacity})
     aas.add_response("put_scaling_policy", {"PolicyARN": TRACK_ARN}, {
         **SCALING_TARGET, "PolicyName": "sam3-async-backlog-target-tracking", "PolicyType": "TargetTrackingScaling",
@@ -140,19 +71,6 @@ def expect_autoscaling(aas: Stubber, cw: Stubber, max_capacity: int = 1) -> None
         "Statistic": "Average", "Period": 60, "EvaluationPeriods": 2, "DatapointsToAlarm": 2, "Threshold": 1.0,
         "ComparisonOperator": "GreaterThanOrEqualToThreshold", "TreatMissingData": "missing",
         "AlarmActions": [STEP_ARN]})
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.t += seconds
 
 
 # ----------------------------------------------------------------------------- GPU check / names
@@ -231,25 +149,30 @@ def test_realtime_endpoint_config_on_g6e(stubbed):
          "ProductionVariants": [{**variant(STAMPED, "ml.g6e.xlarge", 2),
                                  "InferenceAmiVersion": "al2-ami-sagemaker-inference-gpu-3-1"}]})
     arn = resources.create_endpoint_config(clients["sagemaker"], STAMPED, model_name=STAMPED,
-                                     instance_type="ml.g6e.xlarge", instance_count=2,
+                                     instance_type="ml.g6e.xlarge", instance_count=2, startup_timeout_s=1920,
+                                     download_timeout_s=1920,
                                      inference_ami_version="al2-ami-sagemaker-inference-gpu-3-1", out=io.StringIO())
     assert arn.endswith("endpoint-config/c")
 
 
-def test_async_endpoint_config(stubbed):
+def test_async_endpoint_config_with_notifications(stubbed):
     clients, stubs = stubbed
+    success = TOPIC.replace("alerts", "done")
     stubs["sagemaker"].add_response(
         "create_endpoint_config", {"EndpointConfigArn": "arn:aws:sagemaker:us-east-1:1:endpoint-config/c"},
         {"EndpointConfigName": "sam3d-async-20251128-130509",
-         "ProductionVariants": [variant("sam3d-async-20251128-130509", "ml.g6e.2xlarge")],
+         "ProductionVariants": [variant("sam3d-async-20251128-130509", "ml.g6e.2xlarge", health=1920, download=2400)],
          "AsyncInferenceConfig": {
-             "OutputConfig": {"S3OutputPath": "s3://b/out/", "S3FailurePath": "s3://b/fail/"},
+             "OutputConfig": {"S3OutputPath": "s3://b/out/", "S3FailurePath": "s3://b/fail/",
+                              "NotificationConfig": {"SuccessTopic": success, "ErrorTopic": TOPIC}},
              "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 2}}})
     out = io.StringIO()
+    config = resources.AsyncConfig("s3://b/out/", "s3://b/fail/", 2, success_topic=success, error_topic=TOPIC)
     resources.create_endpoint_config(clients["sagemaker"], "sam3d-async-20251128-130509",
                                model_name="sam3d-async-20251128-130509", instance_type="ml.g6e.2xlarge",
-                               async_config=resources.AsyncConfig("s3://b/out/", "s3://b/fail/", 2), out=out)
-    assert "(async, 1x ml.g6e.2xlarge)" in out.getvalue()
+                               startup_timeout_s=1920, download_timeout_s=2400, async_config=config, out=out)
+    assert "(async, 1x ml.g6e.2xlarge, health check 1920 s, download 2400 s)" in out.getvalue()
+    assert "NotificationConfig" not in resources.AsyncConfig("s3://b/o/", "s3://b/f/").to_api()["OutputConfig"]
 
 
 def test_create_then_update_endpoint(stubbed):
@@ -331,7 +254,8 @@ def _expect_autoscaling_removal(aas: Stubber, cw: Stubber, present: bool) -> Non
                     {"AlarmNames": [alarm]})
     if present:
         cw.add_response("delete_alarms", {}, {"AlarmNames": [alarm]})
-    for policy in ("sam3-async-backlog-target-tracking", "sam3-async-scale-out-from-zero"):
+    for policy in ("sam3-async-backlog-target-tracking", "sam3-async-scale-out-from-zero",
+                   "sam3-async-invocations-target-tracking"):
         if present:
             aas.add_response("delete_scaling_policy", {}, {**SCALING_TARGET, "PolicyName": policy})
         else:
@@ -346,9 +270,21 @@ def _expect_autoscaling_removal(aas: Stubber, cw: Stubber, present: bool) -> Non
                              expected_params=SCALING_TARGET)
 
 
+FAILURE_ALARMS = ["sam3-async-invocation-5xx-errors", "sam3-async-invocation-model-errors",
+                  "sam3-async-invocation-failures", "sam3-async-oldest-request-age"]
+
+
+def _expect_failure_alarm_removal(cw: Stubber, present: list[str]) -> None:
+    cw.add_response("describe_alarms", {"MetricAlarms": [{"AlarmName": a} for a in present]},
+                    {"AlarmNames": FAILURE_ALARMS})
+    for alarm in present:
+        cw.add_response("delete_alarms", {}, {"AlarmNames": [alarm]})
+
+
 def test_teardown_deletes_everything(stubbed):
     clients, stubs = stubbed
     sm = stubs["sagemaker"]
+    _expect_failure_alarm_removal(stubs["cloudwatch"], FAILURE_ALARMS[2:])
     _expect_autoscaling_removal(stubs["application-autoscaling"], stubs["cloudwatch"], present=True)
     current, older = "sam3-async-20251128-130509", "sam3-async-20251101-000000"
     sm.add_response("describe_endpoint", endpoint_desc("sam3-async", "InService", current),
@@ -368,30 +304,29 @@ def test_teardown_deletes_everything(stubbed):
     sm.add_response("delete_model", {}, {"ModelName": current})
     not_found(sm, "delete_model", {"ModelName": older}, "model")
     out = io.StringIO()
-    deleted = deploy.teardown(Clients_from(clients), "sam3-async", out=out)
-    assert deleted == {"endpoint": ["sam3-async"], "endpoint_config": [current, older], "model": [current]}
+    deleted = teardown.teardown(clients_from(clients), "sam3-async", out=out)
+    assert deleted == {"alarm": FAILURE_ALARMS[2:], "endpoint": ["sam3-async"],
+                       "endpoint_config": [current, older], "model": [current]}
     assert f"model {older}: already gone" in out.getvalue()
-    assert "alarm sam3-async-has-backlog-without-capacity: deleted" in out.getvalue()
+    for alarm in ("sam3-async-has-backlog-without-capacity", *FAILURE_ALARMS[2:]):
+        assert f"alarm {alarm}: deleted" in out.getvalue()
+    assert "alarm sam3-async-invocation-5xx-errors: already gone" in out.getvalue()
 
 
 def test_teardown_when_already_gone(stubbed):
     clients, stubs = stubbed
     sm = stubs["sagemaker"]
+    _expect_failure_alarm_removal(stubs["cloudwatch"], [])
     _expect_autoscaling_removal(stubs["application-autoscaling"], stubs["cloudwatch"], present=False)
     not_found(sm, "describe_endpoint", {"EndpointName": "sam3-async"}, "endpoint")
     sm.add_response("list_endpoint_configs", {"EndpointConfigs": []}, {"NameContains": "sam3-async", "MaxResults": 100})
     out = io.StringIO()
-    assert deploy.teardown(Clients_from(clients), "sam3-async", out=out) == {
-        "endpoint": [], "endpoint_config": [], "model": []}
+    assert teardown.teardown(clients_from(clients), "sam3-async", out=out) == {
+        "alarm": [], "endpoint": [], "endpoint_config": [], "model": []}
     text = out.getvalue()
     assert "endpoint sam3-async: already gone" in text
     assert "scalable target endpoint/sam3-async/variant/AllTraffic: already gone" in text
-    assert text.count("already gone") == 5
-
-
-def Clients_from(made: dict, s3=None, runtime=None) -> aws.Clients:  # noqa: N802 - reads like a constructor
-    return aws.Clients(s3=s3, sagemaker=made["sagemaker"], runtime=runtime,
-                       autoscaling=made["application-autoscaling"], cloudwatch=made["cloudwatch"])
+    assert text.count("already gone") == 4 + 1 + 3 + 1 + 1  # failure alarms, scaling alarm, policies, target, endpoint
 
 
 # ----------------------------------------------------------------------------- moto: S3 upload, async polling
@@ -433,16 +368,11 @@ def test_upload_archive_directory_and_mar_with_progress(sm_moto, tmp_path, monke
         upload.upload_model_archive(s3, tmp_path / "missing", "models", "m")
 
 
-def _set_moto_async_results(url: str, results: list[dict]) -> None:
-    requests.post(f"{url}/moto-api/static/sagemaker/async-endpoint-results",
-                  json={"region": REGION, "results": results}, timeout=10).raise_for_status()
-
-
 def test_invoke_async_against_moto_runtime(sm_moto):
     s3, rt = client("s3"), client("sagemaker-runtime")
     s3.create_bucket(Bucket="iob")
     answer = {"status": "success", "task": "get_embedding", "output_s3_key": "emb/1.safetensors"}
-    _set_moto_async_results(sm_moto, [{"data": json.dumps(answer)}, {"is_failure": True, "data": "CUDA OOM"}])
+    set_moto_async_results(sm_moto, [{"data": json.dumps(answer)}, {"is_failure": True, "data": "CUDA OOM"}])
     payload = {"task": "get_embedding", "image_s3_key": "img.png", "bucket": "iob", "session_id": "s1", "user_id": "u"}
     got = invoke.invoke_async(rt, s3, "sam3-async", payload, input_s3_uri="s3://iob/in/1.json", out=io.StringIO())
     assert got == answer
@@ -487,20 +417,13 @@ def test_invoke_async_times_out(sm_moto):
                          out=io.StringIO(), sleep=clock.sleep, clock=clock)
 
 
-def _set_moto_realtime_results(url: str, bodies: list[dict]) -> None:
-    requests.post(f"{url}/moto-api/static/sagemaker/endpoint-results", timeout=10, json={
-        "region": REGION, "results": [{"Body": json.dumps(b), "ContentType": "application/json",
-                                       "InvokedProductionVariant": "AllTraffic", "CustomAttributes": ""}
-                                      for b in bodies]}).raise_for_status()
-
-
 def test_realtime_invoke_and_verify_against_moto(sm_moto):
     s3, rt = client("s3"), client("sagemaker-runtime")
     s3.create_bucket(Bucket="iob")
     s3.put_object(Bucket="iob", Key="emb/1.safetensors", Body=b"x")
     answer = {"status": "success", "task": "get_embedding", "output_s3_key": "emb/1.safetensors",
               "output_bucket": "iob", "embedding_size_mb": 0.1}
-    _set_moto_realtime_results(sm_moto, [answer])
+    set_moto_realtime_results(sm_moto, [answer])
     got = invoke.invoke_realtime(rt, "sam3-rt", {"task": "get_embedding", "bucket": "iob"})
     assert got == answer
     assert invoke.verify_response(s3, got, "other") == ["s3://iob/emb/1.safetensors"]
@@ -529,57 +452,28 @@ def test_verify_response_rejects_bad_answers(sm_moto):
 # ----------------------------------------------------------------------------- full deploy (Stubber + moto)
 
 
-def _expect_deploy(stubs: dict, endpoint: str, name: str, instance_type: str, *, exists: bool,
-                   async_paths: tuple[str, str] | None = None) -> None:
-    sm = stubs["sagemaker"]
-    not_found(sm, "describe_model", {"ModelName": name}, "model")
-    sm.add_response("create_model", {"ModelArn": f"arn:aws:sagemaker:us-east-1:1:model/{name}"}, {
-        "ModelName": name, "ExecutionRoleArn": ROLE,
-        "PrimaryContainer": {"Image": IMAGE, "ModelDataSource": model_data_source(ANY), "Environment": ANY}})
-    config = {"EndpointConfigName": name, "ProductionVariants": [variant(name, instance_type)]}
-    if async_paths:
-        config["AsyncInferenceConfig"] = {"OutputConfig": {"S3OutputPath": async_paths[0],
-                                                           "S3FailurePath": async_paths[1]},
-                                          "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 1}}
-    sm.add_response("create_endpoint_config", {"EndpointConfigArn": "arn:aws:sagemaker:us-east-1:1:endpoint-config/c"},
-                    config)
-    if exists:
-        sm.add_response("describe_endpoint", endpoint_desc(endpoint, "InService", "old"), {"EndpointName": endpoint})
-        stubs["application-autoscaling"].add_response(
-            "describe_scalable_targets", {"ScalableTargets": []},
-            {"ServiceNamespace": "sagemaker", "ResourceIds": [f"endpoint/{endpoint}/variant/AllTraffic"],
-             "ScalableDimension": "sagemaker:variant:DesiredInstanceCount"})
-        sm.add_response("update_endpoint", {"EndpointArn": "arn:aws:sagemaker:us-east-1:1:endpoint/e"},
-                        {"EndpointName": endpoint, "EndpointConfigName": name})
-    else:
-        not_found(sm, "describe_endpoint", {"EndpointName": endpoint}, "endpoint")
-        sm.add_response("create_endpoint", {"EndpointArn": "arn:aws:sagemaker:us-east-1:1:endpoint/e"},
-                        {"EndpointName": endpoint, "EndpointConfigName": name})
-    sm.add_response("describe_endpoint", endpoint_desc(endpoint, "Creating", name), {"EndpointName": endpoint})
-    sm.add_response("describe_endpoint", endpoint_desc(endpoint, "InService", name), {"EndpointName": endpoint})
-
-
 def test_deploy_async_uploads_creates_waits_and_autoscales(sm_moto, stubbed, tmp_path):
     made, stubs = stubbed
     s3 = client("s3")
     s3.create_bucket(Bucket="bkt")
-    archive = tmp_path / "sam3"
-    archive.mkdir()
-    (archive / "weights.bin").write_bytes(b"w" * 1000)
+    archive = write_archive(tmp_path, "sam3", startup=600)
     name = "sam3-async-20251128-130509"
-    _expect_deploy(stubs, "sam3-async", name, "ml.g6e.xlarge", exists=False,
-                   async_paths=("s3://bkt/p/async/output/", "s3://bkt/p/async/failure/"))
+    expect_deploy(stubs, "sam3-async", name, "ml.g6e.xlarge", exists=False, timeouts=(720, 720),
+                  env={"GEN3D_MODEL": "sam3", "GEN3D_ALLOWED_BUCKETS": "bkt", "GEN3D_READY_MARGIN_S": "60"},
+                  async_paths=("s3://bkt/p/async/output/", "s3://bkt/p/async/failure/"))
     expect_autoscaling(stubs["application-autoscaling"], stubs["cloudwatch"], max_capacity=2)
     spec = deploy.DeploySpec(model="sam3", bucket="bkt", prefix="p", image_uri=IMAGE, role_arn=ROLE,
                           instance_type="ml.g6e.xlarge", endpoint_name="sam3-async", mode="async",
                           archive=archive, max_instances=2)
     out = io.StringIO()
-    result = deploy.deploy(Clients_from(made, s3=s3), spec, out=out, now=NOW, sleep=lambda s: None, progress=False)
+    result = deploy.deploy(clients_from(made, s3=s3), spec, out=out, now=NOW, sleep=lambda s: None, progress=False)
     assert result.action == "created" and result.model_name == name
     assert result.model_data_s3_uri == f"s3://bkt/p/model/{name}/"
     assert s3.get_object(Bucket="bkt", Key=f"p/model/{name}/sam3/weights.bin")["Body"].read() == b"w" * 1000
-    assert result.autoscaling["step_policy_arn"] == STEP_ARN
+    assert result.autoscaling["step_policy_arn"] == STEP_ARN and result.alarms == []
+    assert (result.timeouts.health_check_s, result.timeouts.download_s) == (720, 720)
     assert "endpoint sam3-async: Creating\nendpoint sam3-async: InService" in out.getvalue()
+    assert "no --sns-topic-arn: no failure alarms" in out.getvalue()
 
 
 def test_deploy_refuses_sam3d_on_g5_before_any_call(stubbed, tmp_path):
@@ -587,41 +481,7 @@ def test_deploy_refuses_sam3d_on_g5_before_any_call(stubbed, tmp_path):
     spec = deploy.DeploySpec(model="sam3d", bucket="b", prefix="p", image_uri=IMAGE, role_arn=ROLE,
                           instance_type="ml.g5.12xlarge", endpoint_name="sam3d", archive=tmp_path)
     with pytest.raises(errors.GpuMemoryError, match="refusing to deploy sam3d on ml.g5.12xlarge"):
-        deploy.deploy(Clients_from(made, s3=client("s3")), spec, out=io.StringIO())
-
-
-@pytest.mark.parametrize("output_exists", [True, False])
-def test_deploy_script_smoke_test_gates_success(sm_moto, stubbed, tmp_path, monkeypatch, capsys, output_exists):
-    """gen3d-deploy (scripts/sagemaker_deploy.py): success only if status=success and the named output exists."""
-    monkeypatch.syspath_prepend(str(SCRIPTS))
-    from gen3d.cli import deploy as deploy_cli
-
-    made, stubs = stubbed
-    s3, rt = client("s3"), client("sagemaker-runtime")
-    s3.create_bucket(Bucket="bkt")
-    if output_exists:
-        s3.put_object(Bucket="bkt", Key="emb/e1.safetensors", Body=b"x")
-    _set_moto_realtime_results(sm_moto, [{"status": "success", "task": "get_embedding", "embedding_size_mb": 1.0,
-                                       "output_s3_key": "emb/e1.safetensors", "output_bucket": "bkt"}])
-    monkeypatch.setattr(names, "datetime", type("D", (), {"now": staticmethod(lambda tz=None: NOW)}))
-    name = "sam3-realtime-20251128-130509"
-    _expect_deploy(stubs, "sam3-realtime", name, "ml.g5.2xlarge", exists=True)
-    monkeypatch.setattr(aws, "make_clients", lambda *a, **k: Clients_from(made, s3=s3, runtime=rt))
-    (tmp_path / "sam3").mkdir()
-    (tmp_path / "sam3" / "w.bin").write_bytes(b"w")
-    rc = deploy_cli.main(["--model", "sam3", "--archive", str(tmp_path / "sam3"), "--bucket", "bkt",
-                                "--image-uri", IMAGE, "--role-arn", ROLE, "--poll", "0"])
-    captured = capsys.readouterr()
-    seed = s3.get_object(Bucket="bkt", Key="gen3d/sam3-realtime/smoke/seed.png")["Body"].read()
-    assert seed.startswith(b"\x89PNG\r\n\x1a\n")
-    if output_exists:
-        assert rc == 0, captured.err
-        assert "SUCCESS: sam3-realtime answered get_embedding with status=success" in captured.out
-        summary = json.loads(captured.out.split("RESULT ", 1)[1])
-        assert summary["verified_outputs"] == ["s3://bkt/emb/e1.safetensors"] and summary["action"] == "updated"
-    else:
-        assert rc == 1 and "SUCCESS" not in captured.out
-        assert "claims outputs that do not exist: s3://bkt/emb/e1.safetensors" in captured.err
+        deploy.deploy(clients_from(made, s3=client("s3")), spec, out=io.StringIO())
 
 
 # ----------------------------------------------------------------------------- dry run
@@ -642,51 +502,53 @@ def test_dry_run_client_validates_against_service_model():
     assert json.loads(line.split(" ", 3)[3])["ExecutionRoleArn"] == ROLE
 
 
-def run_script(name: str, *args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    env = _clean_aws_env(dict(os.environ))
-    env.update(env_extra or {})
-    return subprocess.run([sys.executable, str(SCRIPTS / name), *args], capture_output=True, text=True,
-                          env=env, timeout=60, cwd="/")
-
-
-def dry_run_calls(stdout: str) -> list[tuple[str, str, dict]]:
-    calls = []
-    for line in stdout.splitlines():
-        if line.startswith("DRY-RUN "):
-            _, service, operation, params = line.split(" ", 3)
-            calls.append((service, operation, json.loads(params)))
-    return calls
-
-
 def test_deploy_dry_run_prints_calls(tmp_path):
-    archive = tmp_path / "sam3d"
-    archive.mkdir()
-    (archive / "w.bin").write_bytes(b"123")
+    """The issue's check: --dry-run --mode async --sns-topic-arn shows the alarms, the notification config and
+    the timeouts derived from the archive's startupTimeout."""
+    archive = write_archive(tmp_path, "sam3d", startup=1800, response=900, payload=b"123")
     proc = run_script("sagemaker_deploy.py", "--model", "sam3d", "--archive", str(archive), "--bucket", "bkt",
                       "--prefix", "gen3d/prod", "--image-uri", IMAGE, "--role-arn", ROLE,
                       "--instance-type", "ml.g6e.2xlarge", "--mode", "async", "--endpoint-name", "sam3d-async",
-                      "--max-concurrency", "2", "--async-output-s3", "s3://bkt/results/", "--dry-run")
+                      "--max-concurrency", "2", "--async-output-s3", "s3://bkt/results/", "--sns-topic-arn", TOPIC,
+                      "--dry-run")
     assert proc.returncode == 0, proc.stderr
     calls = dry_run_calls(proc.stdout)
     ops = [op for _, op, _ in calls]
-    assert ops[:7] == ["upload_file", "DescribeModel", "CreateModel", "CreateEndpointConfig", "DescribeEndpoint",
-                       "CreateEndpoint", "DescribeEndpoint"]
-    assert ops[7:11] == ["RegisterScalableTarget", "PutScalingPolicy", "PutScalingPolicy", "PutMetricAlarm"]
+    assert ops[:9] == [*["upload_file"] * 3, "DescribeModel", "CreateModel", "CreateEndpointConfig",
+                       "DescribeEndpoint", "CreateEndpoint", "DescribeEndpoint"]
+    assert ops[9:16] == ["RegisterScalableTarget", "PutScalingPolicy", "PutScalingPolicy", "PutMetricAlarm",
+                         "PutMetricAlarm", "PutMetricAlarm", "DescribeAlarms"]
     assert "InvokeEndpointAsync" in ops
     create_model = next(p for _, op, p in calls if op == "CreateModel")
+    assert create_model["PrimaryContainer"]["Environment"] == {
+        "GEN3D_MODEL": "sam3d", "GEN3D_ALLOWED_BUCKETS": "bkt", "GEN3D_READY_MARGIN_S": "60"}
     source = create_model["PrimaryContainer"]["ModelDataSource"]["S3DataSource"]
     assert source["S3DataType"] == "S3Prefix" and source["CompressionType"] == "None"
     assert source["S3Uri"].startswith("s3://bkt/gen3d/prod/model/sam3d-async-") and source["S3Uri"].endswith("/")
-    upload = calls[0][2]
-    assert upload["Key"] == source["S3Uri"].removeprefix("s3://bkt/") + "sam3d/w.bin" and upload["Bytes"] == 3
+    uploads = {p["Key"]: p["Bytes"] for _, op, p in calls if op == "upload_file"}
+    assert uploads[source["S3Uri"].removeprefix("s3://bkt/") + "sam3d/weights.bin"] == 3
     config = next(p for _, op, p in calls if op == "CreateEndpointConfig")
-    assert config["ProductionVariants"][0]["InstanceType"] == "ml.g6e.2xlarge"
+    variant_sent = config["ProductionVariants"][0]
+    assert variant_sent["InstanceType"] == "ml.g6e.2xlarge"
+    # 1800 s startupTimeout + 60 s GEN3D_READY_MARGIN_S + 60 s slack: the container's own exit comes first
+    assert variant_sent["ContainerStartupHealthCheckTimeoutInSeconds"] == 1920
+    assert variant_sent["ModelDataDownloadTimeoutInSeconds"] == 1920
+    assert "health check 1920 s, model download 1920 s (archive" in proc.stdout
     assert config["AsyncInferenceConfig"] == {
-        "OutputConfig": {"S3OutputPath": "s3://bkt/results/", "S3FailurePath": "s3://bkt/gen3d/prod/async/failure/"},
+        "OutputConfig": {"S3OutputPath": "s3://bkt/results/", "S3FailurePath": "s3://bkt/gen3d/prod/async/failure/",
+                         "NotificationConfig": {"SuccessTopic": TOPIC, "ErrorTopic": TOPIC}},
         "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 2}}
     register = next(p for _, op, p in calls if op == "RegisterScalableTarget")
     assert register["MinCapacity"] == 0
+    alarms = {p["AlarmName"]: p for _, op, p in calls if op == "PutMetricAlarm" and TOPIC in p["AlarmActions"]}
+    assert {a: (p["MetricName"], p["Statistic"], p["Threshold"]) for a, p in alarms.items()} == {
+        "sam3d-async-invocation-failures": ("InvocationFailures", "Sum", 1.0),
+        "sam3d-async-oldest-request-age": ("ApproximateAgeOfOldestRequest", "Maximum", 3600.0)}
+    invoke_async = next(p for _, op, p in calls if op == "InvokeEndpointAsync")
+    assert invoke_async["InvocationTimeoutSeconds"] == 960  # the archive's responseTimeout 900 + 60
     assert "dry run: smoke test not sent" in proc.stdout
+    summary = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    assert summary["health_check_timeout_s"] == 1920 and sorted(summary["alarms"]) == sorted(alarms)
 
 
 def test_deploy_dry_run_refuses_sam3d_on_g5(tmp_path):
@@ -697,13 +559,32 @@ def test_deploy_dry_run_refuses_sam3d_on_g5(tmp_path):
     assert dry_run_calls(proc.stdout) == []
 
 
+def test_deploy_refuses_a_health_check_below_the_archives_need(tmp_path, capsys):
+    from gen3d.cli import deploy as deploy_cli  # in-process: these refusals come before any AWS client is made
+
+    archive = write_archive(tmp_path, "sam3d", startup=1800)
+    common = ["--model", "sam3d", "--archive", str(archive), "--bucket", "b", "--image-uri", IMAGE, "--role-arn", ROLE,
+              "--dry-run"]
+    assert deploy_cli.main([*common, "--mode", "async", "--health-check-timeout", "1200"]) == 2
+    captured = capsys.readouterr()
+    assert dry_run_calls(captured.out) == []  # nothing uploaded or created
+    assert "--health-check-timeout 1200 s is below what archive" in captured.err and "= 1920 s" in captured.err
+    assert deploy_cli.main([*common, "--mode", "async", "--invocation-timeout", "4000"]) == 2
+    assert "--invocation-timeout must be 1..3600 s" in capsys.readouterr().err
+    assert deploy_cli.main([*common, "--max-instances", "3"]) == 2  # real-time
+    assert "needs --target-invocations" in capsys.readouterr().err
+
+
 def test_teardown_dry_run():
     proc = run_script("sagemaker_teardown.py", "--endpoint-name", "sam3-async", "--dry-run")
     assert proc.returncode == 0, proc.stderr
     ops = [op for _, op, _ in dry_run_calls(proc.stdout)]
-    assert ops == ["DescribeAlarms", "DeleteAlarms", "DeleteScalingPolicy", "DeleteScalingPolicy",
-                   "DeregisterScalableTarget", "DescribeEndpoint", "DeleteEndpoint", "ListEndpointConfigs",
-                   "DescribeEndpointConfig", "DeleteEndpointConfig", "DeleteModel"]
+    assert ops == ["DescribeAlarms", *["DeleteAlarms"] * 4, "DescribeAlarms", "DeleteAlarms",
+                   *["DeleteScalingPolicy"] * 3, "DeregisterScalableTarget", "DescribeEndpoint", "DeleteEndpoint",
+                   "ListEndpointConfigs", "DescribeEndpointConfig", "DeleteEndpointConfig", "DeleteModel"]
+    deleted = json.loads(proc.stdout.split("RESULT ", 1)[1])["alarm"]
+    assert deleted == ["sam3-async-invocation-5xx-errors", "sam3-async-invocation-model-errors",
+                       "sam3-async-invocation-failures", "sam3-async-oldest-request-age"]
 
 
 def test_invoke_script_async_against_moto(sm_moto, tmp_path):
@@ -711,7 +592,7 @@ def test_invoke_script_async_against_moto(sm_moto, tmp_path):
     s3.create_bucket(Bucket="iob")
     answer = {"status": "success", "task": "get_embedding", "output_s3_key": "emb/9.safetensors"}
     s3.put_object(Bucket="iob", Key="emb/9.safetensors", Body=b"x")
-    _set_moto_async_results(sm_moto, [{"data": json.dumps(answer)}])
+    set_moto_async_results(sm_moto, [{"data": json.dumps(answer)}])
     proc = run_script("sagemaker_invoke.py", "--endpoint-name", "sam3-async", "--mode", "async", "--bucket", "iob",
                       "--image-s3-key", "img.png", "--session-id", "s9", "--verify",
                       env_extra={"AWS_ENDPOINT_URL": sm_moto})
@@ -726,8 +607,13 @@ def test_invoke_script_async_against_moto(sm_moto, tmp_path):
 @pytest.mark.parametrize(("script", "options"), [
     ("sagemaker_deploy.py", ["--model", "--archive", "--bucket", "--prefix", "--image-uri", "--role-arn",
                              "--instance-type", "--mode", "--endpoint-name", "--region", "--dry-run",
-                             "--max-concurrency", "--async-output-s3", "--smoke-payload"]),
-    ("sagemaker_invoke.py", ["--endpoint-name", "--mode", "--payload", "--async-input-s3", "--verify", "--dry-run"]),
+                             "--max-concurrency", "--async-output-s3", "--smoke-payload", "--sns-topic-arn",
+                             "--min-instances", "--max-instances", "--target-invocations", "--health-check-timeout",
+                             "--download-timeout", "--invocation-timeout", "--allowed-buckets", "--no-checklist"]),
+    ("sagemaker_invoke.py", ["--endpoint-name", "--mode", "--payload", "--async-input-s3", "--verify", "--dry-run",
+                             "--points", "--labels", "--box", "--text", "--embedding-id", "--mask-s3-key",
+                             "--mask-png", "--mask-polygon", "--seed", "--out", "--image-file",
+                             "--invocation-timeout"]),
     ("sagemaker_teardown.py", ["--endpoint-name", "--region", "--wait", "--dry-run"])])
 def test_script_help(script, options):
     proc = run_script(script, "--help")

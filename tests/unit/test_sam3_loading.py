@@ -110,3 +110,44 @@ def test_weights_loaded_without_random_init_and_no_meta_left(tmp_path, bpe_path,
 
 def test_random_state_has_no_empty_text_tensors(tiny_state):
     assert all(torch.isfinite(v).all() for v in tiny_state.values() if v.is_floating_point())
+
+
+def test_tracker_autocast_is_left_and_precision_is_explicit(bpe_path):
+    from gen3d.sam3.loading import LoadedSam3
+
+    model = build_sam3_model_for_checkpoint(PRESETS["tiny"], bpe_path)
+    assert model.inst_interactive_predictor.model.bf16_context is None  # sam3's never-left autocast is left
+    assert not torch.is_autocast_enabled("cuda")
+    on_gpu = LoadedSam3(model=model, preset=PRESETS["tiny"], device=torch.device("cuda", 1), checkpoint_sha256="0" * 64)
+    context = on_gpu.precision()
+    assert isinstance(context, torch.autocast) and context.fast_dtype == torch.bfloat16
+    assert on_gpu.compute_dtype == torch.bfloat16 and on_gpu.describe()["compute_dtype"] == "bfloat16"
+    on_cpu = LoadedSam3(model=model, preset=PRESETS["tiny"], device=torch.device("cpu"), checkpoint_sha256="0" * 64)
+    assert not isinstance(on_cpu.precision(), torch.autocast) and on_cpu.compute_dtype == torch.float32
+
+
+def test_half_precision_checkpoint_is_converted_to_float32_and_logged(tmp_path, bpe_path, tiny_state, caplog):
+    path = tmp_path / "bf16.safetensors"
+    save_file({k: v.bfloat16() if v.is_floating_point() else v for k, v in tiny_state.items()}, str(path))
+    with caplog.at_level("WARNING"):
+        loaded = load_sam3("tiny", path, bpe_path, torch.device("cpu"))
+    assert all(p.dtype == torch.float32 for p in loaded.model.parameters())
+    assert "converted from bfloat16 to float32" in caplog.text
+
+
+def test_warm_up_runs_the_post_processing_or_stops_start_up(tmp_path, bpe_path, tiny_state, monkeypatch):
+    import sam3.perflib.connected_components as components
+
+    from gen3d.sam3.warmup import warm_up
+
+    path = tmp_path / "tiny.safetensors"
+    save_file(tiny_state, str(path))
+    loaded = load_sam3("tiny", path, bpe_path, torch.device("cpu"))
+    assert warm_up(loaded) > 0
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("Triton could not compile its helper: no C compiler")
+
+    monkeypatch.setattr(components, "connected_components", broken)
+    with pytest.raises(StartupError, match=r"hole filling\) cannot run on cpu \(Triton could not .*scikit-image"):
+        warm_up(loaded)

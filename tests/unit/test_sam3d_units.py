@@ -180,20 +180,29 @@ def parsed(body: dict):
     return parse_request(RawRequest(body=body), "generate_3d")
 
 
-def test_options_defaults_and_preset_limits():
-    demo = generate_options(parsed({"task": "generate_3d"}), DEMO)
-    assert (demo.seed, demo.ss_steps, demo.decode_formats, demo.layout_postprocess) == (
-        42,
-        None,
-        ("gaussian", "mesh"),
-        False,
-    )
-    real = generate_options(parsed({"task": "generate_3d", "texture_baking": True, "slat_steps": 12}), REAL)
-    assert real.layout_postprocess and real.texture_baking and not real.mesh_postprocess and real.slat_steps == 12
-    splat = generate_options(parsed({"task": "generate_3d", "decode_formats": ["gaussian"]}), REAL)
-    assert splat.decode_formats == ("gaussian",) and splat.layout_postprocess is False
+ALL_RENDERERS = frozenset({"nvdiffrast", "diff_gaussian_rasterization"})
+
+
+def test_options_defaults_and_renderer_limits():
+    none = frozenset()
+    demo = generate_options(parsed({"task": "generate_3d"}), none)
+    assert (demo.seed, demo.ss_steps, demo.texture_baking) == (42, None, False)
+    assert demo.decode_formats == ("gaussian", "mesh")
+    real = generate_options(parsed({"task": "generate_3d", "texture_baking": True, "slat_steps": 12}), ALL_RENDERERS)
+    assert real.texture_baking and not real.mesh_postprocess and real.slat_steps == 12
+    splat = generate_options(parsed({"task": "generate_3d", "decode_formats": ["gaussian"]}), ALL_RENDERERS)
+    assert splat.decode_formats == ("gaussian",)
+    assert generate_options(parsed({"task": "generate_3d", "layout_postprocess": False}), none).seed == 42
+    with pytest.raises(ServingError, match="needs nvdiffrast and diff_gaussian_rasterization") as err:
+        generate_options(parsed({"task": "generate_3d", "texture_baking": True}), none)
+    assert err.value.field == "texture_baking" and err.value.status == 400
+    with pytest.raises(ServingError, match="needs diff_gaussian_rasterization"):
+        generate_options(parsed({"task": "generate_3d", "texture_baking": True}), frozenset({"nvdiffrast"}))
+    mesh_only = generate_options(parsed({"task": "generate_3d", "mesh_postprocess": True}), frozenset({"nvdiffrast"}))
+    assert mesh_only.mesh_postprocess
     for body, field in [
         ({"layout_postprocess": True}, "layout_postprocess"),
+        ({"mesh_postprocess": True}, "mesh_postprocess"),
         ({"decode_formats": ["gaussian"], "mesh_postprocess": True}, "mesh_postprocess"),
         ({"decode_formats": ["gaussian", "gaussian"]}, "decode_formats"),
         ({"seed": True}, "seed"),
@@ -201,7 +210,7 @@ def test_options_defaults_and_preset_limits():
         ({"ss_steps": 1.5}, "ss_steps"),
     ]:
         with pytest.raises(ServingError) as err:
-            generate_options(parsed({"task": "generate_3d", **body}), DEMO)
+            generate_options(parsed({"task": "generate_3d", **body}), none)
         assert err.value.field == field
 
 
@@ -230,6 +239,7 @@ class StubGenerator:
 
     def __init__(self) -> None:
         self.preset, self.device, self.calls = REAL, torch.device("cuda"), 0
+        self.renderers = frozenset()
 
     def generate(self, image, mask, options) -> Generation:
         self.calls += 1
@@ -327,3 +337,46 @@ def test_sagemaker_smoke_payload_masks_the_seed_disc():
     disc = picture[..., 0] > 128
     assert mask.sum() > 0.9 * disc.sum() and (mask & ~disc).sum() < 0.01 * mask.sum()
     assert "mask_polygon" not in invoke.default_payload("sam3", "bucket", "seed.png", "s1")
+
+
+class FailingPipeline:
+    """Upstream's run() as far as the step counts go: sets the request's steps, then fails before restoring."""
+
+    def __init__(self) -> None:
+        from types import SimpleNamespace
+
+        self.models = {name: SimpleNamespace(inference_steps=25) for name in ("ss_generator", "slat_generator")}
+        self.ss_inference_steps = self.slat_inference_steps = 25
+
+    def __getattr__(self, name: str):  # the stage methods the generator times (never reached: run() fails first)
+        return lambda *args, **kwargs: None
+
+    def run(self, *args, stage1_inference_steps=None, stage2_inference_steps=None, **kwargs):
+        self.models["ss_generator"].inference_steps = stage1_inference_steps
+        self.models["slat_generator"].inference_steps = stage2_inference_steps
+        raise RuntimeError("sampling failed")
+
+
+def test_a_failed_request_leaves_the_step_counts_as_configured():
+    from gen3d.sam3d.pipeline import OfficialGenerator
+
+    pipeline = FailingPipeline()
+    generator = OfficialGenerator(REAL, pipeline, torch.device("cpu"))
+    options = generate_options(parsed({"task": "generate_3d", "ss_steps": 3, "slat_steps": 4}), frozenset())
+    image, mask = np.zeros((4, 4, 3), np.uint8), np.ones((4, 4), bool)
+    with pytest.raises(RuntimeError, match="sampling failed"):
+        generator.generate(image, mask, options)
+    assert [m.inference_steps for m in pipeline.models.values()] == [25, 25]
+
+
+def test_production_preset_refuses_a_small_gpu(monkeypatch):
+    from types import SimpleNamespace
+
+    from gen3d.sam3d.pipeline import check_gpu_memory
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=24 * 2**30))
+    with pytest.raises(StartupError, match=r"cuda:0 has 24.0 GiB; preset sam3d-objects needs >= 32 GiB"):
+        check_gpu_memory(REAL, torch.device("cuda", 0), {})
+    check_gpu_memory(REAL, torch.device("cuda", 0), {"allow_small_gpu": True})
+    monkeypatch.setenv("GEN3D_ALLOW_SMALL_GPU", "1")
+    check_gpu_memory(REAL, torch.device("cuda", 0), {})

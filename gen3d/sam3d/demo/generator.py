@@ -16,7 +16,7 @@ from gen3d.errors import OutOfResources, StartupError, Unprocessable
 from gen3d.sam3d.demo import compat
 from gen3d.sam3d.demo.models import COMPONENTS, MAX_VOXELS, PREPROCESS_SIZE, build_tiny_models
 from gen3d.sam3d.presets import Sam3dPreset
-from gen3d.sam3d.stages import StageRecorder
+from gen3d.sam3d.stages import StageRecorder, inference_steps_restored
 from gen3d.sam3d.types import GenerateOptions, Generation, merge_mask_to_rgba
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,7 @@ class TinyDemoGenerator:
     def __init__(self, preset: Sam3dPreset, models: dict[str, nn.Module]) -> None:
         self.preset = preset
         self.device = torch.device("cpu")
+        self.renderers: frozenset[str] = frozenset()  # the CPU demo renders nothing: no optional postprocessing
         self.pipe = official_pipeline(models, preset.default_steps)
         self.ss_preprocessor, self.slat_preprocessor = preprocessors()
         self.recorder = StageRecorder(self.device)
@@ -121,6 +122,10 @@ class TinyDemoGenerator:
 
     @torch.no_grad()
     def generate(self, image: np.ndarray, mask: np.ndarray, options: GenerateOptions) -> Generation:
+        with inference_steps_restored(self.pipe.models):
+            return self._generate(image, mask, options)
+
+    def _generate(self, image: np.ndarray, mask: np.ndarray, options: GenerateOptions) -> Generation:
         pipe, rec = self.pipe, self.recorder
         rec.reset()
         rgba = merge_mask_to_rgba(image, mask)
@@ -156,7 +161,6 @@ class TinyDemoGenerator:
                     "slat": options.slat_steps or pipe.slat_inference_steps,
                 },
                 "mesh_extracted": None if mesh is None else bool(mesh[0].success),
-                "layout_postprocess": False,
             },
         )
 

@@ -1,0 +1,164 @@
+"""Helpers of the SageMaker control-plane tests (fixtures are in tests/unit/conftest.py): constants, stubbed
+answers, a fake clock, the CLI scripts run in a clean AWS environment, and small archives. Nothing leaves
+127.0.0.1: every AWS endpoint is moto's local server or the discard port."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import boto3
+import requests
+import yaml
+from botocore.stub import ANY, Stubber
+
+from gen3d.sagemaker import clients as aws
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = ROOT / "scripts"
+REGION = "us-east-1"
+ACCOUNT = "123456789012"  # moto's default account: its ECR registry id
+ROLE = f"arn:aws:iam::{ACCOUNT}:role/sagemaker-exec"
+IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/gen3d:sam3"
+TOPIC = f"arn:aws:sns:{REGION}:{ACCOUNT}:gen3d-alerts"
+NOW = datetime(2025, 11, 28, 13, 5, 9, tzinfo=UTC)
+STAMPED = "sam3-rt-20251128-130509"
+T0 = datetime(2025, 11, 28, tzinfo=UTC)
+DEAD_ENDPOINT = "http://127.0.0.1:9"  # discard port: anything sent by mistake fails at once, locally
+
+
+def clean_aws_env(env: dict[str, str]) -> dict[str, str]:
+    """Dummy credentials, fixed region, no profile files, every endpoint on 127.0.0.1."""
+    for key in [k for k in env if k.startswith("AWS_")]:
+        del env[key]
+    env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION=REGION,
+               AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+               AWS_EC2_METADATA_DISABLED="true", AWS_ENDPOINT_URL=DEAD_ENDPOINT)
+    return env
+
+
+def client(service: str):
+    return boto3.client(service, region_name=REGION, config=aws.BOTO_CONFIG)
+
+
+def not_found(stub: Stubber, method: str, params: dict, what: str = "resource") -> None:
+    stub.add_client_error(method, service_error_code="ValidationException",
+                          service_message=f'Could not find {what} "x".', http_status_code=400,
+                          expected_params=params)
+
+
+def endpoint_desc(name: str, status: str, config: str, reason: str | None = None) -> dict:
+    desc = {"EndpointName": name, "EndpointArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/{name}",
+            "EndpointConfigName": config, "EndpointStatus": status, "CreationTime": T0, "LastModifiedTime": T0}
+    if reason:
+        desc["FailureReason"] = reason
+    return desc
+
+
+def model_data_source(uri) -> dict:
+    return {"S3DataSource": {"S3Uri": uri, "S3DataType": "S3Prefix", "CompressionType": "None"}}
+
+
+def variant(model: str, instance_type: str, count: int = 1, health: int = 1920, download: int = 1920) -> dict:
+    return {"VariantName": "AllTraffic", "ModelName": model, "InstanceType": instance_type,
+            "InitialInstanceCount": count, "ModelDataDownloadTimeoutInSeconds": download,
+            "ContainerStartupHealthCheckTimeoutInSeconds": health}
+
+
+class FakeClock:
+    """A monotonic clock that only moves when slept on."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.t += seconds
+
+
+def clients_from(made: dict, s3=None, runtime=None, ecr=None, logs=None) -> aws.Clients:
+    """Clients from the ``stubbed`` fixture's stubbed clients plus real (moto) ones."""
+    return aws.Clients(s3=s3, sagemaker=made["sagemaker"], runtime=runtime,
+                       autoscaling=made["application-autoscaling"], cloudwatch=made["cloudwatch"], ecr=ecr, logs=logs)
+
+
+def write_archive(folder: Path, name: str = "sam3", startup: float = 600, response: float = 300,
+                  payload: bytes = b"w" * 1000) -> Path:
+    """A minimal no-archive model directory whose model-config.yaml says ``startup`` / ``response``."""
+    archive = folder / name
+    (archive / "MAR-INF").mkdir(parents=True, exist_ok=True)
+    (archive / "MAR-INF" / "MANIFEST.json").write_text(json.dumps({"model": {"modelName": name}}))
+    (archive / "model-config.yaml").write_text(yaml.safe_dump(
+        {"startupTimeout": startup, "responseTimeout": response, "handler": {"checkpoint": "weights.bin"}}))
+    (archive / "weights.bin").write_bytes(payload)
+    return archive
+
+
+def run_script(name: str, *args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = clean_aws_env(dict(os.environ))
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, str(SCRIPTS / name), *args], capture_output=True, text=True,
+                          env=env, timeout=60, cwd="/")
+
+
+def dry_run_calls(stdout: str) -> list[tuple[str, str, dict]]:
+    calls = []
+    for line in stdout.splitlines():
+        if line.startswith("DRY-RUN "):
+            _, service, operation, params = line.split(" ", 3)
+            calls.append((service, operation, json.loads(params)))
+    return calls
+
+
+def set_moto_async_results(url: str, results: list[dict]) -> None:
+    requests.post(f"{url}/moto-api/static/sagemaker/async-endpoint-results",
+                  json={"region": REGION, "results": results}, timeout=10).raise_for_status()
+
+
+def set_moto_realtime_results(url: str, bodies: list[dict]) -> None:
+    requests.post(f"{url}/moto-api/static/sagemaker/endpoint-results", timeout=10, json={
+        "region": REGION, "results": [{"Body": json.dumps(b), "ContentType": "application/json",
+                                       "InvokedProductionVariant": "AllTraffic", "CustomAttributes": ""}
+                                      for b in bodies]}).raise_for_status()
+
+
+def expect_deploy(stubs: dict, endpoint: str, name: str, instance_type: str, *, exists: bool,
+                  timeouts: tuple[int, int], env=ANY, async_paths: tuple[str, str] | None = None,
+                  notification: dict | None = None, image: str = IMAGE) -> None:
+    """The SageMaker calls of one deploy (up to InService), stubbed in order."""
+    sm = stubs["sagemaker"]
+    not_found(sm, "describe_model", {"ModelName": name}, "model")
+    sm.add_response("create_model", {"ModelArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model/{name}"}, {
+        "ModelName": name, "ExecutionRoleArn": ROLE,
+        "PrimaryContainer": {"Image": image, "ModelDataSource": model_data_source(ANY), "Environment": env}})
+    config = {"EndpointConfigName": name, "ProductionVariants": [
+        variant(name, instance_type, health=timeouts[0], download=timeouts[1])]}
+    if async_paths:
+        output = {"S3OutputPath": async_paths[0], "S3FailurePath": async_paths[1]}
+        if notification:
+            output["NotificationConfig"] = notification
+        config["AsyncInferenceConfig"] = {"OutputConfig": output,
+                                          "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 1}}
+    sm.add_response("create_endpoint_config",
+                    {"EndpointConfigArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint-config/{name}"}, config)
+    endpoint_arn = {"EndpointArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/{endpoint}"}
+    if exists:
+        sm.add_response("describe_endpoint", endpoint_desc(endpoint, "InService", "old"), {"EndpointName": endpoint})
+        stubs["application-autoscaling"].add_response(
+            "describe_scalable_targets", {"ScalableTargets": []},
+            {"ServiceNamespace": "sagemaker", "ResourceIds": [f"endpoint/{endpoint}/variant/AllTraffic"],
+             "ScalableDimension": "sagemaker:variant:DesiredInstanceCount"})
+        sm.add_response("update_endpoint", endpoint_arn, {"EndpointName": endpoint, "EndpointConfigName": name})
+    else:
+        not_found(sm, "describe_endpoint", {"EndpointName": endpoint}, "endpoint")
+        sm.add_response("create_endpoint", endpoint_arn, {"EndpointName": endpoint, "EndpointConfigName": name})
+    sm.add_response("describe_endpoint", endpoint_desc(endpoint, "Creating", name), {"EndpointName": endpoint})
+    sm.add_response("describe_endpoint", endpoint_desc(endpoint, "InService", name), {"EndpointName": endpoint})

@@ -1,0 +1,171 @@
+"""gen3d-invoke (scripts/sagemaker_invoke.py): every task's request built from flags, local inputs uploaded,
+InvocationTimeoutSeconds on async requests, and the answer's files written to --out. S3 and sagemaker-runtime
+are moto's server on 127.0.0.1 (the async request JSON is read back from S3 to see what was sent)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import numpy as np
+import pytest
+from botocore.stub import Stubber
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from gen3d.sagemaker import invoke, payloads
+from tests.conftest import png_bytes
+from tests.unit.sagemaker_support import client, run_script, set_moto_async_results, set_moto_realtime_results
+
+pytestmark = pytest.mark.usefixtures("isolated_aws")
+
+
+def options(**kw) -> payloads.PayloadOptions:
+    return payloads.PayloadOptions(**{"bucket": "bkt", "image_s3_key": "in/photo.png", "session_id": "s1",
+                                      "user_id": "u1", **kw})
+
+
+def test_segment_payloads_from_flags():
+    clicks = payloads.build_payload(options(task="segment", points=["150,100", "20.5,30"], labels=[1, 0],
+                                            multimask=True))
+    assert clicks == {"task": "segment", "image_s3_key": "in/photo.png", "bucket": "bkt", "session_id": "s1",
+                      "user_id": "u1", "points": [[150, 100], [20.5, 30]], "point_labels": [1, 0], "multimask": True}
+    concept = payloads.build_payload(options(task="segment", text="red chair", boxes=["10,20,80,120"],
+                                             box_labels=["true"], return_png_masks=True, score_threshold=0.3))
+    assert (concept["text"], concept["boxes"], concept["box_labels"]) == ("red chair", [[10, 20, 80, 120]], [True])
+    assert concept["return_png_masks"] is True and concept["score_threshold"] == 0.3
+    cached = payloads.build_payload(options(task="segment", image_s3_key=None, embedding_id="4eae9c33",
+                                            boxes=["1,2,3,4", "5,6,7,8"]))
+    assert "image_s3_key" not in cached and cached["embedding_id"] == "4eae9c33" and len(cached["boxes"]) == 2
+    assert payloads.build_payload(options(task="segment", points=["5,5"]))["point_labels"] == [1]
+
+
+def test_generate_3d_payloads_from_flags():
+    one = payloads.build_payload(options(task="generate_3d", mask_polygons=[["40,30", "200,30", "200,180"]],
+                                         seed=7, decode_formats=["gaussian"], ss_steps=10))
+    assert one["mask_polygon"] == [[40, 30], [200, 30], [200, 180]]
+    assert (one["seed"], one["decode_formats"], one["ss_steps"]) == (7, ["gaussian"], 10)
+    two = payloads.build_payload(options(task="generate_3d", mask_polygons=[["0,0", "9,0", "9,9"],
+                                                                             ["20,20", "30,20", "30,30"]]))
+    assert len(two["mask_polygon"]) == 2 and two["mask_polygon"][1][0] == [20, 20]
+    rle = {"size": [4, 4], "counts": "04L4"}
+    assert payloads.build_payload(options(task="generate_3d", mask_rle=rle))["mask_rle"] == rle
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"task": "generate_3d", "points": ["1,2"], "mask_s3_key": "m.png"}, "--points do not apply to task generate_3d"),
+    ({"task": "get_embedding", "seed": 3, "text": "cat"}, "--seed, --text do not apply to task get_embedding"),
+    ({"task": "segment"}, "segment needs a prompt"),
+    ({"task": "generate_3d"}, "generate_3d needs a mask"),
+    ({"task": "segment", "points": ["1,2"], "labels": [1, 1]}, "one 1 .object. or 0 .background. per point"),
+    ({"task": "segment", "points": ["1;2"]}, "--points expects 2 comma-separated numbers, got '1;2'"),
+    ({"task": "segment", "boxes": ["1,2,3"]}, "--box expects 4"),
+    ({"task": "segment", "text": "cat", "boxes": ["1,2,3,4"], "box_labels": ["yes"]}, "--box-labels"),
+    ({"task": "generate_3d", "mask_polygons": [["1,2", "3,4"]]}, "at least 3"),
+    ({"task": "segment", "text": "cat", "image_s3_key": None}, "give an image"),
+])
+def test_payload_flags_are_checked(kw, message):
+    with pytest.raises(ValueError, match=message):
+        payloads.build_payload(options(**kw))
+
+
+def test_async_invocation_timeout_is_sent_and_bounded(sm_moto):
+    s3, rt = client("s3"), client("sagemaker-runtime")
+    s3.create_bucket(Bucket="iob")
+    stub = Stubber(rt)
+    stub.add_response("invoke_endpoint_async", {"OutputLocation": "s3://iob/o.out", "FailureLocation": "s3://iob/f"},
+                      {"EndpointName": "sam3d-async", "InputLocation": "s3://iob/in/x.json",
+                       "ContentType": "application/json", "Accept": "application/json",
+                       "InvocationTimeoutSeconds": 3600})
+    with stub:
+        started = invoke.start_async(rt, s3, "sam3d-async", {"task": "generate_3d"}, input_s3_uri="s3://iob/in/x.json",
+                                     invocation_timeout_s=3600)
+    assert started == invoke.AsyncInvocation("", "s3://iob/o.out", "s3://iob/f")
+    with pytest.raises(ValueError, match=r"1..3600 s, got 3601"):
+        invoke.start_async(rt, s3, "e", {}, input_s3_uri="s3://iob/in/y.json", invocation_timeout_s=3601)
+
+
+def test_invoke_script_generate_3d_uploads_inputs_and_writes_outputs(sm_moto, tmp_path):
+    s3 = client("s3")
+    s3.create_bucket(Bucket="bkt")
+    (tmp_path / "photo.png").write_bytes(png_bytes(3))
+    (tmp_path / "mask.png").write_bytes(png_bytes(4, mode="L"))
+    files = {"ply": b"ply\nformat binary_little_endian 1.0\n", "glb": b"glTF....", "pose": b'{"scale": [1, 1, 1]}'}
+    for kind, data in files.items():
+        s3.put_object(Bucket="bkt", Key=f"gen3d-outputs/u1/s7/3d/g/object.{kind}", Body=data)
+    answer = {"status": "success", "task": "generate_3d", "output_bucket": "bkt",
+              "outputs": {kind: f"gen3d-outputs/u1/s7/3d/g/object.{kind}" for kind in files}}
+    set_moto_async_results(sm_moto, [{"data": json.dumps(answer)}])
+    out = tmp_path / "result"
+    proc = run_script("sagemaker_invoke.py", "--endpoint-name", "sam3d-async", "--mode", "async", "--task",
+                      "generate_3d", "--bucket", "bkt", "--image-file", str(tmp_path / "photo.png"), "--mask-png",
+                      str(tmp_path / "mask.png"), "--seed", "7", "--session-id", "s7", "--user-id", "u1",
+                      "--invocation-timeout", "1200", "--out", str(out), "--verify",
+                      env_extra={"AWS_ENDPOINT_URL": sm_moto})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == answer
+    sent = json.loads(s3.get_object(Bucket="bkt", Key="gen3d/async/input/s7.json")["Body"].read())
+    assert sent == {"task": "generate_3d", "image_s3_key": "gen3d-inputs/u1/s7/photo.png", "bucket": "bkt",
+                    "mask_s3_key": "gen3d-inputs/u1/s7/mask.png", "seed": 7, "session_id": "s7", "user_id": "u1"}
+    assert s3.get_object(Bucket="bkt", Key="gen3d-inputs/u1/s7/mask.png")["Body"].read() == png_bytes(4, mode="L")
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != "response.json"} == {
+        "object.ply": files["ply"], "object.glb": files["glb"], "pose.json": files["pose"]}
+    assert json.loads((out / "response.json").read_text()) == answer
+    assert "uploaded " in proc.stderr and "wrote " in proc.stderr
+
+
+def test_invoke_script_segment_writes_masks_and_inline_embedding(sm_moto, tmp_path):
+    s3 = client("s3")
+    s3.create_bucket(Bucket="bkt")
+    truth = np.zeros((6, 8), dtype=np.uint8)
+    truth[1:4, 2:7] = 1
+    rle = mask_utils.encode(np.asfortranarray(truth))
+    rle["counts"] = rle["counts"].decode()
+    s3.put_object(Bucket="bkt", Key="gen3d-outputs/u/s/masks/x/1.png", Body=b"\x89PNG stored")
+    segment = {"status": "success", "task": "segment", "output_bucket": "bkt",
+               "masks": [{"rle": rle, "score": 0.9}, {"rle": rle, "png_s3_key": "gen3d-outputs/u/s/masks/x/1.png"}]}
+    embedding = {"status": "success", "task": "get_embedding", "embedding_id": "abc",
+                 "embedding_base64": base64.b64encode(b"safetensors bytes").decode()}
+    set_moto_realtime_results(sm_moto, [segment, embedding])
+    env = {"AWS_ENDPOINT_URL": sm_moto}
+    proc = run_script("sagemaker_invoke.py", "--endpoint-name", "sam3-rt", "--task", "segment", "--bucket", "bkt",
+                      "--image-s3-key", "in/photo.png", "--text", "red chair", "--box", "1,2,30,40", "--box",
+                      "5,5,9,9", "--out", str(tmp_path / "seg"), env_extra=env)
+    assert proc.returncode == 0, proc.stderr
+    decoded = np.array(Image.open(tmp_path / "seg" / "mask-0.png")) > 0
+    assert (decoded == truth.astype(bool)).all()
+    assert (tmp_path / "seg" / "mask-1.png").read_bytes() == b"\x89PNG stored"
+    (tmp_path / "photo.png").write_bytes(png_bytes(5))
+    proc = run_script("sagemaker_invoke.py", "--endpoint-name", "sam3-rt", "--image-file", str(tmp_path / "photo.png"),
+                      "--out", str(tmp_path / "emb"), env_extra=env)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "emb" / "abc.safetensors").read_bytes() == b"safetensors bytes"
+
+
+def test_invoke_script_refuses_flags_of_another_task(sm_moto, capsys):
+    from gen3d.cli import invoke as invoke_cli
+
+    assert invoke_cli.main(["--endpoint-name", "e", "--task", "generate_3d", "--bucket", "b", "--image-s3-key", "k",
+                            "--points", "1,2", "--mask-s3-key", "m.png"]) == 1
+    assert "--points do not apply to task generate_3d (model sam3d)" in capsys.readouterr().err
+    assert invoke_cli.main(["--endpoint-name", "e", "--task", "generate_3d", "--image-s3-key", "k",
+                            "--mask-png", "/nonexistent.png"]) == 1
+    assert "--mask-png needs --bucket" in capsys.readouterr().err
+
+
+def test_save_outputs_needs_a_bucket_for_s3_keys(tmp_path):
+    with pytest.raises(ValueError, match="give --bucket"):
+        payloads.save_outputs(None, {"output_s3_key": "a/b.safetensors"}, tmp_path, None)
+    assert json.loads((tmp_path / "response.json").read_text()) == {"output_s3_key": "a/b.safetensors"}
+
+
+def test_verify_response_follows_decode_formats(sm_moto):
+    s3 = client("s3")
+    s3.create_bucket(Bucket="iob")
+    for key in ("o/a.ply", "o/pose.json"):
+        s3.put_object(Bucket="iob", Key=key, Body=io.BytesIO(b"x").read())
+    splat_only = {"status": "success", "task": "generate_3d", "decode_formats": ["gaussian"],
+                  "outputs": {"ply": "o/a.ply", "pose": "o/pose.json"}}
+    assert invoke.verify_response(s3, splat_only, "iob") == ["s3://iob/o/a.ply", "s3://iob/o/pose.json"]
+    assert invoke.sam3d_outputs(["gaussian", "mesh"]) == ["ply", "glb", "pose"]

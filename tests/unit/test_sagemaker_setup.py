@@ -1,0 +1,139 @@
+"""What a SageMaker setup needs besides the deploy: the execution role's policy (deploy/execution-role-policy.json,
+gen3d-iam-policy) checked against what a deployment actually makes the role do, and the local `serve` command
+README gives (`make sagemaker-local`, `.venv/bin/gen3d-serve`)."""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+import json
+import re
+import subprocess
+import tomllib
+
+import pytest
+
+from gen3d.cli import iam_policy
+from gen3d.sagemaker import iam
+from gen3d.serving.storage import DEFAULT_OUTPUT_PREFIX, output_key, output_prefix
+from tests.unit.sagemaker_support import IMAGE, ROLE, ROOT, TOPIC, dry_run_calls, run_script, write_archive
+
+pytestmark = pytest.mark.usefixtures("isolated_aws")
+
+POLICY_FILE = ROOT / "deploy" / "execution-role-policy.json"
+EXAMPLE_ARGS = ["--bucket", "my-gen3d-bucket", "--image-uri", IMAGE, "--sns-topic-arn", TOPIC]
+# boto3 S3 calls of the container's storage module -> the IAM action each needs
+S3_CALL_ACTIONS = {"get_object": "s3:GetObject", "head_object": "s3:GetObject", "put_object": "s3:PutObject"}
+
+
+def allows(policy: dict, action: str, resource: str, context: dict | None = None) -> bool:
+    """Whether an Allow statement grants ``action`` on ``resource`` (IAM's * and ? wildcards, StringLike)."""
+    for statement in policy["Statement"]:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        if statement["Effect"] != "Allow" or not any(fnmatch.fnmatchcase(action, a) for a in actions):
+            continue
+        if not any(fnmatch.fnmatchcase(resource, r) for r in resources):
+            continue
+        conditions = statement.get("Condition", {}).get("StringLike", {})
+        if all(any(fnmatch.fnmatchcase((context or {}).get(k, "\0"), v) for v in values)
+               for k, values in conditions.items()):
+            return True
+    return False
+
+
+def test_policy_file_is_the_generators_output(tmp_path):
+    assert iam_policy.main([*EXAMPLE_ARGS, "--out", str(tmp_path / "p.json")]) == 0
+    assert (tmp_path / "p.json").read_text() == POLICY_FILE.read_text(), (
+        "regenerate: gen3d-iam-policy " + " ".join(EXAMPLE_ARGS) + " --out deploy/execution-role-policy.json")
+    policy = json.loads(POLICY_FILE.read_text())
+    readme = (ROOT / "README.md").read_text()
+    assert "deploy/execution-role-policy.json" in readme and "gen3d-iam-policy" in readme
+    assert POLICY_FILE.read_text().strip() in readme  # README shows the file as it is
+    assert {s["Sid"] for s in policy["Statement"]} >= {"ModelDataList", "ModelDataRead", "AsyncResultsWrite",
+                                                       "InputsRead", "OutputsWrite", "AsyncNotifications",
+                                                       "EcrPull", "EndpointLogs"}
+
+
+def test_policy_covers_what_a_deployment_makes_the_role_do(tmp_path):
+    """A dry-run async deploy with notifications: every S3 path, topic, image and log group it configures for
+    the role is allowed, and nothing beyond (no writes to model data, no other buckets, no deletes)."""
+    archive = write_archive(tmp_path, "sam3d", startup=1800)
+    proc = run_script("sagemaker_deploy.py", "--model", "sam3d", "--archive", str(archive), "--bucket", "bkt",
+                      "--image-uri", IMAGE.replace(":sam3", ":sam3d"), "--role-arn", ROLE, "--mode", "async",
+                      "--allowed-buckets", "bkt,inputs-*", "--sns-topic-arn", TOPIC, "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    calls = dry_run_calls(proc.stdout)
+    model = next(p for _, op, p in calls if op == "CreateModel")["PrimaryContainer"]
+    config = next(p for _, op, p in calls if op == "CreateEndpointConfig")["AsyncInferenceConfig"]["OutputConfig"]
+    allowed = model["Environment"]["GEN3D_ALLOWED_BUCKETS"].split(",")
+    policy = iam.execution_role_policy(bucket="bkt", allowed_buckets=allowed, sns_topic_arns=[TOPIC],
+                                       region="us-east-1", account="123456789012", repository="gen3d")
+    model_bucket, model_prefix = re.fullmatch(r"s3://([^/]+)/(.*)", model["ModelDataSource"]["S3DataSource"]["S3Uri"]
+                                              ).groups()
+    assert allows(policy, "s3:ListBucket", f"arn:aws:s3:::{model_bucket}", {"s3:prefix": model_prefix})
+    uploaded = [p["Key"] for _, op, p in calls if op == "upload_file"]
+    assert uploaded and all(allows(policy, "s3:GetObject", f"arn:aws:s3:::bkt/{key}") for key in uploaded)
+    assert not any(allows(policy, "s3:PutObject", f"arn:aws:s3:::bkt/{key}") for key in uploaded)
+    for path in (config["S3OutputPath"], config["S3FailurePath"]):
+        assert allows(policy, "s3:PutObject", path.replace("s3://", "arn:aws:s3:::") + "0d1e-request.out")
+    async_input = next(p for _, op, p in calls if op == "PutObject" and p["Key"].endswith(".json"))
+    assert allows(policy, "s3:GetObject", f"arn:aws:s3:::{async_input['Bucket']}/{async_input['Key']}")
+    assert all(allows(policy, "sns:Publish", topic) for topic in config["NotificationConfig"].values())
+    repository = "arn:aws:ecr:us-east-1:123456789012:repository/gen3d"
+    assert all(allows(policy, action, repository) for action in iam.ECR_PULL)
+    assert allows(policy, "ecr:GetAuthorizationToken", "*")
+    stream = "arn:aws:logs:us-east-1:123456789012:log-group:/aws/sagemaker/Endpoints/sam3d-async:log-stream:x/y"
+    assert all(allows(policy, action, stream) for action in iam.LOGS)
+    # the container: inputs anywhere in the allowed buckets (and 404s need ListBucket), outputs under its prefix
+    out_key = output_key(output_prefix(DEFAULT_OUTPUT_PREFIX, "u1", "s1"), "3d/g/object.ply")
+    for bucket in ("bkt", "inputs-eu"):
+        assert allows(policy, "s3:GetObject", f"arn:aws:s3:::{bucket}/photos/p.png")
+        assert allows(policy, "s3:ListBucket", f"arn:aws:s3:::{bucket}")
+        assert allows(policy, "s3:PutObject", f"arn:aws:s3:::{bucket}/{out_key}")
+        assert not allows(policy, "s3:PutObject", f"arn:aws:s3:::{bucket}/photos/p.png")
+    assert not allows(policy, "s3:GetObject", "arn:aws:s3:::someone-elses-bucket/k")
+    assert not allows(policy, "s3:DeleteObject", "arn:aws:s3:::bkt/gen3d/sam3d-async/async/output/x.out")
+    assert not allows(policy, "sns:Publish", TOPIC.replace("alerts", "other"))
+
+
+def test_policy_covers_every_s3_call_of_the_container():
+    """The serving storage module's boto3 calls map to the actions the policy grants (a new call fails here
+    until the policy and this table say what it needs)."""
+    tree = ast.parse((ROOT / "gen3d" / "serving" / "storage.py").read_text())
+    calls = {node.func.attr for node in ast.walk(tree) if isinstance(node, ast.Call)
+             and isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Attribute)
+             and node.func.value.attr == "client"}
+    assert calls and calls <= set(S3_CALL_ACTIONS), calls
+    granted = {a for s in iam.execution_role_policy(bucket="b")["Statement"] for a in s["Action"]}
+    assert {S3_CALL_ACTIONS[c] for c in calls} <= granted
+
+
+def test_policy_cli_reads_the_image_uri(capsys):
+    assert iam_policy.main(["--bucket", "b", "--allowed-buckets", "b, in-*", "--image-uri",
+                            "210987654321.dkr.ecr.eu-west-1.amazonaws.com/team/gen3d:sam3d"]) == 0
+    policy = json.loads(capsys.readouterr().out)
+    pull = next(s for s in policy["Statement"] if s["Sid"] == "EcrPull")
+    assert pull["Resource"] == ["arn:aws:ecr:eu-west-1:210987654321:repository/team/gen3d"]
+    assert next(s for s in policy["Statement"] if s["Sid"] == "InputsRead")["Resource"] == [
+        "arn:aws:s3:::b/*", "arn:aws:s3:::in-*/*"]
+    assert not any(s["Sid"] == "AsyncNotifications" for s in policy["Statement"])
+    assert iam_policy.main(["--bucket", "b", "--image-uri", "docker.io/gen3d"]) == 2
+
+
+def test_local_serve_command_uses_the_venv():
+    """README's local command runs the venv's gen3d-serve (a bare `scripts/serve` finds whatever python3 is
+    first on PATH)."""
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["gen3d-serve"] == "gen3d.cli.serve:console"
+    assert scripts["gen3d-iam-policy"] == "gen3d.cli.iam_policy:console"
+    dry = subprocess.run(["make", "-n", "-C", str(ROOT), "sagemaker-local", "MODEL_DIR=/models/ms", "PORT=9100",
+                          "MODEL=sam3"], capture_output=True, text=True, timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    command = dry.stdout.replace("\\\n", " ")
+    assert re.search(r"SM_MODEL_DIR=/models/ms SAGEMAKER_BIND_TO_PORT=9100 GEN3D_MODEL=sam3\s+"
+                     r"GEN3D_MANAGEMENT_PORT=\$\(\( 9100 \+ 1 \)\) GEN3D_METRICS_PORT=\$\(\( 9100 \+ 2 \)\) "
+                     r"\.venv/bin/gen3d-serve", command), command
+    readme = (ROOT / "README.md").read_text()
+    assert "make sagemaker-local" in readme and "SM_MODEL_DIR=/path/with/archives SAGEMAKER_BIND_TO_PORT=9080 " \
+                                                 "scripts/serve" not in readme
