@@ -22,7 +22,7 @@ UV := $(BIN)/uv
 # version across all indexes, as pip does.
 PIP_CONFIG = $(shell $(PYTHON) -m pip config get global.$(1) 2>/dev/null)
 UV_DEV_INDEXES = --index-strategy unsafe-best-match $(addprefix --extra-index-url ,$(call PIP_CONFIG,extra-index-url)) \
-  $(addprefix --find-links ,$(call PIP_CONFIG,find-links) $(PIP_FIND_LINKS)) $(addprefix -c ,$(call PIP_CONFIG,constraint))
+  $(addprefix --find-links ,$(sort $(call PIP_CONFIG,find-links) $(PIP_FIND_LINKS))) $(addprefix -c ,$(call PIP_CONFIG,constraint))
 
 # Image locks: PyPI only, for the images' platform (Ubuntu 22.04 = manylinux_2_35, x86_64, CPython 3.11), with
 # hashes. LOCK_DATE makes a resolve repeatable: releases uploaded later are not seen, so `make check-images`
