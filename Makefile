@@ -50,7 +50,7 @@ MODEL_DIR ?= model-store
 PORT ?= 9080
 MODEL ?=
 
-.PHONY: setup java archives serve sagemaker-local test unit lint clean locks check-images gpu-check-wheels
+.PHONY: setup java archives serve sagemaker-local test unit bench lint clean locks check-images gpu-check-wheels
 
 java:
 	@command -v java >/dev/null || { echo "installing a Java 17 JRE (TorchServe's frontend)"; \
@@ -83,6 +83,10 @@ test: setup
 # unit tests only: no server started, about a minute
 unit: setup
 	$(BIN)/python -m pytest -q tests/unit
+
+# benchmarks, not tests: prints serving overhead, batching, cold start, cache reads and mask memory (~10 min here)
+bench: setup
+	$(BIN)/gen3d-bench
 
 lint: setup
 	$(BIN)/ruff check .

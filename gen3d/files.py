@@ -11,19 +11,25 @@ from tqdm import tqdm
 CHUNK = 16 * 1024 * 1024
 
 
-def copy_with_progress(src: Path, dst: Path) -> None:
-    """Copies ``src`` to ``dst`` in 16 MiB chunks, showing bytes done and speed on stderr."""
+def copy_with_progress(src: Path, dst: Path, progress: bool = True) -> str:
+    """Copies ``src`` to ``dst`` in 16 MiB chunks, showing bytes done and speed on stderr; returns the hex SHA-256
+    of what it copied (hashed in the same pass)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     size = src.stat().st_size
+    digest = hashlib.sha256()
     with (
         open(src, "rb") as fin,
         open(dst, "wb") as fout,
-        tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=f"copy {src.name}") as bar,
+        tqdm(
+            total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=f"copy {src.name}", disable=not progress
+        ) as bar,
     ):
         while chunk := fin.read(CHUNK):
             fout.write(chunk)
+            digest.update(chunk)
             bar.update(len(chunk))
     shutil.copystat(src, dst)
+    return digest.hexdigest()
 
 
 def copy_tree_with_progress(src: Path, dst: Path, large: int = 64 * 1024 * 1024) -> None:

@@ -151,18 +151,27 @@ def build_sam3(args: argparse.Namespace, stage: Path, work: Path) -> Path:
     }
     if args.output_prefix:
         handler["output_prefix"] = args.output_prefix
-    (stage / "model-config.yaml").write_text(yaml.safe_dump(model_config(args, handler), sort_keys=False))
-
     fmt = args.archive_format
     if fmt == "auto":
         fmt = "no-archive" if checkpoint.stat().st_size > LARGE else "default"
+    # The checkpoint's digest is taken while it is copied (one pass) and recorded, so workers need not re-read
+    # the file to identify it (the model id and the embedding cache are keyed by it).
     if fmt == "default":
-        shutil.copy2(checkpoint, stage / checkpoint.name)
+        record_checkpoint(handler, checkpoint, copy_with_progress(checkpoint, stage / checkpoint.name, progress=False))
+    config_text = yaml.safe_dump(model_config(args, handler), sort_keys=False)
+    (stage / "model-config.yaml").write_text(config_text)
     target = run_archiver(args, stage, fmt)
     if fmt == "no-archive":
-        copy_with_progress(checkpoint, target / checkpoint.name)
+        record_checkpoint(handler, checkpoint, copy_with_progress(checkpoint, target / checkpoint.name))
+        (target / "model-config.yaml").write_text(yaml.safe_dump(model_config(args, handler), sort_keys=False))
     print(f"{'DEMO (random weights) ' if demo else ''}archive {target} preset={preset.name} checkpoint={checkpoint}")
     return target
+
+
+def record_checkpoint(handler: dict, checkpoint: Path, sha256: str) -> None:
+    """Notes the checkpoint's digest and size in the handler section (checked by the worker at start-up)."""
+    handler["checkpoint_sha256"] = sha256
+    handler["checkpoint_bytes"] = checkpoint.stat().st_size
 
 
 def build(args: argparse.Namespace) -> Path:

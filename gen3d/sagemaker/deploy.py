@@ -92,7 +92,7 @@ class DeploySpec:
         if scaled and not self.target_invocations:
             raise ValueError("real-time autoscaling (--max-instances above --min-instances) needs "
                              "--target-invocations: invocations per instance per minute to hold; measure what one "
-                             "instance answers (gen3d-bench-sam3) and take a fraction of it")
+                             "instance answers (gen3d-bench) and take a fraction of it")
         return low, high, scaled
 
     def container_environment(self) -> dict[str, str]:

@@ -319,5 +319,5 @@ def build_sam3_model_for_checkpoint(preset: Sam3Preset, bpe_path: str) -> nn.Mod
     """
     from accelerate import init_empty_weights
 
-    with init_empty_weights(include_buffers=False):
+    with init_empty_weights(include_buffers=False), compat.meta_init_skipped():
         return build_sam3_model(preset, bpe_path)

@@ -6,10 +6,14 @@ The builder avoids two of them by constructor arguments (see ``gen3d.sam3.archit
 - ``TransformerDecoder(resolution=None, stride=None)``: ``__init__`` calls ``_get_coords(device="cuda")``;
   without them the coordinates are built lazily on the input's device.
 - ``Sam3Processor`` and ``forward_text`` get ``device=`` passed explicitly (their default is ``"cuda"``).
-The one left needs a patch, applied by ``apply()``. :func:`leave_tracker_autocast` undoes a side effect.
+The one left needs a patch, applied by ``apply()``. :func:`leave_tracker_autocast` undoes a side effect;
+:func:`meta_init_skipped` saves start-up time.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -37,3 +41,22 @@ def leave_tracker_autocast(tracker) -> None:
     if context is not None:
         context.__exit__(None, None, None)
         tracker.bf16_context = None
+
+
+@contextmanager
+def meta_init_skipped() -> Iterator[None]:
+    """sam3's ViT initialises its weights with timm's ``trunc_normal_``, whose ``clamp_`` runs torch's Python
+    reference kernels on meta tensors: about a second of start-up CPU for values that do not exist yet (the
+    checkpoint's are assigned afterwards). While building for a checkpoint, it skips meta tensors."""
+    import sam3.model.vitdet as vitdet
+
+    original = vitdet.trunc_normal_
+
+    def trunc_normal_unless_meta(tensor: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return tensor if tensor.is_meta else original(tensor, *args, **kwargs)
+
+    vitdet.trunc_normal_ = trunc_normal_unless_meta
+    try:
+        yield
+    finally:
+        vitdet.trunc_normal_ = original

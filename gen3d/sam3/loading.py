@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -10,10 +11,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from gen3d.errors import StartupError
 from gen3d.files import file_sha256
 from gen3d.sam3 import compat
 from gen3d.sam3.architecture import build_sam3_model_for_checkpoint
-from gen3d.sam3.checkpoint import load_sam3_weights, read_state_dict
+from gen3d.sam3.checkpoint import load_sam3_weights, prefetch, read_state_dict
 from gen3d.sam3.presets import Sam3Preset, get_preset
 
 log = logging.getLogger(__name__)
@@ -55,10 +57,34 @@ class LoadedSam3:
         }
 
 
-def load_sam3(preset_name: str, checkpoint: str | Path, bpe_path: str, device: torch.device) -> LoadedSam3:
-    """Builds the preset's model, assigns the checkpoint's weights and moves it to ``device``."""
+def checkpoint_digest(checkpoint: Path, recorded_sha256: str | None = None, recorded_bytes: int | None = None) -> str:
+    """The checkpoint's SHA-256. An archive records it when it is built (hashed while copied): then the file's size
+    is checked and the file is not read a second time (hashing 3.45 GB takes 2-10 s of CPU). Without a record,
+    or with ``GEN3D_VERIFY_CHECKPOINT=1``, it is computed now and must equal the record."""
+    size = checkpoint.stat().st_size
+    if recorded_bytes is not None and size != recorded_bytes:
+        raise StartupError(f"{checkpoint} has {size} bytes; the archive recorded {recorded_bytes} when it was built")
+    if recorded_sha256 and os.environ.get("GEN3D_VERIFY_CHECKPOINT") != "1":
+        return recorded_sha256
+    digest = file_sha256(checkpoint)
+    if recorded_sha256 and digest != recorded_sha256:
+        raise StartupError(f"{checkpoint} has sha256 {digest}; the archive recorded {recorded_sha256}")
+    return digest
+
+
+def load_sam3(
+    preset_name: str,
+    checkpoint: str | Path,
+    bpe_path: str,
+    device: torch.device,
+    recorded_sha256: str | None = None,
+    recorded_bytes: int | None = None,
+) -> LoadedSam3:
+    """Builds the preset's model, assigns the checkpoint's weights and moves it to ``device``; the checkpoint is
+    read once (see :func:`checkpoint_digest`)."""
     compat.apply()
     preset = get_preset(preset_name)
+    prefetch(checkpoint)
     state = read_state_dict(checkpoint)
     model = build_sam3_model_for_checkpoint(preset, bpe_path)
     load_sam3_weights(model, state, str(checkpoint))
@@ -68,6 +94,6 @@ def load_sam3(preset_name: str, checkpoint: str | Path, bpe_path: str, device: t
         # precision does not rest on an import side effect (float32 ops outside the bf16 autocast use it)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    digest = file_sha256(checkpoint)
+    digest = checkpoint_digest(Path(checkpoint), recorded_sha256, recorded_bytes)
     log.info("loaded SAM 3 preset %s from %s (sha256 %s) on %s", preset.name, checkpoint, digest[:16], device)
     return LoadedSam3(model=model, preset=preset, device=device, checkpoint_sha256=digest)

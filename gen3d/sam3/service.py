@@ -23,7 +23,7 @@ from PIL import Image
 from gen3d.errors import Conflict, InvalidField, NotFound, StartupError
 from gen3d.models import SAM3
 from gen3d.sam3.assets import BPE_VOCAB_NAME
-from gen3d.sam3.cache import EmbeddingCache
+from gen3d.sam3.cache import FeatureStore, Tier
 from gen3d.sam3.embedding_file import embedding_safetensors
 from gen3d.sam3.features import ImageFeatures, encode_images
 from gen3d.sam3.loading import LoadedSam3, load_sam3
@@ -31,7 +31,7 @@ from gen3d.sam3.prompting import segment
 from gen3d.sam3.request import SegmentPrompts, check_in_image, embedding_dtype, parse_segment
 from gen3d.sam3.warmup import warm_up
 from gen3d.serving.images import decode_image, image_digest
-from gen3d.serving.masks import mask_png, rle_from_mask
+from gen3d.serving.masks import mask_png
 from gen3d.serving.replies import Reply, size_mb
 from gen3d.serving.schema import require_image
 from gen3d.serving.service import Job, MetricSink, ModelService, elapsed_ms, no_metrics
@@ -42,7 +42,9 @@ log = logging.getLogger(__name__)
 PROMPT_FIELDS = ("text", "points", "point_labels", "boxes", "box_labels", "multimask", "score_threshold")
 EMBEDDING_ID = re.compile(r"^[0-9a-f]{32}$")
 DEFAULT_CACHE_DIR = "/tmp/gen3d-embedding-cache"
-DEFAULT_CACHE_GB = 4.0
+# GEN3D_CACHE_GB: interactive tier (~94 images per GB at 1008 px); GEN3D_CONCEPT_CACHE_GB: concept tier (~18 per
+# GB); GEN3D_DEVICE_CACHE_MB: interactive features each worker keeps on its device (~94 images per GB)
+CACHE_SETTINGS = {"GEN3D_CACHE_GB": 4.0, "GEN3D_CONCEPT_CACHE_GB": 4.0, "GEN3D_DEVICE_CACHE_MB": 1024.0}
 
 
 @dataclass
@@ -54,6 +56,11 @@ class Sam3Job(Job):
     embedding_id: str = ""
     cache_hit: bool = False
     features: ImageFeatures | None = None
+
+    @property
+    def tier(self) -> Tier:
+        """The features this request needs: the detector's for concept prompts, else the prompt decoder's."""
+        return "concept" if self.prompts is not None and self.prompts.concept else "interactive"
     batch_size: int = 0  # requests of the batch that reached the encoder stage
 
 
@@ -69,7 +76,7 @@ class Sam3Service(ModelService[Sam3Job]):
         loaded: LoadedSam3,
         store: S3Store,
         prefix_template: str,
-        cache: EmbeddingCache,
+        cache: FeatureStore,
         metric: MetricSink = no_metrics,
     ):
         super().__init__(store, prefix_template, metric)
@@ -88,11 +95,26 @@ class Sam3Service(ModelService[Sam3Job]):
         bpe = model_dir / BPE_VOCAB_NAME
         if not bpe.is_file():
             raise StartupError(f"BPE vocabulary not found at {bpe} (looked for {BPE_VOCAB_NAME} in the archive)")
-        loaded = load_sam3(config["preset"], model_dir / config["checkpoint"], str(bpe), device)
+        loaded = load_sam3(
+            config["preset"],
+            model_dir / config["checkpoint"],
+            str(bpe),
+            device,
+            config.get("checkpoint_sha256"),
+            config.get("checkpoint_bytes"),
+        )
         warm_up(loaded)  # stops here when sam3 would silently skip its mask post-processing on this device
-        cache_dir = os.environ.get("GEN3D_CACHE_DIR") or config.get("embedding_cache_dir") or DEFAULT_CACHE_DIR
-        cache_gb = float(os.environ.get("GEN3D_CACHE_GB") or config.get("embedding_cache_gb") or DEFAULT_CACHE_GB)
-        cache = EmbeddingCache(cache_dir, int(cache_gb * 1e9), loaded.model_id)
+        settings = {name: float(os.environ.get(name) or default) for name, default in CACHE_SETTINGS.items()}
+        cache = FeatureStore(
+            os.environ.get("GEN3D_CACHE_DIR") or DEFAULT_CACHE_DIR,
+            {
+                "interactive": int(settings["GEN3D_CACHE_GB"] * 1e9),
+                "concept": int(settings["GEN3D_CONCEPT_CACHE_GB"] * 1e9),
+            },
+            int(settings["GEN3D_DEVICE_CACHE_MB"] * 1e6),
+            loaded.model_id,
+            device,
+        )
         return cls(loaded, S3Store(), prefix_template(config), cache, metric)
 
     @property
@@ -136,31 +158,45 @@ class Sam3Service(ModelService[Sam3Job]):
 
     # -- run: features from the cache, else one encoder pass over the misses --------------------------
     def run(self, jobs: list[Sam3Job]) -> None:
-        found: dict[str, ImageFeatures] = {}
+        found: dict[tuple[str, Tier], ImageFeatures] = {}
         missing: dict[str, Image.Image] = {}
         for job in jobs:
-            eid = job.embedding_id
-            if eid in found or eid in missing:
+            key = (job.embedding_id, job.tier)
+            if key in found or job.embedding_id in missing:
                 continue
-            cached = self.cache.get(eid)
+            cached = self.cache.get(*key)
             self.metric("EmbeddingCacheHits" if cached else "EmbeddingCacheMisses", 1)
             if cached is not None:
-                found[eid] = cached
+                found[key] = cached
             elif job.image is not None:
-                missing[eid] = job.image
+                missing[job.embedding_id] = job.image
         for job in jobs:
-            job.cache_hit = job.embedding_id in found
+            job.cache_hit = (job.embedding_id, job.tier) in found
         if missing:
             encoded = encode_images(self.loaded, list(missing.values()))
             self.metric("EncoderPasses", 1)
             self.metric("EncodedImages", len(missing))
             for eid, features in zip(missing, encoded, strict=True):
-                found[eid] = features
-                self.cache.put(eid, features)
-        hits = len(found) - len(missing)
-        log.info("features for %d request(s): %d cached, %d encoded", len(jobs), hits, len(missing))
+                found[(eid, "interactive")] = found[(eid, "concept")] = features
+                self.cache.put(eid, features)  # returns at once: written to disk in the background
+        stats = self.cache.stats.take()
+        for name, value in (
+            ("DeviceCacheHits", stats.device_hits),
+            ("EmbeddingCacheReadBytes", stats.disk_bytes_read),
+            ("CacheWriteErrors", stats.write_errors),
+        ):
+            if value:
+                self.metric(name, value)
+        log.info(
+            "features for %d request(s): %d cached (%d on the device, %.1f MB read from disk), %d encoded",
+            len(jobs),
+            len(jobs) - sum(not job.cache_hit for job in jobs),
+            stats.device_hits,
+            stats.disk_bytes_read / 1e6,
+            len(missing),
+        )
         for job in jobs:
-            job.features = found.get(job.embedding_id)
+            job.features = found.get((job.embedding_id, job.tier))
             job.batch_size = len(jobs)
 
     # -- encode ---------------------------------------------------------------------------------------
@@ -216,11 +252,11 @@ class Sam3Service(ModelService[Sam3Job]):
         job.timings_ms["prompt"] = elapsed_ms(started)
         masks = [
             {
-                "rle": rle_from_mask(r.mask),
+                "rle": r.rle,
                 "score": round(r.score, 6),
                 "box": [round(v, 2) for v in r.box],
                 "prompt_index": r.prompt_index,
-                "area": int(r.mask.sum()),
+                "area": r.area,
             }
             for r in results
         ]
@@ -228,7 +264,7 @@ class Sam3Service(ModelService[Sam3Job]):
             segment_id = self.segment_id(job)
             for i, (entry, result) in enumerate(zip(masks, results, strict=True)):
                 loc = self.output_location(req, f"masks/{segment_id}/{i}.png")
-                self.store.put_bytes(loc, mask_png(result.mask), "image/png")
+                self.store.put_bytes(loc, mask_png(result.mask()), "image/png")
                 entry["png_s3_key"] = loc.key
                 fields["output_bucket"] = loc.bucket
         fields.update(mode="concept" if prompts.concept else "interactive", masks=masks)

@@ -135,7 +135,9 @@ def metric_values(server) -> dict[str, float]:
     text = requests.get(server.metrics_url + "/metrics", timeout=5).text
     values: dict[str, float] = {}
     for line in text.splitlines():
-        if line.startswith(("EncoderPasses{", "EncodedImages{", "BatchRequests{", "Batches{", "EmbeddingCache")):
+        if line.startswith(
+            ("EncoderPasses{", "EncodedImages{", "BatchRequests{", "Batches{", "EmbeddingCache", "DeviceCacheHits{")
+        ):
             name, value = line.split("{")[0], float(line.rsplit(" ", 1)[1])
             values[name] = values.get(name, 0) + value
     return values

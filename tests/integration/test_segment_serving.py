@@ -124,6 +124,8 @@ def test_embedded_image_is_never_encoded_again(torchserve, s3):
     after = metric_values(torchserve)
     assert delta(before, after, "EncodedImages") == 0 and delta(before, after, "EncoderPasses") == 0
     assert delta(before, after, "EmbeddingCacheHits") == 4
+    assert delta(before, after, "DeviceCacheHits") == 4  # every click found the features on the worker's device
+    assert delta(before, after, "EmbeddingCacheReadBytes") == 0
 
 
 def test_concurrent_requests_share_encoder_passes(torchserve, s3):
@@ -142,12 +144,14 @@ def test_concurrent_requests_share_encoder_passes(torchserve, s3):
     assert delta(mid, metric_values(torchserve), "EncodedImages") == 1
 
 
-def test_client_decodes_get_embedding_file_like_the_server(torchserve, s3, demo_checkpoint, bpe_path):
-    """A client holding the safetensors file runs SAM 3's prompt encoder + mask decoder without the image encoder."""
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_client_decodes_get_embedding_file_like_the_server(torchserve, s3, demo_checkpoint, bpe_path, dtype):
+    """A client holding the safetensors file (either dtype: the server itself holds float16 features) runs SAM 3's
+    prompt encoder + mask decoder without the image encoder and gets the server's mask."""
     from gen3d.sam3.loading import load_sam3
 
     key = put_image(s3, "segment/client.png", png_bytes(42))
-    emb = post(torchserve, {**SEED, "image_s3_key": key, "embedding_dtype": "float32"}).json()
+    emb = post(torchserve, {**SEED, "image_s3_key": key, "embedding_dtype": dtype}).json()
     tensors = load_safetensors(s3.get_object(Bucket=BUCKET, Key=emb["output_s3_key"])["Body"].read())
     points = [[100.0, 60.0], [30.0, 90.0]]
     served = post(
@@ -156,8 +160,8 @@ def test_client_decodes_get_embedding_file_like_the_server(torchserve, s3, demo_
 
     predictor = load_sam3("tiny", demo_checkpoint, bpe_path, torch.device("cpu")).model.inst_interactive_predictor
     predictor._features = {
-        "image_embed": tensors["image_embed"],
-        "high_res_feats": [tensors["high_res_feats.0"], tensors["high_res_feats.1"]],
+        "image_embed": tensors["image_embed"].float(),
+        "high_res_feats": [tensors["high_res_feats.0"].float(), tensors["high_res_feats.1"].float()],
     }
     predictor._orig_hw = [tuple(emb["original_size"])]
     predictor._is_image_set = True
@@ -221,6 +225,7 @@ def test_cache_survives_a_worker_restart(torchserve, s3):
     key = put_image(s3, "segment/restart.png", png_bytes(43))
     first = post(torchserve, {**SEED, "image_s3_key": key}).json()
     pid = first["worker_pid"]
+    time.sleep(2)  # the features reach the disk in the background, after the answer
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

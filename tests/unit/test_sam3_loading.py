@@ -151,3 +151,38 @@ def test_warm_up_runs_the_post_processing_or_stops_start_up(tmp_path, bpe_path, 
     monkeypatch.setattr(components, "connected_components", broken)
     with pytest.raises(StartupError, match=r"hole filling\) cannot run on cpu \(Triton could not .*scikit-image"):
         warm_up(loaded)
+
+
+def test_recorded_digest_is_used_without_reading_the_file_again(tmp_path, monkeypatch):
+    import gen3d.sam3.loading as loading
+
+    path = tmp_path / "ckpt.safetensors"
+    path.write_bytes(b"weights")
+    monkeypatch.setattr(loading, "file_sha256", lambda p: pytest.fail("the checkpoint was hashed again"))
+    assert loading.checkpoint_digest(path, "a" * 64, 7) == "a" * 64
+    with pytest.raises(StartupError, match="has 7 bytes; the archive recorded 8"):
+        loading.checkpoint_digest(path, "a" * 64, 8)
+    monkeypatch.setattr(loading, "file_sha256", lambda p: "b" * 64)
+    assert loading.checkpoint_digest(path) == "b" * 64  # nothing recorded: computed
+    monkeypatch.setenv("GEN3D_VERIFY_CHECKPOINT", "1")
+    with pytest.raises(StartupError, match="has sha256 b+; the archive recorded a+"):
+        loading.checkpoint_digest(path, "a" * 64, 7)
+
+
+def test_archive_records_the_checkpoint_digest_while_copying(tmp_path):
+    import zipfile
+
+    import yaml
+
+    from gen3d.cli.build_archives import build, parse_args
+    from gen3d.files import file_sha256
+    from tests.conftest import REPO
+
+    archive = build(parse_args(["sam3", "--export-path", str(tmp_path), "--work-dir", str(REPO / "build")]))
+    with zipfile.ZipFile(archive) as zf:
+        handler = yaml.safe_load(zf.read("model-config.yaml"))["handler"]
+        checkpoint = tmp_path / handler["checkpoint"]
+        checkpoint.write_bytes(zf.read(handler["checkpoint"]))
+    assert handler["checkpoint_sha256"] == file_sha256(checkpoint)
+    assert handler["checkpoint_bytes"] == checkpoint.stat().st_size
+    assert handler["assets"] == ["bpe_simple_vocab_16e6.txt.gz"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import multiprocessing
 from pathlib import Path
 
 import numpy as np
@@ -108,40 +107,10 @@ def test_batched_encoder_equals_unbatched(tiny_loaded):
     batched = encode_images(tiny_loaded, images)
     for image, together in zip(images, batched, strict=True):
         alone = encode_images(tiny_loaded, [image])[0]
-        for name, tensor in alone.tensors().items():
-            torch.testing.assert_close(together.tensors()[name], tensor, atol=1e-5, rtol=1e-4)
-
-
-def _put_from_another_process(directory: str, model_id: str, features) -> None:
-    from gen3d.sam3.cache import EmbeddingCache
-
-    EmbeddingCache(directory, 10**9, model_id).put("f" * 32, features)
-
-
-def test_cache_is_shared_bounded_and_keyed_by_model(tiny_loaded, tmp_path):
-    from gen3d.sam3.cache import EmbeddingCache
-    from gen3d.sam3.features import encode_images
-
-    features = encode_images(tiny_loaded, [decode_image(png_bytes(9), "f")])[0]
-    size = sum(t.numel() * 4 for t in features.tensors().values())
-    ctx = multiprocessing.get_context("spawn")
-    writer = ctx.Process(target=_put_from_another_process, args=(str(tmp_path), "model-a", features))
-    writer.start()
-    writer.join(60)
-    cache = EmbeddingCache(tmp_path, 10**9, "model-a")
-    got = cache.get("f" * 32)
-    assert got is not None and got.original_size == features.original_size
-    for name, tensor in features.tensors().items():
-        assert torch.equal(got.tensors()[name], tensor)
-    assert EmbeddingCache(tmp_path, 10**9, "model-b").get("f" * 32) is None
-
-    small = EmbeddingCache(tmp_path / "small", int(size * 2.5), "model-a")
-    for i in range(4):
-        small.put(f"{i:032x}", features)
-        small.get(f"{0:032x}")  # keep the first one recently used
-    small._cache.cull()
-    assert small.volume_bytes <= size * 2.5 * 1.1
-    assert f"{0:032x}" in small and f"{1:032x}" not in small
+        pairs = [*zip(alone.interactive.values(), together.interactive.values(), strict=True)]
+        pairs += [*zip(alone.backbone_fpn, together.backbone_fpn, strict=True)]
+        for one, batched_one in pairs:  # held in float16: one rounding step apart at most
+            torch.testing.assert_close(batched_one.float(), one.float(), atol=2e-3, rtol=2e-3)
 
 
 def test_startup_errors_name_the_path(tmp_path, bpe_path):
@@ -164,8 +133,7 @@ def test_scripts_have_help():
     import sys
 
     repo = Path(__file__).resolve().parents[2]
-    scripts = ("build_archives.py", "serve_local.py", "serve", "benchmark_sam3.py", "sam3d_gpu_benchmark.py")
-    for script in (*scripts, "gpu_check.py"):
+    for script in ("build_archives.py", "serve_local.py", "serve", "bench.py", "sam3d_gpu_benchmark.py", "gpu_check.py"):
         done = subprocess.run(
             [sys.executable, str(repo / "scripts" / script), "--help"], capture_output=True, text=True
         )

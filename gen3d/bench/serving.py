@@ -1,0 +1,203 @@
+"""Serving overhead and batching through a real TorchServe, tiny demo model.
+
+Overhead of a request = its round trip minus the handler's own ``timings_ms.total``: what the frontend, the
+IPC to the worker, batching and our glue add. The floor is an echo handler on the same TorchServe. At one client
+a lone request also waits ``maxBatchDelay`` for a batch that never fills; under 32 concurrent clients the batches
+should still fill.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import io
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+from PIL import Image
+
+from gen3d.torchserve import runner
+
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+def free_ports(count: int) -> list[int]:
+    """Free loopback ports (held open together so they differ)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def png_base64(seed: int, size: tuple[int, int] = (120, 160)) -> str:
+    pixels = np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+class Client:
+    """One keep-alive HTTP connection to the inference API."""
+
+    def __init__(self, url: str) -> None:
+        parsed = urlparse(url)
+        self.conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=300)
+
+    def post(self, path: str, body: dict) -> tuple[float, dict]:
+        """(round trip in ms, JSON answer)."""
+        data = json.dumps(body).encode()
+        started = time.perf_counter()
+        self.conn.request("POST", path, body=data, headers={"Content-Type": "application/json"})
+        response = self.conn.getresponse()
+        answer = json.loads(response.read())
+        elapsed = (time.perf_counter() - started) * 1000
+        if response.status != 200:
+            raise RuntimeError(f"{path} answered {response.status}: {answer}")
+        return elapsed, answer
+
+
+def overheads(client: Client, path: str, bodies: list[dict]) -> list[float]:
+    """Round trip minus the handler's own total, per request (ms)."""
+    found = []
+    for body in bodies:
+        rtt, answer = client.post(path, body)
+        found.append(rtt - float(answer.get("timings_ms", {}).get("total", 0.0)))
+    return found
+
+
+@dataclass
+class ServingReport:
+    max_batch_delay_ms: int
+    one_client_p50_ms: dict[str, float] = field(default_factory=dict)
+    concurrent_mean_batch: float = 0.0
+    concurrent_throughput_rps: float = 0.0
+    concurrent_p50_ms: float = 0.0
+    device_cache_hits: float = 0.0
+    cache_read_bytes: float = 0.0
+
+
+def build_store(store: Path, max_batch_delay_ms: int) -> None:
+    """The tiny sam3 demo archive (batchSize 4) and the echo archive (batchSize 1) in ``store``."""
+    bin_dir = Path(sys.executable).parent
+    subprocess.run(
+        [str(bin_dir / "gen3d-build-archives"), "sam3", "--export-path", str(store), "--batch-size", "4",
+         "--max-batch-delay", str(max_batch_delay_ms)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    subprocess.run(
+        [str(bin_dir / "torch-model-archiver"), "--model-name", "echo", "--version", "1.0", "--handler",
+         str(Path(__file__).with_name("echo_handler.py")), "--export-path", str(store), "--force"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+
+
+def start_server(store: Path, work: Path, ports: list[int]) -> runner.TorchServe:
+    config = runner.write_config(
+        CHECKOUT / "config.properties",
+        work / "config.properties",
+        {
+            "inference_address": f"http://127.0.0.1:{ports[0]}",
+            "management_address": f"http://127.0.0.1:{ports[1]}",
+            "metrics_address": f"http://127.0.0.1:{ports[2]}",
+            "grpc_inference_port": str(ports[3]),
+            "grpc_management_port": str(ports[4]),
+            "model_store": str(store),
+            "metrics_config": str(CHECKOUT / "metrics.yaml"),
+        },
+    )
+    (work / "tmp").mkdir(exist_ok=True)
+    env = {**os.environ, "GEN3D_CACHE_DIR": str(work / "cache"), "TMPDIR": str(work / "tmp")}
+    out = open(work / "torchserve.out", "wb")  # noqa: SIM115 - closed with the process
+    server = runner.start(config, store, "all", work / "logs", env, stdout=out)
+    server.wait_ready(["sam3", "echo"], timeout=300)
+    return server
+
+
+def metric_total(server: runner.TorchServe, name: str) -> float:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{server.metrics_url}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+
+
+def measure(server: runner.TorchServe, requests_one: int, requests_many: int, clients: int) -> ServingReport:
+    """One client (echo, get_embedding of an embedded image, clicks), then ``clients`` concurrent clients."""
+    report = ServingReport(max_batch_delay_ms=0)
+    one = Client(server.inference_url)
+    image = png_base64(0)
+    _, first = one.post("/predictions/sam3", {"task": "get_embedding", "image_base64": image})
+    click = {"task": "segment", "embedding_id": first["embedding_id"], "points": [[80, 60]], "point_labels": [1]}
+    bodies = {
+        "echo": ("/predictions/echo", [{"n": i} for i in range(requests_one)]),
+        "get_embedding": ("/predictions/sam3", [{"task": "get_embedding", "image_base64": image}] * requests_one),
+        "click": ("/predictions/sam3", [click] * requests_one),
+    }
+    for name, (path, batch) in bodies.items():
+        overheads(one, path, batch[:3])  # warm the path
+        before = {metric: metric_total(server, metric) for metric in ("DeviceCacheHits", "EmbeddingCacheReadBytes")}
+        report.one_client_p50_ms[name] = round(statistics.median(overheads(one, path, batch)), 2)
+        if name == "click":
+            report.device_cache_hits = metric_total(server, "DeviceCacheHits") - before["DeviceCacheHits"]
+            read = metric_total(server, "EmbeddingCacheReadBytes") - before["EmbeddingCacheReadBytes"]
+            report.cache_read_bytes = read
+
+    images = [png_base64(seed) for seed in range(1, requests_many + 1)]
+    batches: list[int] = []
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def worker(index: int) -> None:
+        client = Client(server.inference_url)
+        for seed in range(index, requests_many, clients):
+            rtt, answer = client.post("/predictions/sam3", {"task": "get_embedding", "image_base64": images[seed]})
+            with lock:
+                batches.append(int(answer["batch_size"]))
+                latencies.append(rtt)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    report.concurrent_mean_batch = round(statistics.mean(batches), 2)
+    report.concurrent_throughput_rps = round(len(batches) / elapsed, 1)
+    report.concurrent_p50_ms = round(statistics.median(latencies), 1)
+    return report
+
+
+def run(
+    delays_ms: list[int], requests_one: int = 60, requests_many: int = 256, clients: int = 32
+) -> list[ServingReport]:
+    """A TorchServe per ``maxBatchDelay`` to compare; each measured the same way."""
+    reports = []
+    for delay in delays_ms:
+        work = Path(tempfile.mkdtemp(prefix=f"gen3d-bench-delay{delay}-"))
+        store = work / "model-store"
+        build_store(store, delay)
+        server = start_server(store, work, free_ports(5))
+        try:
+            report = measure(server, requests_one, requests_many, clients)
+            report.max_batch_delay_ms = delay
+            reports.append(report)
+        finally:
+            server.stop()
+            shutil.rmtree(work, ignore_errors=True)
+    return reports
