@@ -1,19 +1,22 @@
 """GPU check of the sam3 serving path: one command, one table (a check, not a test: timings are one run's).
 
 It builds the real SAM 3 architecture (preset ``sam3``, ~850 M parameters) with random weights, writes them to
-a safetensors file and loads that through the project's own loader (gen3d.sam3.loading.load_sam3), then runs
-what the service runs (gen3d.sam3.features.encode_images, the embedding cache, gen3d.sam3.prompting) in bf16
-autocast on CUDA (float32 on the CPU) and prints:
+a safetensors file and loads that through the project's own loader (gen3d.sam3.loading.load_sam3), runs the
+worker's start-up warm-up (gen3d.sam3.warmup), then what the service runs (gen3d.sam3.features.encode_images,
+the feature store, gen3d.sam3.prompting) in the model's precision (LoadedSam3.precision: bf16 autocast on CUDA,
+float32 on the CPU) and prints:
 - get_embedding throughput: images/s of the encoder pass at each batch size (default 1, 4, 8, 16) and the
   peak GPU memory of that pass;
-- click latency on cached features (cache read + interactive prompt + masks), and the prompt alone;
+- click latency on cached features: held in the worker's device cache (a repeated click) and read from the
+  disk cache (another worker's image), each the whole interactive prompt with masks;
 - whether sam3's mask post-processing (hole filling: a Triton kernel on CUDA, scikit-image on the CPU) ran,
-  or sam3 skipped it ("Skipping the post-processing step");
+  or sam3 skipped it ("Skipping the post-processing step"), and the warm-up's verdict on it;
 - agreement of the service's outputs with sam3's stock ``Sam3Processor`` on the same weights and precision:
   features of an image encoded in a batch vs ``set_image`` alone, a click mask vs ``Sam3Image.predict_inst``,
   text-concept masks vs ``set_text_prompt`` (all queries, threshold 0, so both sides keep query order);
 - the peak GPU memory of the whole run.
-It exits 1 when post-processing was skipped or a mask IoU is under --min-iou, else 0. Nothing is downloaded.
+It exits 1 when the warm-up would stop the worker, post-processing was skipped or a mask IoU is under --min-iou,
+else 0. Nothing is downloaded.
 
 On a GPU machine with torch preinstalled (sam3 and the few packages it lacks carried as wheels, see
 `make gpu-check-wheels`):
@@ -69,6 +72,7 @@ class Check:
         self.torch = torch
         self.device = device
         self.cuda = device.type == "cuda"
+        self.loaded = None  # the LoadedSam3, once loaded: its precision is the serving precision
         self.rows: list[tuple[str, str, str]] = []
         self.skipped_postprocessing: list[str] = []
 
@@ -76,10 +80,8 @@ class Check:
         self.rows.append((check, value, detail))
 
     def precision(self):
-        """bf16 autocast on CUDA, as the sam3 worker serves; nothing on the CPU (float32)."""
-        if self.cuda:
-            return self.torch.autocast("cuda", dtype=self.torch.bfloat16)
-        return contextlib.nullcontext()
+        """The model's serving precision (bf16 autocast on CUDA, float32 on the CPU), for sam3's stock calls too."""
+        return self.loaded.precision() if self.loaded is not None else contextlib.nullcontext()
 
     @contextlib.contextmanager
     def watched(self):
@@ -146,7 +148,23 @@ def load(check: Check, args: argparse.Namespace, work: Path):
     check.sync()
     check.row("load_sam3 (safetensors -> device)", f"{time.perf_counter() - started:.1f} s",
               f"{params:.1f} M values, random weights made and written in {made:.1f} s")
+    check.loaded = loaded
     return loaded
+
+
+def warm_up(check: Check, loaded) -> bool:
+    """The worker's start-up warm-up (one click with post-processing); False when it would stop the worker."""
+    from gen3d.errors import StartupError
+    from gen3d.sam3.warmup import warm_up as worker_warm_up
+
+    try:
+        with check.watched():
+            elapsed = worker_warm_up(loaded)
+    except StartupError as err:
+        check.row("start-up warm-up", "STOPS THE WORKER", str(err))
+        return False
+    check.row("start-up warm-up", f"{elapsed:.0f} ms", "one click on random features, mask post-processing included")
+    return True
 
 
 def throughput(check: Check, loaded, args: argparse.Namespace) -> None:
@@ -164,26 +182,34 @@ def throughput(check: Check, loaded, args: argparse.Namespace) -> None:
 
 
 def clicks(check: Check, loaded, args: argparse.Namespace, work: Path) -> None:
-    """One click on an image whose features are in the embedding cache, as a segment request by embedding_id."""
+    """One click on an image whose features are in the feature store, as a segment request by embedding_id:
+    held on the device (a repeated click) or read from the disk cache (another worker's image)."""
     import numpy as np
 
-    from gen3d.sam3.cache import EmbeddingCache
+    from gen3d.sam3.cache import FeatureStore
     from gen3d.sam3.features import encode_images
     from gen3d.sam3.prompting import segment_interactive
 
     image = pictures(1, args.width, args.height, args.seed + 1)[0]
-    cache = EmbeddingCache(work / "cache", 2 * 10**9, loaded.model_id)
+    limits = {"interactive": 2 * 10**9, "concept": 4 * 10**9}
+    store = FeatureStore(work / "cache", limits, 512 * 10**6, loaded.model_id, loaded.device)
     with check.watched():
-        cache.put("click", encode_images(loaded, [image])[0])
+        store.put("click", encode_images(loaded, [image])[0])
+    store.flush()
+    disk_only = FeatureStore(work / "cache", limits, 0, loaded.model_id, loaded.device)  # no device cache
     prompts = click_prompts(args.width / 2, args.height / 2)
-    features = cache.get("click")
-    check.timed(lambda: segment_interactive(loaded, features, prompts), 1)  # warm-up (Triton compiles here)
-    both = check.timed(lambda: segment_interactive(loaded, cache.get("click"), prompts), args.clicks)
-    alone = check.timed(lambda: segment_interactive(loaded, features, prompts), args.clicks)
-    for name, times in (("click latency, cached features", both), ("click latency, prompt alone", alone)):
+    cases = {
+        "click latency, features on the device": lambda: segment_interactive(
+            loaded, store.get("click", "interactive"), prompts),
+        "click latency, features from the disk cache": lambda: segment_interactive(
+            loaded, disk_only.get("click", "interactive"), prompts),
+    }
+    for name, click in cases.items():
+        check.timed(click, 1)  # warm-up
+        times = check.timed(click, args.clicks)
         check.row(name, f"{statistics.median(times) * 1e3:.1f} ms",
-                  f"median of {args.clicks}, p90 {np.percentile(times, 90) * 1e3:.1f} ms"
-                  + (": cache read + prompt encoder + mask decoder + post-processing" if times is both else ""))
+                  f"median of {args.clicks}, p90 {np.percentile(times, 90) * 1e3:.1f} ms: lookup, prompt encoder, "
+                  "mask decoder, post-processing, mask and box")
 
 
 def click_prompts(x: float, y: float):
@@ -220,15 +246,15 @@ def agreement(check: Check, loaded, args: argparse.Namespace) -> list[float]:
     diffs = [((ours.float() - theirs.float()).abs().max().item(), theirs.float().abs().max().item())
              for ours, theirs in levels]
     check.row("agreement: features max abs diff", f"{max(d for d, _ in diffs):.2e}",
-              f"image {batch // 2} of a batch of {batch} vs set_image alone, per FPN level (largest |value|): "
-              + ", ".join(f"{d:.2e} ({m:.2f})" for d, m in diffs))
+              f"image {batch // 2} of a batch of {batch}, held in float16, vs set_image alone, per FPN level "
+              "(largest magnitude): " + ", ".join(f"{d:.2e} ({m:.2f})" for d, m in diffs))
 
     prompts = click_prompts(target.width / 3, target.height / 3)
     with check.watched():
         ours = segment_interactive(loaded, served, prompts)[0]
         masks, scores, _ = loaded.model.predict_inst(state, point_coords=prompts.points,
                                                      point_labels=prompts.point_labels, multimask_output=False)
-    click_iou = iou(ours.mask, np.asarray(masks[0]) > 0)
+    click_iou = iou(ours.mask(), np.asarray(masks[0]) > 0)
     check.row("agreement: click mask IoU", f"{click_iou:.4f}",
               f"vs Sam3Image.predict_inst; score {ours.score:.4f} vs {float(scores[0]):.4f}")
 
@@ -240,7 +266,7 @@ def agreement(check: Check, loaded, args: argparse.Namespace) -> list[float]:
     their_masks = theirs["masks"].squeeze(1).cpu().numpy()
     their_scores = theirs["scores"].float().cpu().numpy()
     order = np.argsort(-their_scores)  # the service answers best first
-    ious = [iou(o.mask, their_masks[i]) for o, i in zip(ours_all, order, strict=False)]
+    ious = [iou(o.mask(), their_masks[i]) for o, i in zip(ours_all, order, strict=False)]
     score_diff = max((abs(o.score - float(their_scores[i])) for o, i in zip(ours_all, order, strict=False)), default=0)
     mean_iou = float(np.mean(ious)) if ious else 1.0
     check.row("agreement: text masks mean IoU", f"{mean_iou:.4f}",
@@ -276,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         loaded = load(check, args, work)
         check.reset_peak()
+        warmed = warm_up(check, loaded)
         throughput(check, loaded, args)
         clicks(check, loaded, args, work)
         ious = agreement(check, loaded, args)
@@ -285,10 +312,10 @@ def main(argv: list[str] | None = None) -> int:
     skipped = sorted(set(check.skipped_postprocessing))
     check.row("mask post-processing (hole filling)", "SKIPPED" if skipped else "ran",
               "; ".join(skipped) if skipped else ("Triton kernel on CUDA" if check.cuda else "scikit-image on CPU"))
-    passed = not skipped and min(ious) >= args.min_iou
+    passed = warmed and not skipped and min(ious) >= args.min_iou
     took = time.perf_counter() - started
     check.row("verdict", "PASS" if passed else "FAIL",
-              f"post-processing ran and every mask IoU >= {args.min_iou}; whole run {took:.0f} s")
+              f"the warm-up passed, post-processing ran and every mask IoU >= {args.min_iou}; whole run {took:.0f} s")
     print_table(check, f"gen3d GPU check: SAM 3 preset {args.preset} ({loaded.model_id}), {device} ({name}), "
                        f"torch {torch.__version__}, Python {sys.version.split()[0]}, {precision}")
     return 0 if passed else 1

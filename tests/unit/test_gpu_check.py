@@ -18,10 +18,12 @@ def test_gpu_check_runs_on_the_cpu_and_agrees_with_stock_sam3(capsys, tmp_path):
     rows = dict(re.findall(r"^\| ([^|]+?) \| ([^|]+?) \|", capsys.readouterr().out, re.MULTILINE))
     assert {f"get_embedding images/s, batch {b}" for b in (1, 2)} <= rows.keys()
     assert float(rows["get_embedding images/s, batch 2"]) > 0
-    assert rows["click latency, cached features"].endswith(" ms")
-    # on the CPU in float32 the service computes what sam3's own processor computes
-    assert float(rows["agreement: features max abs diff"]) < 1e-4
-    assert rows["agreement: click mask IoU"] == rows["agreement: text masks mean IoU"] == "1.0000"
+    assert rows["click latency, features on the device"].endswith(" ms")
+    assert rows["click latency, features from the disk cache"].endswith(" ms")
+    assert rows["start-up warm-up"].endswith(" ms")
+    # on the CPU the service computes what sam3's own processor computes, up to holding features in float16
+    assert float(rows["agreement: features max abs diff"]) < 2e-3
+    assert float(rows["agreement: click mask IoU"]) >= 0.99 and float(rows["agreement: text masks mean IoU"]) >= 0.99
     assert rows["mask post-processing (hole filling)"] == "ran" and rows["verdict"] == "PASS"
     assert list(tmp_path.glob("sam3-tiny-random-seed0.safetensors"))
 
