@@ -38,7 +38,7 @@ LOCK_OUT ?= locks
 IMAGE_VENV := .venv-sam3-image
 IMAGE_STAMP := $(IMAGE_VENV)/.installed-$(shell cat locks/sam3-image.lock locks/sam3-image-test.lock pyproject.toml 2>/dev/null | sha1sum | cut -c1-12)
 # The sam3 tests: no sam3d CPU demo stack in that environment, so the fixtures build and serve sam3 only.
-SAM3_TESTS := tests/unit/test_sam3_loading.py tests/unit/test_serving_units.py tests/unit/test_gpu_check.py \
+SAM3_TESTS := $(wildcard tests/unit/test_sam3_*.py) tests/unit/test_serving_units.py tests/unit/test_gpu_check.py \
   tests/integration/test_get_embedding_serving.py tests/integration/test_segment_serving.py \
   tests/integration/test_sagemaker_serve.py
 
