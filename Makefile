@@ -13,6 +13,9 @@ SAM3_CHECKPOINT ?=
 SAM3D_PIPELINE_DIR ?=
 # Real SAM 3 weights need a GPU unless ALLOW_CPU=1 (then ~100 s per image on a CPU).
 ALLOW_CPU ?=
+# S3 buckets requests may name (GEN3D_ALLOWED_BUCKETS: comma-separated names or globs); empty: none, every request
+# naming a bucket answers 403. `make serve BUCKETS=gen3d-data-bucket`
+BUCKETS ?= $(GEN3D_ALLOWED_BUCKETS)
 
 # uv installs every environment (pinned in requirements-dev.txt; bootstrapped into .venv with pip).
 UV_VERSION := $(shell sed -n 's/^uv==//p' requirements-dev.txt)
@@ -71,10 +74,10 @@ archives: setup
 	$(BIN)/gen3d-build-archives sam3d $(if $(SAM3D_PIPELINE_DIR),--pipeline-dir $(SAM3D_PIPELINE_DIR))
 
 serve: archives
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/gen3d-serve-local
+	PATH=$(CURDIR)/$(BIN):$$PATH GEN3D_ALLOWED_BUCKETS=$(BUCKETS) $(BIN)/gen3d-serve-local
 
 sagemaker-local: setup
-	SM_MODEL_DIR=$(abspath $(MODEL_DIR)) SAGEMAKER_BIND_TO_PORT=$(PORT) GEN3D_MODEL=$(MODEL) \
+	SM_MODEL_DIR=$(abspath $(MODEL_DIR)) SAGEMAKER_BIND_TO_PORT=$(PORT) GEN3D_MODEL=$(MODEL) GEN3D_ALLOWED_BUCKETS=$(BUCKETS) \
 	  GEN3D_MANAGEMENT_PORT=$$(( $(PORT) + 1 )) GEN3D_METRICS_PORT=$$(( $(PORT) + 2 )) $(BIN)/gen3d-serve
 
 test: setup

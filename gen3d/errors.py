@@ -33,7 +33,7 @@ class InvalidField(ServingError):
 
 
 class Forbidden(ServingError):
-    """The S3 object may not be read."""
+    """The S3 object may not be read, or the bucket is not on the server's allow-list (`GEN3D_ALLOWED_BUCKETS`)."""
 
     status = 403
 

@@ -14,7 +14,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,17 +30,6 @@ from PIL import Image
 from gen3d.torchserve import runner
 
 CHECKOUT = Path(__file__).resolve().parents[2]
-
-
-def free_ports(count: int) -> list[int]:
-    """Free loopback ports (held open together so they differ)."""
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def png_base64(seed: int, size: tuple[int, int] = (120, 160)) -> str:
@@ -106,20 +94,8 @@ def build_store(store: Path, max_batch_delay_ms: int) -> None:
     )  # fmt: skip
 
 
-def start_server(store: Path, work: Path, ports: list[int]) -> runner.TorchServe:
-    config = runner.write_config(
-        CHECKOUT / "config.properties",
-        work / "config.properties",
-        {
-            "inference_address": f"http://127.0.0.1:{ports[0]}",
-            "management_address": f"http://127.0.0.1:{ports[1]}",
-            "metrics_address": f"http://127.0.0.1:{ports[2]}",
-            "grpc_inference_port": str(ports[3]),
-            "grpc_management_port": str(ports[4]),
-            "model_store": str(store),
-            "metrics_config": str(CHECKOUT / "metrics.yaml"),
-        },
-    )
+def start_server(store: Path, work: Path) -> runner.TorchServe:
+    config = runner.loopback_config(CHECKOUT, work / "config.properties", store)
     (work / "tmp").mkdir(exist_ok=True)
     env = {**os.environ, "GEN3D_CACHE_DIR": str(work / "cache"), "TMPDIR": str(work / "tmp")}
     out = open(work / "torchserve.out", "wb")  # noqa: SIM115 - closed with the process
@@ -192,7 +168,7 @@ def run(
         work = Path(tempfile.mkdtemp(prefix=f"gen3d-bench-delay{delay}-"))
         store = work / "model-store"
         build_store(store, delay)
-        server = start_server(store, work, free_ports(5))
+        server = start_server(store, work)
         try:
             report = measure(server, requests_one, requests_many, clients)
             report.max_batch_delay_ms = delay

@@ -1,18 +1,22 @@
 """Run TorchServe in the foreground on the archives in model-store/ (what `make serve` runs).
 
-Inference on :8080 (all interfaces), management on 127.0.0.1:8081, metrics on 127.0.0.1:8082, as
-config.properties says. Logs go to logs/. Ctrl-C stops the server and its workers.
-S3 is reached through the standard AWS environment (AWS_ENDPOINT_URL_S3, AWS_PROFILE, ...).
+Inference on 127.0.0.1:8080 (all interfaces only with GEN3D_BIND=0.0.0.0 or --bind 0.0.0.0: token auth is off,
+so anyone who can reach the port can use the models), management on 127.0.0.1:8081, metrics on 127.0.0.1:8082.
+Logs go to logs/. Ctrl-C stops the server and its workers. S3 is reached through the standard AWS environment
+(AWS_ENDPOINT_URL_S3, AWS_PROFILE, ...), only in the buckets GEN3D_ALLOWED_BUCKETS names (`make serve BUCKETS=...`).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
+from gen3d.serving.buckets import BucketPolicy
 from gen3d.torchserve import runner
 
 REPO = Path(__file__).resolve().parents[2]  # the checkout: config.properties, model-store/, logs/
@@ -23,6 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=REPO / "config.properties", help="TorchServe config")
     parser.add_argument("--model-store", type=Path, default=REPO / "model-store", help="folder of archives")
     parser.add_argument("--startup-timeout", type=float, default=900, help="seconds for every model to be READY")
+    parser.add_argument(
+        "--bind",
+        default=os.environ.get("GEN3D_BIND", "127.0.0.1"),
+        help="address of the inference API (default GEN3D_BIND or 127.0.0.1; 0.0.0.0 exposes it to the network)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
@@ -31,7 +40,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no model archives in {args.model_store}; run `make archives` first", file=sys.stderr)
         return 2
     models = [Path(a).stem for a in archives]
-    server = runner.start(args.config, args.model_store.resolve(), "all", REPO / "logs")
+    port = urlparse(runner.read_config(args.config).get("inference_address", "http://0.0.0.0:8080")).port or 8080
+    (REPO / "logs").mkdir(exist_ok=True)
+    config = runner.write_config(
+        args.config, REPO / "logs" / "config.properties", {"inference_address": f"http://{args.bind}:{port}"}
+    )
+    if args.bind not in ("127.0.0.1", "localhost", "::1"):
+        logging.warning("inference API on %s:%d: reachable from the network, without authentication", args.bind, port)
+    logging.info("S3 buckets requests may use (GEN3D_ALLOWED_BUCKETS): %s", BucketPolicy.from_env().describe())
+    server = runner.start(config, args.model_store.resolve(), "all", REPO / "logs")
     signal.signal(signal.SIGTERM, lambda *_: server.terminate())
     try:
         server.wait_ready(models, args.startup_timeout)

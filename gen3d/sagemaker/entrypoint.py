@@ -21,6 +21,8 @@ from pathlib import Path
 
 import yaml
 
+from gen3d.serving.buckets import ENV as BUCKETS_ENV
+from gen3d.serving.buckets import BucketPolicy
 from gen3d.torchserve import runner
 
 log = logging.getLogger("serve")
@@ -137,6 +139,14 @@ def run(environ: dict[str, str] | None = None) -> int:
         log.error("cannot serve: %s", err)
         return 2
     check_gpu_memory(archives, gpu_inventory())
+    buckets = BucketPolicy.from_env(env)
+    if not buckets.patterns:
+        log.error(
+            "cannot serve: %s is empty; set it to the buckets requests may use (gen3d-deploy --allowed-buckets)",
+            BUCKETS_ENV,
+        )
+        return 2
+    log.info("S3 buckets requests may use: %s", buckets.describe())
 
     try:
         home = runner.config_home(env)

@@ -1,6 +1,7 @@
-"""The sam3 tasks' own fields: ``embedding_dtype`` of get_embedding, and the ``segment`` task's prompts.
+"""The sam3 tasks' requests: :class:`GetEmbeddingRequest` and :class:`SegmentRequest` (the shared envelope plus
+their own fields, pydantic models whose JSON Schema ``gen3d-schema`` publishes).
 
-Two modes, as SAM 3 offers them:
+Segment has two modes, as SAM 3 offers them:
 - concept: ``text`` (all instances of a noun phrase), optionally with exemplar ``boxes`` (+ ``box_labels``);
   masks scoring above ``score_threshold`` are returned.
 - interactive (no ``text``): ``points`` with ``point_labels`` and/or ``boxes``, SAM 1-style, one object per
@@ -10,23 +11,87 @@ Coordinates are pixels of the original (EXIF-rotated) image, boxes are [x0, y0, 
 
 from __future__ import annotations
 
-import math
+import re
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import numpy as np
+from pydantic import Field, FiniteFloat, field_validator, model_validator
 
 from gen3d.errors import InvalidField
-from gen3d.serving.schema import ParsedRequest, flag
+from gen3d.serving.limits import MAX_BOXES, MAX_POINTS, MAX_TEXT_CHARS
+from gen3d.serving.schema import Envelope, ParsedRequest, validated
 
-EMBEDDING_DTYPES = ("float16", "float32")
-MAX_POINTS = 64
-MAX_BOXES = 16
-MAX_TEXT_CHARS = 256
+EMBEDDING_ID_PATTERN = r"^[0-9a-f]{32}$"
+Point = Annotated[list[FiniteFloat], Field(min_length=2, max_length=2)]
+Box = Annotated[list[FiniteFloat], Field(min_length=4, max_length=4)]
+
+
+class Sam3Request(Envelope):
+    """Fields both sam3 tasks take besides the envelope."""
+
+    model_id: str | None = Field(None, description="optional guard: 409 when the server runs another model")
+
+
+class GetEmbeddingRequest(Sam3Request):
+    """get_embedding: the image's features for the interactive prompt decoder (a safetensors file)."""
+
+    task: Literal["get_embedding"]
+    embedding_dtype: Literal["float16", "float32"] = Field("float16", description="dtype of the file's tensors")
+
+
+class SegmentRequest(Sam3Request):
+    """segment: masks for a text concept (with exemplar boxes) or for points and boxes."""
+
+    task: Literal["segment"]
+    embedding_id: str | None = Field(
+        None, pattern=EMBEDDING_ID_PATTERN, description="features of an earlier get_embedding/segment, not an image"
+    )
+    text: str | None = Field(None, max_length=MAX_TEXT_CHARS, description="concept prompt (a noun phrase)")
+    points: list[Point] | None = Field(None, min_length=1, max_length=MAX_POINTS, description="[[x, y], ...] pixels")
+    point_labels: list[Annotated[int, Field(ge=0, le=1)]] | None = Field(
+        None, description="1 object / 0 background, one per point"
+    )
+    boxes: list[Box] | None = Field(None, min_length=1, max_length=MAX_BOXES, description="[[x0, y0, x1, y1], ...]")
+    box_labels: list[bool] | None = Field(None, description="with text: exemplar polarity, one per box")
+    multimask: bool = Field(False, description="3 ranked candidates for an ambiguous single click")
+    score_threshold: float = Field(0.5, ge=0, le=1, description="concept mode: keep masks scoring above")
+    return_png_masks: bool = Field(False, description="also write each mask as a PNG to S3")
+
+    @field_validator("embedding_id", mode="before")
+    @classmethod
+    def _embedding_id(cls, value: object) -> object:
+        if value is not None and (not isinstance(value, str) or not re.match(EMBEDDING_ID_PATTERN, value)):
+            raise InvalidField("embedding_id", "must be the 32-hex-digit id returned by get_embedding")
+        return value
+
+    @model_validator(mode="after")
+    def _prompts_fit_together(self) -> SegmentRequest:
+        """The combinations SAM 3 can answer (raised as InvalidField: pydantic lets it through)."""
+        if self.text is not None and not self.text.strip():
+            raise InvalidField("text", "must be a non-empty noun phrase")
+        if self.points is not None and (self.point_labels is None or len(self.point_labels) != len(self.points)):
+            raise InvalidField("point_labels", "required with points: one 1 (object) or 0 (background) per point")
+        if self.points is None and self.point_labels is not None:
+            raise InvalidField("point_labels", "given without points")
+        if self.boxes is not None and not all(x1 > x0 and y1 > y0 for x0, y0, x1, y1 in self.boxes):
+            raise InvalidField("boxes", "each box must be [x0, y0, x1, y1] with x1 > x0 and y1 > y0")
+        if self.box_labels is not None and (self.boxes is None or len(self.box_labels) != len(self.boxes)):
+            raise InvalidField("box_labels", "one true (positive) or false (negative) per box")
+        if self.text is None and self.points is None and self.boxes is None:
+            raise InvalidField("text", "a prompt is required: text, points (with point_labels) or boxes")
+        if self.text is not None and self.points is not None:
+            raise InvalidField("points", "points cannot be combined with text; give exemplar boxes instead")
+        if self.text is None and self.box_labels is not None:
+            raise InvalidField("box_labels", "box labels apply to exemplar boxes of a text prompt")
+        if self.text is None and self.points is not None and self.boxes is not None and len(self.boxes) > 1:
+            raise InvalidField("points", "points can be combined with a single box only")
+        return self
 
 
 @dataclass
 class SegmentPrompts:
-    """Checked prompts of one segment request."""
+    """Checked prompts of one segment request, as arrays."""
 
     text: str | None
     points: np.ndarray | None  # (N, 2) float
@@ -42,83 +107,25 @@ class SegmentPrompts:
         return self.text is not None
 
 
-def _numbers(value: object, field: str, width: int, limit: int) -> np.ndarray:
-    if not isinstance(value, list) or not value:
-        raise InvalidField(field, f"must be a non-empty list of [{', '.join(['n'] * width)}] entries")
-    if len(value) > limit:
-        raise InvalidField(field, f"at most {limit} entries are allowed, got {len(value)}")
-    rows = []
-    for row in value:
-        if not isinstance(row, list) or len(row) != width:
-            raise InvalidField(field, f"each entry must be a list of {width} numbers")
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row):
-            raise InvalidField(field, "entries must be numbers")
-        if not all(math.isfinite(v) for v in row):
-            raise InvalidField(field, "entries must be finite numbers (no NaN or infinity)")
-        rows.append([float(v) for v in row])
-    return np.array(rows, dtype=np.float32)
+def embedding_request(req: ParsedRequest) -> GetEmbeddingRequest:
+    return validated(GetEmbeddingRequest, req.fields)
 
 
-def embedding_dtype(req: ParsedRequest) -> str:
-    """``embedding_dtype`` of the request: float16 (default) or float32."""
-    value = req.get("embedding_dtype", "float16")
-    if value not in EMBEDDING_DTYPES:
-        raise InvalidField("embedding_dtype", f"must be one of {list(EMBEDDING_DTYPES)}")
-    return value
-
-
-def parse_segment(req: ParsedRequest) -> SegmentPrompts:
-    """Prompts of a segment request, checked for shape and type (image bounds: :func:`check_in_image`)."""
-    text = req.get("text")
-    if text is not None:
-        if not isinstance(text, str) or not text.strip():
-            raise InvalidField("text", "must be a non-empty noun phrase")
-        if len(text) > MAX_TEXT_CHARS:
-            raise InvalidField("text", f"at most {MAX_TEXT_CHARS} characters")
-        text = text.strip()
-    points = labels = boxes = None
-    if req.get("points") is not None:
-        points = _numbers(req.get("points"), "points", 2, MAX_POINTS)
-        raw_labels = req.get("point_labels")
-        if not isinstance(raw_labels, list) or len(raw_labels) != len(points):
-            raise InvalidField("point_labels", "required with points: one 1 (object) or 0 (background) per point")
-        if not all(v in (0, 1) and not isinstance(v, bool) for v in raw_labels):
-            raise InvalidField("point_labels", "each label must be 1 (object) or 0 (background)")
-        labels = np.array(raw_labels, dtype=np.int32)
-    elif req.get("point_labels") is not None:
-        raise InvalidField("point_labels", "given without points")
-    if req.get("boxes") is not None:
-        boxes = _numbers(req.get("boxes"), "boxes", 4, MAX_BOXES)
-        if not ((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])).all():
-            raise InvalidField("boxes", "each box must be [x0, y0, x1, y1] with x1 > x0 and y1 > y0")
-    box_labels = req.get("box_labels")
-    if box_labels is None:
-        box_labels = [True] * (0 if boxes is None else len(boxes))
-    elif boxes is None or not isinstance(box_labels, list) or len(box_labels) != len(boxes):
-        raise InvalidField("box_labels", "one true (positive) or false (negative) per box")
-    elif not all(isinstance(v, bool) for v in box_labels):
-        raise InvalidField("box_labels", "each label must be true or false")
-    if text is None and points is None and boxes is None:
-        raise InvalidField("text", "a prompt is required: text, points (with point_labels) or boxes")
-    if text is not None and points is not None:
-        raise InvalidField("points", "points cannot be combined with text; give exemplar boxes instead")
-    if text is None and req.get("box_labels") is not None:
-        raise InvalidField("box_labels", "box labels apply to exemplar boxes of a text prompt")
-    if text is None and points is not None and boxes is not None and len(boxes) > 1:
-        raise InvalidField("points", "points can be combined with a single box only")
-    threshold = req.get("score_threshold", 0.5)
-    if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0 <= threshold <= 1:
-        raise InvalidField("score_threshold", "must be a number between 0 and 1")
-    return SegmentPrompts(
-        text=text,
-        points=points,
-        point_labels=labels,
+def parse_segment(req: ParsedRequest) -> tuple[SegmentRequest, SegmentPrompts]:
+    """The request's segment model and its prompts (image bounds: :func:`check_in_image`)."""
+    model = validated(SegmentRequest, req.fields)
+    boxes = np.array(model.boxes, dtype=np.float32) if model.boxes is not None else None
+    prompts = SegmentPrompts(
+        text=model.text.strip() if model.text is not None else None,
+        points=np.array(model.points, dtype=np.float32) if model.points is not None else None,
+        point_labels=np.array(model.point_labels, dtype=np.int32) if model.point_labels is not None else None,
         boxes=boxes,
-        box_labels=list(box_labels),
-        multimask=flag(req, "multimask", False),
-        score_threshold=float(threshold),
-        return_png_masks=flag(req, "return_png_masks", False),
+        box_labels=list(model.box_labels) if model.box_labels is not None else [True] * len(model.boxes or []),
+        multimask=model.multimask,
+        score_threshold=float(model.score_threshold),
+        return_png_masks=model.return_png_masks,
     )
+    return model, prompts
 
 
 def check_in_image(prompts: SegmentPrompts, height: int, width: int) -> None:

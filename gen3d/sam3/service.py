@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from gen3d.errors import Conflict, InvalidField, NotFound, StartupError
+from gen3d.errors import Conflict, NotFound, StartupError
 from gen3d.models import SAM3
 from gen3d.sam3.assets import BPE_VOCAB_NAME
 from gen3d.sam3.cache import FeatureStore, Tier
@@ -28,7 +27,14 @@ from gen3d.sam3.embedding_file import embedding_safetensors
 from gen3d.sam3.features import ImageFeatures, encode_images
 from gen3d.sam3.loading import LoadedSam3, load_sam3
 from gen3d.sam3.prompting import segment
-from gen3d.sam3.request import SegmentPrompts, check_in_image, embedding_dtype, parse_segment
+from gen3d.sam3.request import (
+    GetEmbeddingRequest,
+    SegmentPrompts,
+    SegmentRequest,
+    check_in_image,
+    embedding_request,
+    parse_segment,
+)
 from gen3d.sam3.warmup import warm_up
 from gen3d.serving.images import decode_image, image_digest
 from gen3d.serving.masks import mask_png
@@ -40,7 +46,6 @@ from gen3d.serving.storage import S3Store, prefix_template
 log = logging.getLogger(__name__)
 
 PROMPT_FIELDS = ("text", "points", "point_labels", "boxes", "box_labels", "multimask", "score_threshold")
-EMBEDDING_ID = re.compile(r"^[0-9a-f]{32}$")
 DEFAULT_CACHE_DIR = "/tmp/gen3d-embedding-cache"
 # GEN3D_CACHE_GB: interactive tier (~94 images per GB at 1008 px); GEN3D_CONCEPT_CACHE_GB: concept tier (~18 per
 # GB); GEN3D_DEVICE_CACHE_MB: interactive features each worker keeps on its device (~94 images per GB)
@@ -56,6 +61,7 @@ class Sam3Job(Job):
     embedding_id: str = ""
     cache_hit: bool = False
     features: ImageFeatures | None = None
+    model: GetEmbeddingRequest | SegmentRequest | None = None  # None: a raw image body (get_embedding defaults)
 
     @property
     def tier(self) -> Tier:
@@ -136,19 +142,17 @@ class Sam3Service(ModelService[Sam3Job]):
     # -- decode ---------------------------------------------------------------------------------------
     def decode(self, job: Sam3Job) -> None:
         req = job.request
-        if req.get("model_id") is not None and req.get("model_id") != self.loaded.model_id:
-            raise Conflict("model_id", f"this server runs {self.loaded.model_id}")
         if req.task == "get_embedding":
-            embedding_dtype(req)
+            model = job.model = embedding_request(req) if req.fields else None
         else:
-            job.prompts = parse_segment(req)
+            model, job.prompts = parse_segment(req)
+            job.model = model
+        if model is not None and model.model_id is not None and model.model_id != self.loaded.model_id:
+            raise Conflict("model_id", f"this server runs {self.loaded.model_id}")
         if req.came_by_s3 or (job.prompts and job.prompts.return_png_masks):
             self.output_prefix(req)
-        given_id = req.get("embedding_id")
-        if req.task == "segment" and given_id is not None and req.image is None:
-            if not isinstance(given_id, str) or not EMBEDDING_ID.match(given_id):
-                raise InvalidField("embedding_id", "must be the 32-hex-digit id returned by get_embedding")
-            job.embedding_id = given_id
+        if req.task == "segment" and model.embedding_id is not None and req.image is None:
+            job.embedding_id = model.embedding_id
             return
         source = require_image(req)
         job.image = decode_image(self.fetch(source.field, source.s3, source.inline), source.field)
@@ -172,13 +176,16 @@ class Sam3Service(ModelService[Sam3Job]):
                 missing[job.embedding_id] = job.image
         for job in jobs:
             job.cache_hit = (job.embedding_id, job.tier) in found
-        if missing:
-            encoded = encode_images(self.loaded, list(missing.values()))
-            self.metric("EncoderPasses", 1)
-            self.metric("EncodedImages", len(missing))
-            for eid, features in zip(missing, encoded, strict=True):
-                found[(eid, "interactive")] = found[(eid, "concept")] = features
-                self.cache.put(eid, features)  # returns at once: written to disk in the background
+        failed: dict[str, Exception] = {}
+        for eid, outcome in self._encode_images(missing).items():
+            if isinstance(outcome, Exception):
+                failed[eid] = outcome
+                continue
+            found[(eid, "interactive")] = found[(eid, "concept")] = outcome
+            self.cache.put(eid, outcome)  # returns at once: written to disk in the background
+        for job in jobs:
+            if job.embedding_id in failed:
+                job.reply = self.reply_for(job, "features", failed[job.embedding_id])
         stats = self.cache.stats.take()
         for name, value in (
             ("DeviceCacheHits", stats.device_hits),
@@ -199,6 +206,38 @@ class Sam3Service(ModelService[Sam3Job]):
             job.features = found.get((job.embedding_id, job.tier))
             job.batch_size = len(jobs)
 
+    def _encode_images(self, images: dict[str, Image.Image]) -> dict[str, ImageFeatures | Exception]:
+        """One encoder pass over ``images``; when it fails (a CUDA out-of-memory on a large batch, say), each image
+        again alone, so that only an image that cannot be encoded by itself fails."""
+        if not images:
+            return {}
+        try:
+            encoded = encode_images(self.loaded, list(images.values()))
+            self.metric("EncoderPasses", 1)
+            self.metric("EncodedImages", len(images))
+            return dict(zip(images, encoded, strict=True))
+        except Exception as err:  # noqa: BLE001 - retried per image below; a lone image's failure is its answer
+            if len(images) == 1:
+                return {eid: err for eid in images}
+            log.warning("encoder pass over %d images failed (%s); encoding each alone", len(images), type(err).__name__)
+            self.metric("EncoderSplits", 1)
+            self.release_memory()
+        outcomes: dict[str, ImageFeatures | Exception] = {}
+        for eid, image in images.items():
+            try:
+                outcomes[eid] = encode_images(self.loaded, [image])[0]
+                self.metric("EncoderPasses", 1)
+                self.metric("EncodedImages", 1)
+            except Exception as err:  # noqa: BLE001 - this image's answer (507 for an out-of-memory)
+                outcomes[eid] = err
+                self.release_memory()
+        return outcomes
+
+    def release_memory(self) -> None:
+        """Returns cached GPU blocks after a failed pass, so the next try starts from the same state."""
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
     # -- encode ---------------------------------------------------------------------------------------
     def encode(self, job: Sam3Job) -> dict[str, object] | Reply:
         if job.features is None:
@@ -216,7 +255,7 @@ class Sam3Service(ModelService[Sam3Job]):
 
     def _get_embedding(self, job: Sam3Job, fields: dict[str, object]) -> dict[str, object] | Reply:
         req, features, preset = job.request, job.features, self.loaded.preset
-        dtype = embedding_dtype(req)
+        dtype = job.model.embedding_dtype if job.model is not None else "float16"
         height, width = features.original_size
         meta = {
             "embedding_id": job.embedding_id,

@@ -1,5 +1,5 @@
-"""generate_3d requests: the object mask and the generation options, on top of the shared envelope
-(:func:`gen3d.serving.schema.parse_request`: task, image source, ids).
+"""generate_3d requests: :class:`Generate3dRequest` (the shared envelope plus the object mask and the generation
+options, a pydantic model whose JSON Schema ``gen3d-schema`` publishes) and decoding the mask.
 
 A mask is given by exactly one of ``mask_s3_key`` (a PNG in the request's ``bucket``: non-zero pixels, or
 the alpha channel when it has one), ``mask_rle`` (COCO RLE ``{"size": [h, w], "counts": ...}``) or
@@ -10,26 +10,85 @@ array of the image's size; an empty one is refused.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ImageOps
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gen3d.errors import InvalidField
 from gen3d.sam3d.types import DECODE_FORMATS, OPTION_RENDERERS, GenerateOptions
+from gen3d.serving.images import opened
+from gen3d.serving.limits import MAX_POLYGON_POINTS, MAX_SEED, MAX_STEPS
 from gen3d.serving.masks import mask_from_png, mask_from_polygon, mask_from_rle
-from gen3d.serving.schema import ParsedRequest, flag, integer
-from gen3d.serving.storage import S3Location, check_bucket, check_key
+from gen3d.serving.schema import Envelope, ParsedRequest, S3Key, validated
+from gen3d.serving.storage import S3Location, check_key
 
 MASK_FIELDS = ("mask_s3_key", "mask_rle", "mask_polygon")
-MAX_STEPS = 200
-MAX_SEED = 2**63 - 1
 DEFAULT_SEED = 42  # upstream's demo.py seed
 LAYOUT_UNAVAILABLE = (
     "not available: sam-3d-objects at the pinned commit wires no layout post-optimisation "
     "(layout_post_optimization_method is None; upstream issues #63, #97, #117)"
 )
+Steps = Annotated[int, Field(ge=1, le=MAX_STEPS)]
+
+
+class CocoRle(BaseModel):
+    """A COCO run-length encoding, as segment returns masks (pycocotools reads it)."""
+
+    model_config = ConfigDict(strict=True)
+
+    size: list[Annotated[int, Field(gt=0)]] = Field(min_length=2, max_length=2, description="[height, width]")
+    counts: str | list[Annotated[int, Field(ge=0)]] = Field(description="compressed string or uncompressed runs")
+
+
+class Generate3dRequest(Envelope):
+    """generate_3d: one object of a picture, given by a mask, as a Gaussian splat (PLY), a mesh (GLB) and a pose."""
+
+    task: Literal["generate_3d"]
+    mask_s3_key: S3Key | None = Field(None, description="the mask as a PNG in bucket (non-zero or alpha = object)")
+    mask_rle: CocoRle | None = Field(None, description="the mask as COCO RLE (e.g. a segment result's rle)")
+    mask_polygon: list[Any] | None = Field(None, description="[[x, y], ...] pixels, or a list of such polygons")
+    seed: int = Field(DEFAULT_SEED, ge=0, le=MAX_SEED, description="same inputs + seed + preset: same PLY bytes")
+    ss_steps: Steps | None = Field(None, description="stage-1 flow steps (default: the pipeline's)")
+    slat_steps: Steps | None = Field(None, description="stage-2 flow steps (default: the pipeline's)")
+    decode_formats: list[Literal["gaussian", "mesh"]] = Field(
+        list(DECODE_FORMATS), min_length=1, description="gaussian (PLY) and/or mesh (GLB; needs gaussian)"
+    )
+    mesh_postprocess: bool = Field(False, description="simplify and fill holes (needs nvdiffrast)")
+    texture_baking: bool = Field(False, description="bake a texture (needs nvdiffrast and diff_gaussian_rasterization)")
+    layout_postprocess: bool = Field(False, description="only false: not wired at the pinned upstream commit")
+
+    @field_validator("mask_s3_key")
+    @classmethod
+    def _mask_key(cls, value: str | None) -> str | None:
+        return value if value is None else check_key(value, "mask_s3_key")
+
+    @model_validator(mode="after")
+    def _options_fit_together(self) -> Generate3dRequest:
+        formats = self.decode_formats
+        if len(set(formats)) != len(formats):
+            raise InvalidField("decode_formats", f"must be distinct values from {list(DECODE_FORMATS)}")
+        if "mesh" in formats and "gaussian" not in formats:
+            raise InvalidField("decode_formats", "'mesh' needs 'gaussian' too: the official GLB export reads both")
+        if self.layout_postprocess:
+            raise InvalidField("layout_postprocess", LAYOUT_UNAVAILABLE)
+        for name in OPTION_RENDERERS:
+            if getattr(self, name) and "mesh" not in formats:
+                raise InvalidField(name, "needs the mesh: add 'mesh' to decode_formats")
+        given = [name for name in MASK_FIELDS if getattr(self, name) is not None]
+        if len(given) > 1:
+            raise InvalidField(given[1], f"give exactly one of {list(MASK_FIELDS)}, not {given}")
+        if self.mask_polygon is not None and _polygon_points(self.mask_polygon) > MAX_POLYGON_POINTS:
+            raise InvalidField("mask_polygon", f"at most {MAX_POLYGON_POINTS} points in all")
+        return self
+
+
+def _polygon_points(polygon: list) -> int:
+    if polygon and isinstance(polygon[0], list) and polygon[0] and isinstance(polygon[0][0], list):
+        return sum(len(p) if isinstance(p, list) else 1 for p in polygon)
+    return len(polygon)
 
 
 @dataclass(frozen=True)
@@ -41,22 +100,24 @@ class MaskSource:
     value: object = None
 
 
-def mask_source(req: ParsedRequest) -> MaskSource:
-    """The request's single mask source; 400 naming the field when there is none or more than one."""
+def generate_request(req: ParsedRequest) -> Generate3dRequest:
+    """The request's generate_3d model (a raw image body has only defaults: its mask is its alpha channel)."""
+    return validated(Generate3dRequest, req.fields or {"task": req.task})
+
+
+def mask_source(req: ParsedRequest, model: Generate3dRequest) -> MaskSource:
+    """The request's single mask source; 400 naming the field when there is none."""
     if req.image is not None and req.image.field == "body":
         return MaskSource(field="body")
-    given = [name for name in MASK_FIELDS if req.get(name) is not None]
-    if not given:
-        raise InvalidField(
-            "mask_s3_key", "a mask is required: mask_s3_key (PNG, with bucket), mask_rle or mask_polygon"
-        )
-    if len(given) > 1:
-        raise InvalidField(given[1], f"give exactly one of {list(MASK_FIELDS)}, not {given}")
-    name = given[0]
-    if name == "mask_s3_key":
-        bucket = check_bucket(req.get("bucket"))
-        return MaskSource(field=name, s3=S3Location(bucket, check_key(req.get(name), name)))
-    return MaskSource(field=name, value=req.get(name))
+    if model.mask_s3_key is not None:
+        if model.bucket is None:
+            raise InvalidField("bucket", "required with mask_s3_key")
+        return MaskSource(field="mask_s3_key", s3=S3Location(model.bucket, model.mask_s3_key))
+    if model.mask_rle is not None:
+        return MaskSource(field="mask_rle", value=model.mask_rle.model_dump())
+    if model.mask_polygon is not None:
+        return MaskSource(field="mask_polygon", value=model.mask_polygon)
+    raise InvalidField("mask_s3_key", "a mask is required: mask_s3_key (PNG, with bucket), mask_rle or mask_polygon")
 
 
 def decode_mask(source: MaskSource, data: bytes | None, size: tuple[int, int]) -> np.ndarray:
@@ -81,7 +142,7 @@ def decode_mask(source: MaskSource, data: bytes | None, size: tuple[int, int]) -
 def alpha_mask(data: bytes) -> np.ndarray:
     """The alpha channel of a raw RGBA image body as a bool mask (alpha > 0 is the object)."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with opened(data, "body") as img:
             img.load()
             if "A" not in img.getbands() and not (img.mode == "P" and "transparency" in img.info):
                 raise InvalidField(
@@ -97,36 +158,21 @@ def alpha_mask(data: bytes) -> np.ndarray:
         raise InvalidField("body", f"not a readable image ({err})") from err
 
 
-def generate_options(req: ParsedRequest, renderers: frozenset[str]) -> GenerateOptions:
+def generate_options(model: Generate3dRequest, renderers: frozenset[str]) -> GenerateOptions:
     """The request's options, checked against the renderers this worker can import (``Generator.renderers``)."""
-    formats = req.get("decode_formats", list(DECODE_FORMATS))
-    if (
-        not isinstance(formats, list)
-        or not formats
-        or any(f not in DECODE_FORMATS for f in formats)
-        or len(set(formats)) != len(formats)
-    ):
-        raise InvalidField("decode_formats", f"must be a non-empty list of distinct values from {list(DECODE_FORMATS)}")
-    if "mesh" in formats and "gaussian" not in formats:
-        raise InvalidField("decode_formats", "'mesh' needs 'gaussian' too: the official GLB export reads both")
-    mesh = "mesh" in formats
-    if flag(req, "layout_postprocess", False):
-        raise InvalidField("layout_postprocess", LAYOUT_UNAVAILABLE)
-    switches = {name: flag(req, name, False) for name in OPTION_RENDERERS}
-    for name, on in switches.items():
-        if on and not mesh:
-            raise InvalidField(name, "needs the mesh: add 'mesh' to decode_formats")
-        missing = [module for module in OPTION_RENDERERS[name] if module not in renderers]
-        if on and missing:
+    for name, modules in OPTION_RENDERERS.items():
+        missing = [module for module in modules if module not in renderers]
+        if getattr(model, name) and missing:
             raise InvalidField(
                 name,
                 f"not available on this server: it needs {' and '.join(missing)} (CUDA renderers under "
                 "non-commercial licences, not installed in the image; upstream issues #12, #29, #105)",
             )
     return GenerateOptions(
-        seed=integer(req, "seed", DEFAULT_SEED, 0, MAX_SEED),
-        ss_steps=integer(req, "ss_steps", None, 1, MAX_STEPS),
-        slat_steps=integer(req, "slat_steps", None, 1, MAX_STEPS),
-        decode_formats=tuple(f for f in DECODE_FORMATS if f in formats),
-        **switches,
+        seed=model.seed,
+        ss_steps=model.ss_steps,
+        slat_steps=model.slat_steps,
+        decode_formats=tuple(f for f in DECODE_FORMATS if f in model.decode_formats),
+        mesh_postprocess=model.mesh_postprocess,
+        texture_baking=model.texture_baking,
     )

@@ -23,7 +23,7 @@ from gen3d.errors import TooLarge
 from gen3d.models import SAM3D
 from gen3d.sam3d.loading import LoadedSam3d, load_sam3d
 from gen3d.sam3d.outputs import CONTENT_TYPES, FILE_NAMES, encode_generation
-from gen3d.sam3d.request import decode_mask, generate_options, mask_source
+from gen3d.sam3d.request import decode_mask, generate_options, generate_request, mask_source
 from gen3d.sam3d.types import GenerateOptions, Generation
 from gen3d.serving.images import decode_image
 from gen3d.serving.schema import ParsedRequest, require_image
@@ -90,11 +90,12 @@ class Sam3dService(ModelService[Sam3dJob]):
     # -- decode ---------------------------------------------------------------------------------------
     def decode(self, job: Sam3dJob) -> None:
         req = job.request
-        job.options = generate_options(req, self.loaded.generator.renderers)
+        model = generate_request(req)
+        job.options = generate_options(model, self.loaded.generator.renderers)
         if writes_s3(req):
             self.output_prefix(req)
         source = require_image(req)
-        masks = mask_source(req)
+        masks = mask_source(req, model)
         data = self.fetch(source.field, source.s3, source.inline)
         picture = decode_image(data, source.field)
         mask_data = data if masks.field == "body" else None

@@ -9,6 +9,7 @@ from PIL import Image, ImageDraw, UnidentifiedImageError
 from pycocotools import mask as coco_mask
 
 from gen3d.errors import InvalidField
+from gen3d.serving.images import opened
 
 
 def rle_from_mask(mask: np.ndarray) -> dict:
@@ -70,7 +71,7 @@ def mask_from_polygon(polygon: object, size: tuple[int, int], field: str = "mask
 def mask_from_png(data: bytes, field: str = "mask_s3_key") -> np.ndarray:
     """Bool HxW mask from a PNG: any non-zero pixel (of the alpha channel when there is one) is inside."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with opened(data, field) as img:
             img.load()
             band = img.getchannel("A") if "A" in img.getbands() else img.convert("L")
             return np.array(band) > 0

@@ -16,6 +16,7 @@ class Reply:
     status: int
     body: dict | bytes
     content_type: str = JSON
+    request_id: str = ""  # sent as the X-Request-Id header (JSON bodies also carry it)
 
 
 def success(task: str, **fields: object) -> dict:

@@ -4,7 +4,9 @@ A request body is one of
 - JSON (``Content-Type: application/json``, or any body that parses as a JSON object) with ``task`` and an
   image given by ``image_s3_key`` + ``bucket`` or by ``image_base64``;
 - raw image bytes (``image/png``, ``image/jpeg``, ``image/webp``, ...): the model's default task.
-Every check raises :class:`InvalidField` naming the offending field; task fields are checked by each model.
+The envelope is the pydantic model :class:`Envelope`; each task extends it (``gen3d.sam3.request``,
+``gen3d.sam3d.request``), and ``gen3d-schema`` publishes their JSON Schema. Every failed check becomes an
+:class:`InvalidField` naming the offending field.
 """
 
 from __future__ import annotations
@@ -12,13 +14,31 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
+import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gen3d.errors import InvalidField
+from gen3d.serving import limits
 from gen3d.serving.storage import S3Location, check_bucket, check_id, check_key
 
 BINARY_TYPES = ("application/octet-stream", "application/x-safetensors")
+REQUEST_ID_HEADERS = ("x-request-id", "x-amzn-sagemaker-inference-id")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def request_id_from(headers: dict[str, str]) -> str:
+    """The client's request id (``X-Request-Id``, or SageMaker's ``X-Amzn-SageMaker-Inference-Id``) when it is
+    a plain token of at most 128 characters, else a new one."""
+    lowered = {str(k).lower(): v for k, v in headers.items() if isinstance(v, str)}
+    for name in REQUEST_ID_HEADERS:
+        value = lowered.get(name, "").strip()
+        if REQUEST_ID.match(value):
+            return value
+    return uuid.uuid4().hex
 
 
 @dataclass
@@ -28,6 +48,7 @@ class RawRequest:
     body: Any
     content_type: str = ""
     accept: str = ""
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 @dataclass
@@ -41,7 +62,7 @@ class ImageSource:
 
 @dataclass
 class ParsedRequest:
-    """A checked request; task-specific options stay in ``fields`` for the task's own parser."""
+    """A checked envelope; the whole body stays in ``fields`` for the task's own model."""
 
     task: str
     image: ImageSource | None
@@ -57,11 +78,93 @@ class ParsedRequest:
         return self.fields.get(name, default)
 
 
+SafeId = Annotated[str, Field(description="1-128 of letters, digits, '.', '_', '-'; names an output folder")]
+BucketName = Annotated[str, Field(description="an S3 bucket name (3-63 lowercase letters, digits, '.', '-')")]
+S3Key = Annotated[str, Field(description="an S3 object key, at most 1024 bytes, not starting with '/'")]
+
+
+class Envelope(BaseModel):
+    """Fields every task shares: the task, the image (S3 or inline), the ids naming the output prefix."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    task: str = Field(min_length=1, description="the task: get_embedding, segment (model sam3) or generate_3d (sam3d)")
+    image_s3_key: S3Key | None = Field(None, description="the image in S3 (with bucket); outputs then go to S3")
+    bucket: BucketName | None = Field(None, description="bucket of image_s3_key (and mask_s3_key)")
+    image_base64: str | None = Field(None, description="the image inline, base64 (a data: URL prefix is accepted)")
+    user_id: SafeId | None = Field(None, description="required when outputs go to S3")
+    session_id: SafeId | None = Field(None, description="required when outputs go to S3")
+    output_bucket: BucketName | None = Field(None, description="write outputs here instead of bucket")
+
+    @field_validator("user_id", "session_id")
+    @classmethod
+    def _safe_id(cls, value: str | None, info) -> str | None:
+        return value if value is None else check_id(value, info.field_name)
+
+    @field_validator("bucket", "output_bucket")
+    @classmethod
+    def _bucket(cls, value: str | None, info) -> str | None:
+        return value if value is None else check_bucket(value, info.field_name)
+
+    @field_validator("image_s3_key")
+    @classmethod
+    def _key(cls, value: str | None, info) -> str | None:
+        return value if value is None else check_key(value, info.field_name)
+
+
+TYPE_WORDS = {
+    "string_type": "must be a string",
+    "int_type": "must be an integer",
+    "bool_type": "must be true or false",
+    "float_type": "must be a number",
+    "finite_number": "must be a finite number (no NaN or infinity)",
+    "list_type": "must be a list",
+    "dict_type": "must be a JSON object",
+    "missing": "required",
+}
+
+
+PYDANTIC_WORDS = (("Input should be ", "must be "), ("String should ", "must "), ("List should ", "must "))
+
+
+def invalid_field(err: ValidationError) -> InvalidField:
+    """The first problem pydantic found, as a 400 naming the top-level field (positions inside it in words)."""
+    first = err.errors(include_url=False)[0]
+    loc = first.get("loc") or ("body",)
+    inside = " ".join(f"entry {part}" if isinstance(part, int) else str(part) for part in loc[1:])
+    message = TYPE_WORDS.get(first["type"]) or first["msg"].removeprefix("Value error, ")
+    for pydantic_words, ours in PYDANTIC_WORDS:
+        if message.startswith(pydantic_words):
+            message = ours + message.removeprefix(pydantic_words)
+    if first["type"] == "literal_error":
+        message = f"must be one of {first['ctx']['expected']}"
+    return InvalidField(str(loc[0]), f"{inside}: {message}" if inside else message)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validated(model: type[M], body: dict) -> M:
+    """``body`` as ``model``; pydantic's errors become an :class:`InvalidField`."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as err:
+        raise invalid_field(err) from None
+
+
+def _json_depth(value: Any, depth: int = 1) -> int:
+    if isinstance(value, dict):
+        return max((_json_depth(v, depth + 1) for v in value.values()), default=depth)
+    if isinstance(value, list):
+        return max((_json_depth(v, depth + 1) for v in value), default=depth)
+    return depth
+
+
 def _body_as_json(raw: RawRequest) -> dict | None:
     body = raw.body
     if isinstance(body, dict):
-        return body
-    if isinstance(body, (bytes, bytearray)):
+        parsed = body
+    elif isinstance(body, (bytes, bytearray)):
         if raw.content_type.startswith("image/"):
             return None
         stripped = bytes(body).lstrip()
@@ -70,22 +173,26 @@ def _body_as_json(raw: RawRequest) -> dict | None:
                 raise InvalidField("body", "Content-Type is JSON but the body is not a JSON object")
             return None
         try:
-            body = bytes(body).decode("utf-8")
+            parsed = json.loads(bytes(body).decode("utf-8"))
         except UnicodeDecodeError as err:
             raise InvalidField("body", "JSON body is not UTF-8") from err
-    if isinstance(body, str):
-        try:
-            parsed = json.loads(body)
         except json.JSONDecodeError as err:
             raise InvalidField("body", f"invalid JSON: {err.msg} at position {err.pos}") from err
-        if not isinstance(parsed, dict):
-            raise InvalidField("body", "JSON body must be an object")
-        return parsed
-    raise InvalidField("body", "empty or unsupported body")
+        except RecursionError as err:
+            raise InvalidField("body", f"JSON nested deeper than {limits.MAX_JSON_DEPTH} levels") from err
+    elif isinstance(body, str):
+        return _body_as_json(RawRequest(body.encode(), raw.content_type, raw.accept, raw.request_id))
+    else:
+        raise InvalidField("body", "empty or unsupported body")
+    if not isinstance(parsed, dict):
+        raise InvalidField("body", "JSON body must be an object")
+    if _json_depth(parsed) > limits.MAX_JSON_DEPTH:
+        raise InvalidField("body", f"JSON nested deeper than {limits.MAX_JSON_DEPTH} levels")
+    return parsed
 
 
-def _decode_base64(value: object, name: str) -> bytes:
-    if not isinstance(value, str) or not value:
+def decode_base64(value: str, name: str) -> bytes:
+    if not value:
         raise InvalidField(name, "must be a non-empty base64 string")
     if value.startswith("data:") and "," in value:
         value = value.split(",", 1)[1]
@@ -95,22 +202,22 @@ def _decode_base64(value: object, name: str) -> bytes:
         raise InvalidField(name, "is not valid base64") from err
 
 
-def image_source(body: dict, key_field: str = "image_s3_key", b64_field: str = "image_base64") -> ImageSource | None:
-    """The image named by ``key_field`` (+ ``bucket``) or ``b64_field``; ``None`` when neither is given."""
-    has_key, has_b64 = body.get(key_field) is not None, body.get(b64_field) is not None
-    if has_key and has_b64:
-        raise InvalidField(key_field, f"give either {key_field} or {b64_field}, not both")
-    if has_key:
-        loc = S3Location(check_bucket(body.get("bucket")), check_key(body[key_field], key_field))
-        return ImageSource(field=key_field, s3=loc)
-    if has_b64:
-        return ImageSource(field=b64_field, inline=_decode_base64(body[b64_field], b64_field))
+def image_source(envelope: Envelope) -> ImageSource | None:
+    """The image named by ``image_s3_key`` (+ ``bucket``) or ``image_base64``; ``None`` when neither is given."""
+    if envelope.image_s3_key is not None and envelope.image_base64 is not None:
+        raise InvalidField("image_s3_key", "give either image_s3_key or image_base64, not both")
+    if envelope.image_s3_key is not None:
+        if envelope.bucket is None:
+            raise InvalidField("bucket", "required with image_s3_key")
+        return ImageSource(field="image_s3_key", s3=S3Location(envelope.bucket, envelope.image_s3_key))
+    if envelope.image_base64 is not None:
+        return ImageSource(field="image_base64", inline=decode_base64(envelope.image_base64, "image_base64"))
     return None
 
 
 def parse_request(raw: RawRequest, default_task: str) -> ParsedRequest:
     """Checks the envelope common to every task: task name, image source, ids. A raw image body asks for
-    ``default_task``; which tasks a model serves is checked by its service."""
+    ``default_task``; which tasks a model serves is checked by its service, their fields by the task's model."""
     binary = any(t in raw.accept for t in BINARY_TYPES)
     body = _body_as_json(raw)
     if body is None:
@@ -118,15 +225,10 @@ def parse_request(raw: RawRequest, default_task: str) -> ParsedRequest:
         if not data:
             raise InvalidField("body", "empty body")
         return ParsedRequest(task=default_task, image=ImageSource(field="body", inline=data), binary_response=binary)
-    task = body.get("task")
-    if not isinstance(task, str) or not task:
+    if not isinstance(body.get("task"), str) or not body.get("task"):
         raise InvalidField("task", "required: the name of the task, e.g. get_embedding")
-    for name in ("user_id", "session_id"):
-        if body.get(name) is not None:
-            check_id(body[name], name)
-    if body.get("output_bucket") is not None:
-        check_bucket(body["output_bucket"], "output_bucket")
-    return ParsedRequest(task=task, image=image_source(body), fields=body, binary_response=binary)
+    envelope = validated(Envelope, body)
+    return ParsedRequest(task=envelope.task, image=image_source(envelope), fields=body, binary_response=binary)
 
 
 def require_image(req: ParsedRequest) -> ImageSource:
@@ -134,21 +236,3 @@ def require_image(req: ParsedRequest) -> ImageSource:
     if req.image is None:
         raise InvalidField("image_s3_key", "an image is required: image_s3_key with bucket, or image_base64")
     return req.image
-
-
-def flag(req: ParsedRequest, name: str, default: bool) -> bool:
-    """A true/false field; 400 naming it otherwise."""
-    value = req.get(name, default)
-    if not isinstance(value, bool):
-        raise InvalidField(name, "must be true or false")
-    return value
-
-
-def integer(req: ParsedRequest, name: str, default: int | None, low: int, high: int) -> int | None:
-    """An integer field within ``low..high`` (``default`` when absent); 400 naming it otherwise."""
-    value = req.get(name, default)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InvalidField(name, f"must be an integer from {low} to {high}")
-    return value

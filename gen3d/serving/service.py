@@ -24,6 +24,8 @@ import torch
 from gen3d.errors import InvalidField, OutOfResources, ServingError
 from gen3d.models import ModelSpec, model_serving
 from gen3d.serving.replies import Reply, error_reply, success
+from gen3d.serving.request_log import in_request
+from gen3d.serving.request_log import install as install_request_log
 from gen3d.serving.schema import ParsedRequest, RawRequest, parse_request
 from gen3d.serving.storage import S3Location, S3Store, check_bucket, output_key, output_prefix
 
@@ -101,6 +103,8 @@ class ModelService(ABC, Generic[JobT]):
         self.prefix_template = prefix_template
         self.metric = metric
         self.io = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix=f"{self.spec.name}-io")
+        install_request_log()
+        log.info("%s may use S3 buckets: %s", self.spec.name, store.buckets.describe() if store else "none")
 
     # -- hooks ----------------------------------------------------------------------------------------
     @property
@@ -149,26 +153,34 @@ class ModelService(ABC, Generic[JobT]):
 
     def attempt(self, job: JobT, stage: str, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)``; an exception becomes the job's answer (and ``None`` is returned)."""
-        try:
-            return fn(*args)
-        except Exception as err:  # noqa: BLE001 - answered as this request's error, never swallowed
-            job.reply = self.reply_for(job.task, stage, err)
-            return None
+        with in_request(job.raw.request_id):
+            try:
+                return fn(*args)
+            except Exception as err:  # noqa: BLE001 - answered as this request's error, never swallowed
+                job.reply = self.reply_for(job, stage, err)
+                return None
 
-    def reply_for(self, task: str | None, stage: str, err: Exception) -> Reply:
+    def reply_for(self, job: Job, stage: str, err: Exception) -> Reply:
         """The one place an exception becomes an answer: typed errors keep their status, an out-of-memory is
-        507, anything else 500 (logged with its traceback)."""
-        if isinstance(err, ServingError) and type(err) is not ServingError:
-            if err.status >= 500:
-                log.error("%s %s failed in %s: %s", self.spec.name, task, stage, err, exc_info=err)
-            return error_reply(task, err)
-        if is_out_of_memory(err):
-            log.error("out of memory on %s during %s of %s: %s", self.device, stage, task, err)
-            self.metric("OutOfMemory", 1)
-            message = f"out of memory on {self.device} during {stage}; {self.oom_advice}"
-            return error_reply(task, OutOfResources(stage, message))
-        log.error("%s %s failed in %s", self.spec.name, task, stage, exc_info=err)
-        return error_reply(task, ServingError(stage, f"{err.__class__.__name__}: {err}"))
+        507, anything else 500. A 5xx is logged with its traceback under the request id; its answer says what
+        failed in words and gives the id, never the exception's text."""
+        task = job.task
+        with in_request(job.raw.request_id):
+            if isinstance(err, ServingError) and type(err) is not ServingError:
+                if err.status >= 500:
+                    log.error("%s %s failed in %s: %s", self.spec.name, task, stage, err, exc_info=err)
+                return error_reply(task, err)
+            if is_out_of_memory(err):
+                log.error("out of memory on %s during %s of %s: %s", self.device, stage, task, err)
+                self.metric("OutOfMemory", 1)
+                message = f"out of memory on {self.device} during {stage}; {self.oom_advice}"
+                return error_reply(task, OutOfResources(stage, message))
+            log.error("%s %s failed in %s", self.spec.name, task, stage, exc_info=err)
+        message = (
+            f"the {stage} step failed unexpectedly; the server's log has the details under request_id "
+            f"{job.raw.request_id}"
+        )
+        return error_reply(task, ServingError(stage, message))
 
     def handle(self, raws: list[RawRequest]) -> list[Reply]:
         """Answers every request of a batch; one request's error never affects the others."""
@@ -177,24 +189,25 @@ class ModelService(ABC, Generic[JobT]):
         self.metric("BatchRequests", len(jobs))
         decode, run, encode = self.stage_names
         try:
-            list(self.io.map(lambda job: self._timed(job, decode, self._decode, job), jobs))
+            list(self.io.map(lambda job: self._timed(job, decode, self._decode_job, job), jobs))
             ready = [job for job in jobs if job.reply is None]
             if ready:
                 started = time.perf_counter()
                 try:
-                    self.run(ready)
+                    with in_request(*(job.raw.request_id for job in ready)):
+                        self.run(ready)
                 except Exception as err:  # noqa: BLE001 - every unanswered job gets this answer
                     for job in ready:
                         if job.reply is None:
-                            job.reply = self.reply_for(job.task, run, err)
+                            job.reply = self.reply_for(job, run, err)
                 for job in ready:
                     job.timings_ms.setdefault(run, elapsed_ms(started))
             for job in ready:
                 if job.reply is None:
-                    self._timed(job, encode, self._encode, job)
+                    self._timed(job, encode, self._encode_job, job)
         finally:
             self.after_batch(jobs)
-        return [self._finish(job) for job in jobs]
+        return [self._finish_job(job) for job in jobs]
 
     # -- internals ------------------------------------------------------------------------------------
     def _timed(self, job: JobT, stage: str, fn: Callable[[JobT], None], *args: Any) -> None:
@@ -202,7 +215,7 @@ class ModelService(ABC, Generic[JobT]):
         self.attempt(job, stage, fn, *args)
         job.timings_ms[stage] = elapsed_ms(started)
 
-    def _decode(self, job: JobT) -> None:
+    def _decode_job(self, job: JobT) -> None:
         job.request = req = parse_request(job.raw, self.spec.default_task)
         if req.task not in self.spec.tasks:
             other = model_serving(req.task)
@@ -210,9 +223,15 @@ class ModelService(ABC, Generic[JobT]):
                 raise InvalidField("task", f"task {req.task} is served by model {other.name}, not {self.spec.name}")
             served = list(self.spec.tasks)
             raise InvalidField("task", f"unknown task {req.task!r}; model {self.spec.name} serves {served}")
+        # every bucket the request names is checked against the allow-list before any S3 call
+        if req.came_by_s3:
+            self.store.buckets.check(req.image.s3.bucket, "bucket")
+        for name in ("bucket", "output_bucket"):
+            if isinstance(req.get(name), str):
+                self.store.buckets.check(req.get(name), name)
         self.decode(job)
 
-    def _encode(self, job: JobT) -> None:
+    def _encode_job(self, job: JobT) -> None:
         answer = self.encode(job)
         if isinstance(answer, Reply):
             job.reply = answer
@@ -223,16 +242,17 @@ class ModelService(ABC, Generic[JobT]):
                 fields.setdefault(name, job.request.get(name))
         job.reply = Reply(200, success(job.request.task, **fields))
 
-    def _finish(self, job: JobT) -> Reply:
+    def _finish_job(self, job: JobT) -> Reply:
         reply = job.reply
+        reply.request_id = job.raw.request_id
         if isinstance(reply.body, dict):
+            reply.body.setdefault("request_id", job.raw.request_id)
             for name, value in self.answer_fields().items():
                 reply.body.setdefault(name, value)
             if reply.status == 200:
                 job.timings_ms["total"] = elapsed_ms(job.started)
                 reply.body["timings_ms"] = job.timings_ms
-        log.info(
-            "%s %s -> %d in %.0f ms", self.spec.name, job.task, reply.status, elapsed_ms(job.started)
-        )
+        with in_request(job.raw.request_id):
+            log.info("%s %s -> %d in %.0f ms", self.spec.name, job.task, reply.status, elapsed_ms(job.started))
         return reply
 

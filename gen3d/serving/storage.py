@@ -13,11 +13,12 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from gen3d.errors import Forbidden, InvalidField, NotFound, StorageError, TooLarge
+from gen3d.serving.buckets import BucketPolicy
+from gen3d.serving.limits import MAX_ID_CHARS, MAX_INPUT_BYTES, MAX_KEY_BYTES
 
 log = logging.getLogger(__name__)
 
-MAX_INPUT_BYTES = 256 * 1024 * 1024
-SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+SAFE_ID = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_ID_CHARS - 1}}}$")
 BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 DEFAULT_OUTPUT_PREFIX = "gen3d-outputs/{user_id}/{session_id}"
 
@@ -43,15 +44,17 @@ def check_bucket(bucket: object, field: str = "bucket") -> str:
 
 def check_key(key: object, field: str) -> str:
     """``key`` if it is a plausible S3 object key; 400 naming ``field`` otherwise."""
-    if not isinstance(key, str) or not key or len(key.encode()) > 1024 or key.startswith("/"):
-        raise InvalidField(field, "must be a non-empty S3 key of at most 1024 bytes, not starting with '/'")
+    if not isinstance(key, str) or not key or len(key.encode()) > MAX_KEY_BYTES or key.startswith("/"):
+        raise InvalidField(field, f"must be a non-empty S3 key of at most {MAX_KEY_BYTES} bytes, not starting with '/'")
     return key
 
 
 def check_id(value: object, field: str) -> str:
     """A user or session id usable as one path segment; 400 naming ``field`` otherwise."""
     if not isinstance(value, str) or not SAFE_ID.match(value) or value in (".", ".."):
-        raise InvalidField(field, "must be 1-128 characters of letters, digits, '.', '_', '-', not starting with '.'")
+        raise InvalidField(
+            field, f"must be 1-{MAX_ID_CHARS} characters of letters, digits, '.', '_', '-', not starting with '.'"
+        )
     return value
 
 
@@ -78,15 +81,18 @@ def output_key(prefix: str, name: str) -> str:
 
 
 class S3Store:
-    """Reads inputs and writes outputs; maps S3 errors to answers that name the request field."""
+    """Reads inputs and writes outputs in the buckets the allow-list names; maps S3 errors to answers that name
+    the request field."""
 
-    def __init__(self, client=None) -> None:
+    def __init__(self, client=None, buckets: BucketPolicy | None = None) -> None:
+        self.buckets = buckets or BucketPolicy.from_env()
         self.client = client or boto3.client(
             "s3", config=Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=16)
         )
 
     def get_bytes(self, loc: S3Location, field: str, max_bytes: int = MAX_INPUT_BYTES) -> bytes:
         """The object's bytes; 404/403/413 naming ``field`` when it is missing, forbidden or too large."""
+        self.buckets.check(loc.bucket, "bucket" if field != "output_bucket" else field)
         try:
             obj = self.client.get_object(Bucket=loc.bucket, Key=loc.key)
             if obj.get("ContentLength", 0) > max_bytes:
@@ -108,6 +114,7 @@ class S3Store:
         self, loc: S3Location, data: bytes, content_type: str, metadata: dict[str, str] | None = None
     ) -> None:
         """Writes ``data`` to ``loc`` (boto3 retries transient failures); 502 when S3 still fails."""
+        self.buckets.check(loc.bucket, "output_bucket")
         try:
             self.client.put_object(
                 Bucket=loc.bucket, Key=loc.key, Body=data, ContentType=content_type, Metadata=metadata or {}

@@ -11,7 +11,7 @@ import torch
 
 from gen3d.errors import StartupError
 from gen3d.serving.replies import Reply
-from gen3d.serving.schema import RawRequest
+from gen3d.serving.schema import RawRequest, request_id_from
 from gen3d.serving.service import MetricSink, Service
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ def _header(headers: dict[str, Any], name: str) -> str:
 
 
 def raw_requests(data: list[dict], context) -> list[RawRequest]:
-    """TorchServe's batch as :class:`RawRequest` objects (body, Content-Type, Accept)."""
+    """TorchServe's batch as :class:`RawRequest` objects (body, Content-Type, Accept, request id)."""
     raws = []
     for idx, item in enumerate(data):
         name = "body" if "body" in item else "data" if "data" in item else next(iter(item), "body")
@@ -34,18 +34,23 @@ def raw_requests(data: list[dict], context) -> list[RawRequest]:
         content_type = part.get("content-type") or _header(headers, "content-type")
         raws.append(
             RawRequest(
-                body=item.get(name, b""), content_type=content_type.lower(), accept=_header(headers, "accept").lower()
+                body=item.get(name, b""),
+                content_type=content_type.lower(),
+                accept=_header(headers, "accept").lower(),
+                request_id=request_id_from(headers),
             )
         )
     return raws
 
 
 def send(replies: list[Reply], context) -> list:
-    """Sets each reply's status and content type; returns the bodies TorchServe writes back."""
+    """Sets each reply's status, content type and X-Request-Id; returns the bodies TorchServe writes back."""
     bodies = []
     for idx, reply in enumerate(replies):
         context.set_response_status(code=reply.status, phrase="OK" if reply.status < 400 else "Error", idx=idx)
         context.set_response_content_type(idx, reply.content_type)
+        if reply.request_id:
+            context.set_response_header(idx, "X-Request-Id", reply.request_id)
         bodies.append(reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body))
     return bodies
 

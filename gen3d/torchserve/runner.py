@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -45,6 +46,36 @@ def write_config(base: Path, dest: Path, overrides: dict[str, str]) -> Path:
     lines += [f"{k}={v}" for k, v in overrides.items() if k not in seen]
     dest.write_text("\n".join(lines) + "\n")
     return dest
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports (held open together while chosen)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def loopback_config(home: Path, dest: Path, model_store: Path) -> Path:
+    """``home``'s config.properties with every API on 127.0.0.1 at free ports (gRPC's included: its default ports
+    would collide between TorchServes of one machine), for tests and benchmarks."""
+    ports = free_ports(5)
+    return write_config(
+        home / "config.properties",
+        dest,
+        {
+            "inference_address": f"http://127.0.0.1:{ports[0]}",
+            "management_address": f"http://127.0.0.1:{ports[1]}",
+            "metrics_address": f"http://127.0.0.1:{ports[2]}",
+            "grpc_inference_port": str(ports[3]),
+            "grpc_management_port": str(ports[4]),
+            "model_store": str(model_store),
+            "metrics_config": str(home / "metrics.yaml"),
+        },
+    )
 
 
 def read_config(path: Path) -> dict[str, str]:

@@ -14,34 +14,55 @@ import pytest
 from tests.conftest import BUCKET, REPO, free_port
 
 
+class MotoS3:
+    """moto's S3 server in its own process on a fixed loopback port; it can be stopped and started again (with
+    an empty state: moto keeps its objects in memory)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        import requests
+
+        self.process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                requests.get(f"{self.url}/moto-api/", timeout=2)
+                return
+            except requests.ConnectionError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.process.kill()
+                    raise RuntimeError(f"moto_server did not start on {self.url}") from None
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(30)
+
+
 @pytest.fixture(scope="session")
-def aws_env():
-    """moto's S3 server on a free loopback port, reached through the standard AWS environment.
+def moto_s3():
+    """moto's S3 server for the session. It runs in its own process: moto servers inside the test process share
+    one state, which the SageMaker control-plane tests reset between their tests."""
+    server = MotoS3()
+    server.start()
+    yield server
+    server.stop()
 
-    It runs in its own process: moto servers inside the test process share one state, which
-    test_sagemaker_control.py resets between its tests (that would delete this server's bucket).
-    """
-    import requests
 
-    port = free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            requests.get(f"{url}/moto-api/", timeout=2)
-            break
-        except requests.ConnectionError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                raise RuntimeError(f"moto_server did not start on {url}") from None
-            time.sleep(0.2)
+@pytest.fixture(scope="session")
+def aws_env(moto_s3):
+    """The standard AWS environment pointing S3 at moto's server (set for this process too)."""
     env = {
-        "AWS_ENDPOINT_URL_S3": url,
+        "AWS_ENDPOINT_URL_S3": moto_s3.url,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
@@ -54,8 +75,6 @@ def aws_env():
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
-    server.terminate()
-    server.wait(30)
 
 
 @pytest.fixture(scope="session")
@@ -92,25 +111,17 @@ def torchserve(model_store, aws_env, tmp_path_factory, models):
     from gen3d.torchserve import runner
 
     work = tmp_path_factory.mktemp("torchserve")
-    ports = [free_port() for _ in range(5)]
-    config = runner.write_config(
-        REPO / "config.properties",
-        work / "config.properties",
-        {
-            "inference_address": f"http://127.0.0.1:{ports[0]}",
-            "management_address": f"http://127.0.0.1:{ports[1]}",
-            "metrics_address": f"http://127.0.0.1:{ports[2]}",
-            # gRPC's default ports (7070/7071) would collide with the TorchServes of test_sagemaker_serve.py
-            "grpc_inference_port": str(ports[3]),
-            "grpc_management_port": str(ports[4]),
-            "model_store": str(model_store),
-            "metrics_config": str(REPO / "metrics.yaml"),
-        },
-    )
+    config = runner.loopback_config(REPO, work / "config.properties", model_store)
     # Its own TMPDIR: the torchserve CLI refuses to start while the pid file in the temporary folder names a
     # running server, and tests/test_sagemaker_serve.py starts other TorchServes while this one runs.
     (work / "tmp").mkdir()
-    env = dict(os.environ, **aws_env, GEN3D_CACHE_DIR=str(work / "embedding-cache"), TMPDIR=str(work / "tmp"))
+    env = dict(
+        os.environ,
+        **aws_env,
+        GEN3D_CACHE_DIR=str(work / "embedding-cache"),
+        TMPDIR=str(work / "tmp"),
+        GEN3D_ALLOWED_BUCKETS=f"{BUCKET},gen3d-out-*",
+    )
     with open(work / "torchserve.out", "wb") as out:
         server = runner.start(config, model_store, "all", work / "logs", env, stdout=out)
         try:

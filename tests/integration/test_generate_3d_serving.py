@@ -200,7 +200,7 @@ BAD_REQUESTS = [
     ({"mask_s3_key": "test-3d/mask.png", "layout_postprocess": True}, 400, "layout_postprocess", "pinned commit"),
     ({"mask_s3_key": "test-3d/mask.png", "mesh_postprocess": "yes"}, 400, "mesh_postprocess", "true or false"),
     ({"mask_s3_key": "test-3d/mask.png", "seed": "7"}, 400, "seed", "integer"),
-    ({"mask_s3_key": "test-3d/mask.png", "ss_steps": 0}, 400, "ss_steps", "integer"),
+    ({"mask_s3_key": "test-3d/mask.png", "ss_steps": 0}, 400, "ss_steps", "greater than or equal to 1"),
     ({"mask_s3_key": "test-3d/mask.png", "user_id": None}, 400, "user_id", "required"),
     ({"mask_s3_key": "test-3d/mask.png", "image_s3_key": "test-3d/nope.png"}, 404, "image_s3_key", "does not exist"),
 ]

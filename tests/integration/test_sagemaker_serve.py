@@ -30,8 +30,13 @@ def serve_env(model_dir: Path, aws_env: dict, **extra: str) -> tuple[dict, int]:
         GEN3D_MANAGEMENT_PORT=str(free_port()),
         GEN3D_METRICS_PORT=str(free_port()),
         GEN3D_CACHE_DIR=str(model_dir.parent / "embedding-cache"),
-        **extra,
+        GEN3D_ALLOWED_BUCKETS=BUCKET,
+        # its own TMPDIR: the torchserve CLI refuses to start while the pid file in the temporary folder names
+        # another running TorchServe (the suite's own, or any other on this machine)
+        TMPDIR=str(model_dir.parent / f"tmp-{port}"),
     )
+    Path(env["TMPDIR"]).mkdir(parents=True, exist_ok=True)
+    env.update(extra)
     return env, port
 
 
@@ -122,3 +127,12 @@ def test_only_the_named_model_is_served(model_store, tmp_path):
     assert [a.name for a in find_archives(tmp_path, "sam3")] == ["sam3"]
     with pytest.raises(ModelDirError, match="sam3d.mar"):
         find_archives(tmp_path, "sam3d")
+
+
+def test_empty_bucket_allow_list_stops_the_container(model_store, aws_env, tmp_path):
+    model_dir = tmp_path / "model"
+    unpack(model_store / "sam3.mar", model_dir / "sam3")
+    env, _ = serve_env(model_dir, aws_env, GEN3D_ALLOWED_BUCKETS=" , ")
+    done = subprocess.run(SERVE, env=env, capture_output=True, text=True, timeout=60)
+    errors = [line for line in done.stderr.splitlines() if "ERROR" in line]
+    assert done.returncode == 2 and len(errors) == 1 and "GEN3D_ALLOWED_BUCKETS is empty" in errors[0]

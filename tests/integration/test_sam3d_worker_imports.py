@@ -48,6 +48,9 @@ class Context:
     def set_response_content_type(self, idx, value):
         pass
 
+    def set_response_header(self, idx, key, value):
+        pass
+
 
 handler = handler_module.Sam3dHandler()
 context = Context()

@@ -128,10 +128,11 @@ def test_local_serve_command_uses_the_venv():
     assert scripts["gen3d-serve"] == "gen3d.cli.serve:console"
     assert scripts["gen3d-iam-policy"] == "gen3d.cli.iam_policy:console"
     dry = subprocess.run(["make", "-n", "-C", str(ROOT), "sagemaker-local", "MODEL_DIR=/models/ms", "PORT=9100",
-                          "MODEL=sam3"], capture_output=True, text=True, timeout=60)
+                          "MODEL=sam3", "BUCKETS=b1,b2"], capture_output=True, text=True, timeout=60)
     assert dry.returncode == 0, dry.stderr
     command = dry.stdout.replace("\\\n", " ")
-    assert re.search(r"SM_MODEL_DIR=/models/ms SAGEMAKER_BIND_TO_PORT=9100 GEN3D_MODEL=sam3\s+"
+    assert re.search(r"SM_MODEL_DIR=/models/ms SAGEMAKER_BIND_TO_PORT=9100 GEN3D_MODEL=sam3 "
+                     r"GEN3D_ALLOWED_BUCKETS=b1,b2\s+"
                      r"GEN3D_MANAGEMENT_PORT=\$\(\( 9100 \+ 1 \)\) GEN3D_METRICS_PORT=\$\(\( 9100 \+ 2 \)\) "
                      r"\.venv/bin/gen3d-serve", command), command
     readme = (ROOT / "README.md").read_text()

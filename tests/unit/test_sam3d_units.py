@@ -177,7 +177,10 @@ def test_dinov2_weight_names():
 
 
 def parsed(body: dict):
-    return parse_request(RawRequest(body=body), "generate_3d")
+    """The generate_3d model of a JSON body (checked as the service does)."""
+    from gen3d.sam3d.request import generate_request
+
+    return generate_request(parse_request(RawRequest(body=body), "generate_3d"))
 
 
 ALL_RENDERERS = frozenset({"nvdiffrast", "diff_gaussian_rasterization"})
@@ -219,7 +222,8 @@ def test_masks_are_bool_and_sized_like_the_image():
 
     mask = np.zeros((4, 6), bool)
     mask[1:3, 2:5] = True
-    source = mask_source(parsed({"task": "generate_3d", "mask_rle": rle_from_mask(mask)}))
+    rle_body = {"task": "generate_3d", "mask_rle": rle_from_mask(mask)}
+    source = mask_source(parse_request(RawRequest(body=rle_body), "generate_3d"), parsed(rle_body))
     decoded = decode_mask(source, None, (4, 6))
     assert decoded.dtype == np.bool_ and (decoded == mask).all()
     with pytest.raises(ServingError, match="mask is 4x6 .* image is 4x7") as err:
@@ -227,7 +231,8 @@ def test_masks_are_bool_and_sized_like_the_image():
     assert err.value.field == "mask_rle"
     buf = io.BytesIO()
     Image.fromarray((mask * 255).astype(np.uint8)).save(buf, "PNG")
-    s3_source = mask_source(parsed({"task": "generate_3d", "bucket": "some-bucket", "mask_s3_key": "m.png"}))
+    s3_body = {"task": "generate_3d", "bucket": "some-bucket", "mask_s3_key": "m.png"}
+    s3_source = mask_source(parse_request(RawRequest(body=s3_body), "generate_3d"), parsed(s3_body))
     assert (decode_mask(s3_source, buf.getvalue(), (4, 6)) == mask).all()
 
 

@@ -1,0 +1,43 @@
+"""Every limit a request meets, in one place; README's table is :func:`limits_table` (a test keeps them equal) and
+config.properties' ``max_request_size`` is checked against :data:`MAX_REQUEST_BYTES`."""
+
+from __future__ import annotations
+
+MAX_REQUEST_BYTES = 64 * 1024 * 1024  # TorchServe's max_request_size (config.properties): body, JSON or raw image
+MAX_JSON_DEPTH = 32
+MAX_INPUT_BYTES = 256 * 1024 * 1024  # one S3 object read for a request (image or mask)
+MAX_IMAGE_PIXELS = 64_000_000  # width x height, checked from the header before the pixels are decoded
+MAX_ID_CHARS = 128  # user_id, session_id, request ids
+MAX_KEY_BYTES = 1024  # S3 keys
+MAX_POINTS = 64
+MAX_BOXES = 16
+MAX_TEXT_CHARS = 256
+MAX_POLYGON_POINTS = 100_000  # all polygons of mask_polygon together
+MAX_STEPS = 200  # ss_steps, slat_steps
+MAX_SEED = 2**63 - 1
+INLINE_OUTPUT_BYTES = 16 * 1024 * 1024  # generate_3d files returned inline; above, they must go to S3
+MAX_RESPONSE_BYTES = 200 * 1024 * 1024  # TorchServe's max_response_size (config.properties)
+
+LIMITS: list[tuple[str, str, str]] = [
+    ("request body", f"{MAX_REQUEST_BYTES // 2**20} MiB", "JSON or raw image (TorchServe answers 413 above)"),
+    ("JSON nesting", f"{MAX_JSON_DEPTH} levels", "400 `body`"),
+    ("S3 input object", f"{MAX_INPUT_BYTES // 2**20} MiB", "image or mask read from S3: 413 naming the field"),
+    ("image pixels", f"{MAX_IMAGE_PIXELS:,} (width x height)", "413 naming the field, read from the header"),
+    ("`user_id`, `session_id`, `X-Request-Id`", f"{MAX_ID_CHARS} characters", "letters, digits, `.`, `_`, `-`"),
+    ("S3 keys", f"{MAX_KEY_BYTES} bytes", "not starting with `/`"),
+    ("`points`", f"{MAX_POINTS}", "segment"),
+    ("`boxes`", f"{MAX_BOXES}", "segment"),
+    ("`text`", f"{MAX_TEXT_CHARS} characters", "segment"),
+    ("`mask_polygon`", f"{MAX_POLYGON_POINTS:,} points", "generate_3d, all polygons together"),
+    ("`ss_steps`, `slat_steps`", f"1-{MAX_STEPS}", "generate_3d"),
+    ("`seed`", f"0-{MAX_SEED}", "generate_3d"),
+    ("inline generate_3d files", f"{INLINE_OUTPUT_BYTES // 2**20} MiB", "above: 413 asking for `output_bucket`"),
+    ("response", f"{MAX_RESPONSE_BYTES // 2**20} MiB", "TorchServe's max_response_size"),
+]
+
+
+def limits_table() -> str:
+    """The Markdown table of :data:`LIMITS`."""
+    rows = ["| what | limit | notes |", "| --- | --- | --- |"]
+    rows += [f"| {what} | {limit} | {notes} |" for what, limit, notes in LIMITS]
+    return "\n".join(rows)
