@@ -28,6 +28,7 @@ NOT_IN_SAM3D_IMAGE = {
     "typing-extensions": "left to sam-3d-objects' stack",
     "pycocotools": "sam-3d-objects pins 2.0.7; 2.0.10+ is needed by sam3 only",
     "plyfile": "1.1.3: 1.1.4+ require numpy >= 2",
+    "pydantic": "2.11.10: sam-3d-objects' gradio 5.49.0 requires pydantic < 2.12",
 }
 
 
@@ -145,3 +146,4 @@ def test_sam3d_image_serving_pins_follow_requirements_txt():
     assert {name: locked.get(name) for name in taken} == taken
     assert set(NOT_IN_SAM3D_IMAGE) <= set(ours), "an exception names a package requirements.txt no longer pins"
     assert (locked["pycocotools"], locked["plyfile"], locked["numpy"].split(".")[0]) == ("2.0.7", "1.1.3", "1")
+    assert locked["pydantic"] == "2.11.10"
