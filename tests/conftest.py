@@ -48,6 +48,19 @@ def tiny_state(bpe_path):
     return random_sam3_state_dict(PRESETS["tiny"], bpe_path, seed=0)
 
 
+@pytest.fixture(scope="session")
+def tiny_loaded(tiny_state, bpe_path, tmp_path_factory):
+    """The tiny SAM 3 with random weights, loaded once for the session by the project's loader (CPU)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from gen3d.sam3.loading import load_sam3
+
+    path = tmp_path_factory.mktemp("tiny-checkpoint") / "tiny.safetensors"
+    save_file(tiny_state, str(path))
+    return load_sam3("tiny", path, bpe_path, torch.device("cpu"))
+
+
 MODELS = ("sam3", "sam3d")
 
 

@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=REPO / "config.properties", help="TorchServe config")
     parser.add_argument("--model-store", type=Path, default=REPO / "model-store", help="folder of archives")
     parser.add_argument("--startup-timeout", type=float, default=900, help="seconds for every model to be READY")
+    parser.add_argument("--logs", type=Path, default=REPO / "logs", help="TorchServe's logs and its config copy")
     parser.add_argument(
         "--bind",
         default=os.environ.get("GEN3D_BIND", "127.0.0.1"),
@@ -40,15 +41,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no model archives in {args.model_store}; run `make archives` first", file=sys.stderr)
         return 2
     models = [Path(a).stem for a in archives]
-    port = urlparse(runner.read_config(args.config).get("inference_address", "http://0.0.0.0:8080")).port or 8080
-    (REPO / "logs").mkdir(exist_ok=True)
-    config = runner.write_config(
-        args.config, REPO / "logs" / "config.properties", {"inference_address": f"http://{args.bind}:{port}"}
+    base = runner.read_config(args.config)
+    port = urlparse(base.get("inference_address", "http://0.0.0.0:8080")).port or 8080
+    metrics = args.config.resolve().parent / base.get("metrics_config", "metrics.yaml")  # absolute stays absolute
+    args.logs.mkdir(parents=True, exist_ok=True)
+    config = runner.write_config(  # the copy lives in logs/, so every path in it is absolute
+        args.config,
+        args.logs / "config.properties",
+        {
+            "inference_address": f"http://{args.bind}:{port}",
+            "model_store": str(args.model_store.resolve()),
+            "metrics_config": str(metrics),
+        },
     )
     if args.bind not in ("127.0.0.1", "localhost", "::1"):
         logging.warning("inference API on %s:%d: reachable from the network, without authentication", args.bind, port)
     logging.info("S3 buckets requests may use (GEN3D_ALLOWED_BUCKETS): %s", BucketPolicy.from_env().describe())
-    server = runner.start(config, args.model_store.resolve(), "all", REPO / "logs")
+    server = runner.start(config, args.model_store.resolve(), "all", args.logs)
     signal.signal(signal.SIGTERM, lambda *_: server.terminate())
     try:
         server.wait_ready(models, args.startup_timeout)
@@ -63,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return server.stop()
     except (RuntimeError, TimeoutError) as err:
-        logging.error("%s; see %s", err, REPO / "logs" / "model_log.log")
+        logging.error("%s; see %s", err, args.logs / "model_log.log")
         server.stop()
         return 1
 

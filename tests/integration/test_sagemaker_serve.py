@@ -136,3 +136,36 @@ def test_empty_bucket_allow_list_stops_the_container(model_store, aws_env, tmp_p
     done = subprocess.run(SERVE, env=env, capture_output=True, text=True, timeout=60)
     errors = [line for line in done.stderr.splitlines() if "ERROR" in line]
     assert done.returncode == 2 and len(errors) == 1 and "GEN3D_ALLOWED_BUCKETS is empty" in errors[0]
+
+
+def test_local_serve_binds_loopback_and_serves(model_store, aws_env, tmp_path):
+    """gen3d-serve-local (what `make serve` runs): TorchServe in the foreground, inference on 127.0.0.1 unless
+    GEN3D_BIND says otherwise, stopped cleanly by SIGTERM."""
+    from gen3d.torchserve import runner
+
+    store = tmp_path / "store"
+    store.mkdir()
+    shutil.copy(model_store / "sam3.mar", store / "sam3.mar")
+    config = runner.loopback_config(REPO, tmp_path / "config.properties", store)
+    port = int(runner.read_config(config)["inference_address"].rsplit(":", 1)[1])
+    (tmp_path / "tmp").mkdir()
+    env = dict(os.environ, **aws_env, GEN3D_ALLOWED_BUCKETS=BUCKET, TMPDIR=str(tmp_path / "tmp"))
+    env.pop("GEN3D_BIND", None)
+    serve = [str(Path(sys.executable).parent / "gen3d-serve-local"), "--config", str(config),
+             "--model-store", str(store), "--logs", str(tmp_path / "logs")]  # fmt: skip
+    out = open(tmp_path / "serve.out", "wb")  # noqa: SIM115 - a pipe would fill up and block TorchServe
+    proc = subprocess.Popen(serve, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while "serving sam3 at" not in (tmp_path / "serve.out").read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.out").read_text()[-3000:]
+            time.sleep(1)
+        text = (tmp_path / "serve.out").read_text()
+        assert f"serving sam3 at http://127.0.0.1:{port}" in text
+        assert f"may use (GEN3D_ALLOWED_BUCKETS): {BUCKET}" in text
+        assert f"inference_address=http://127.0.0.1:{port}" in (tmp_path / "logs" / "config.properties").read_text()
+        assert requests.get(f"http://127.0.0.1:{port}/ping", timeout=5).json()["status"] == "Healthy"
+    finally:
+        os.killpg(proc.pid, 15)
+        assert proc.wait(60) is not None
+        out.close()

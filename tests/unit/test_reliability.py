@@ -11,7 +11,6 @@ import re
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import save_file
 
 from gen3d.errors import ServingError
 from gen3d.serving import limits
@@ -70,14 +69,12 @@ class NoS3:
 
 
 @pytest.fixture(scope="module")
-def service(tiny_state, bpe_path, tmp_path_factory):
+def service(tiny_loaded, tmp_path_factory):
     from gen3d.sam3.cache import FeatureStore
-    from gen3d.sam3.loading import load_sam3
     from gen3d.sam3.service import Sam3Service
 
     work = tmp_path_factory.mktemp("service")
-    save_file(tiny_state, str(work / "tiny.safetensors"))
-    loaded = load_sam3("tiny", work / "tiny.safetensors", bpe_path, torch.device("cpu"))
+    loaded = tiny_loaded
     limits_bytes = {"interactive": 10**9, "concept": 10**9}
     store = FeatureStore(work / "cache", limits_bytes, 10**8, loaded.model_id, loaded.device)
     s3 = S3Store(client=NoS3(), buckets=BucketPolicy(("allowed-bucket",)))

@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from gen3d.sam3.cache import FeatureStore, tensors_bytes
 from gen3d.sam3.features import ImageFeatures
@@ -23,14 +22,10 @@ ID = "f" * 32
 
 
 @pytest.fixture(scope="module")
-def features(tiny_state, bpe_path, tmp_path_factory) -> ImageFeatures:
+def features(tiny_loaded) -> ImageFeatures:
     from gen3d.sam3.features import encode_images
-    from gen3d.sam3.loading import load_sam3
 
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    save_file(tiny_state, str(path))
-    loaded = load_sam3("tiny", path, bpe_path, CPU)
-    return encode_images(loaded, [decode_image(png_bytes(9), "f")])[0]
+    return encode_images(tiny_loaded, [decode_image(png_bytes(9), "f")])[0]
 
 
 def store(directory, model_id="model-a", limit=10**9, device_limit=10**9, writer=None) -> FeatureStore:

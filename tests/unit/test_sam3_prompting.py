@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from gen3d.sam3 import prompting
 from gen3d.sam3.features import encode_images, grounding_backbone_out, processor
@@ -18,12 +17,8 @@ pytestmark = pytest.mark.sam3
 
 
 @pytest.fixture(scope="module")
-def loaded(tiny_state, bpe_path, tmp_path_factory):
-    from gen3d.sam3.loading import load_sam3
-
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    save_file(tiny_state, str(path))
-    return load_sam3("tiny", path, bpe_path, torch.device("cpu"))
+def loaded(tiny_loaded):
+    return tiny_loaded
 
 
 def concept(text: str, boxes: list[list[float]], labels: list[bool], threshold: float) -> SegmentPrompts:

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import save_file
 
 from gen3d.errors import ServingError, StartupError
 from gen3d.serving.images import decode_image, image_digest
@@ -89,15 +88,6 @@ def test_images_exif_modes_and_digest():
     assert image_digest(decode_image(png, "f")) == image_digest(decode_image(as_jpeg_free_copy.getvalue(), "f"))
     assert field_of(decode_image, b"", "image_base64") == "image_base64"
     assert field_of(decode_image, b"GIF89a broken", "body") == "body"
-
-
-@pytest.fixture(scope="module")
-def tiny_loaded(tiny_state, bpe_path, tmp_path_factory):
-    from gen3d.sam3.loading import load_sam3
-
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    save_file(tiny_state, str(path))
-    return load_sam3("tiny", path, bpe_path, torch.device("cpu"))
 
 
 def test_batched_encoder_equals_unbatched(tiny_loaded):
