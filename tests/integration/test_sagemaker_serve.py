@@ -15,6 +15,8 @@ import requests
 
 from tests.conftest import BUCKET, REPO, free_port, png_bytes
 
+pytestmark = pytest.mark.sam3
+
 SERVE = [sys.executable, str(REPO / "scripts" / "serve"), "serve"]
 
 
