@@ -47,8 +47,8 @@ SAM3_TESTS := $(wildcard tests/unit/test_sam3_*.py) tests/unit/test_serving_unit
 
 # `make sagemaker-local`: the SageMaker container's `serve` (gen3d-serve) without Docker, on the archives of
 # MODEL_DIR (what SageMaker copies to /opt/ml/model), inference on PORT; MODEL picks one archive (GEN3D_MODEL).
-# Management and metrics go to PORT+1 and PORT+2; stop `make serve` first (TorchServe's gRPC ports and worker
-# sockets are the same for both).
+# Management and metrics go to PORT+1 and PORT+2, gRPC to PORT+3 and PORT+4; stop `make serve` first
+# (TorchServe's worker sockets are the same for both).
 MODEL_DIR ?= model-store
 PORT ?= 9080
 MODEL ?=
@@ -78,7 +78,8 @@ serve: archives
 
 sagemaker-local: setup
 	SM_MODEL_DIR=$(abspath $(MODEL_DIR)) SAGEMAKER_BIND_TO_PORT=$(PORT) GEN3D_MODEL=$(MODEL) GEN3D_ALLOWED_BUCKETS=$(BUCKETS) \
-	  GEN3D_MANAGEMENT_PORT=$$(( $(PORT) + 1 )) GEN3D_METRICS_PORT=$$(( $(PORT) + 2 )) $(BIN)/gen3d-serve
+	  GEN3D_MANAGEMENT_PORT=$$(( $(PORT) + 1 )) GEN3D_METRICS_PORT=$$(( $(PORT) + 2 )) \
+	  GEN3D_GRPC_PORTS=$$(( $(PORT) + 3 )),$$(( $(PORT) + 4 )) $(BIN)/gen3d-serve
 
 test: setup
 	$(BIN)/python -m pytest -q

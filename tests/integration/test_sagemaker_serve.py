@@ -29,6 +29,7 @@ def serve_env(model_dir: Path, aws_env: dict, **extra: str) -> tuple[dict, int]:
         SAGEMAKER_BIND_TO_PORT=str(port),
         GEN3D_MANAGEMENT_PORT=str(free_port()),
         GEN3D_METRICS_PORT=str(free_port()),
+        GEN3D_GRPC_PORTS=f"{free_port()},{free_port()}",  # the defaults could be held by another TorchServe
         GEN3D_CACHE_DIR=str(model_dir.parent / "embedding-cache"),
         GEN3D_ALLOWED_BUCKETS=BUCKET,
         # its own TMPDIR: the torchserve CLI refuses to start while the pid file in the temporary folder names
