@@ -14,7 +14,8 @@
 
 # ============================================================================ base (CUDA 12.6)
 # CUDA 12.6.3: SAM 3 needs CUDA >= 12.6; 12.6 userland also runs on SageMaker's 535/550 drivers through
-# CUDA minor-version compatibility. cudnn-runtime: no compiler needed, the sam3 stack is all wheels.
+# CUDA minor-version compatibility. cudnn-runtime: the sam3 stack is all wheels (the sam3 stage adds the one C
+# compiler Triton needs).
 # Ubuntu 22.04: what the CUDA 12.1 image of the sam3d target is built on too, so both targets share
 # one OS and one Python build.
 FROM nvidia/cuda:12.6.3-cudnn-runtime-ubuntu22.04 AS base
@@ -30,8 +31,9 @@ ENV DEBIAN_FRONTEND=noninteractive \
 # Python 3.11 from deadsnakes: jammy's own python3.11 is a 3.11.0 release candidate; 3.11 is the
 #   project's Python and the only one bpy==4.3.0 (a sam-3d-objects requirement) has wheels for.
 # openjdk-17-jre-headless: TorchServe 0.12 runs its frontend on Java 17.
-# pip 25.3 / setuptools 80.9.0 / wheel 0.45.1: current tools that still ship pkg_resources
-#   (setuptools >= 81 removes it; older sdists such as pytorch3d's build import it).
+# pip 25.3 / setuptools 80.9.0 / wheel 0.45.1 from locks/image-tools.lock (hashed): current tools that still
+#   ship pkg_resources (setuptools >= 81 removes it; older sdists such as pytorch3d's build import it).
+COPY locks/image-tools.lock /tmp/image-tools.lock
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates gnupg software-properties-common \
@@ -40,25 +42,31 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends python3.11 python3.11-venv openjdk-17-jre-headless \
  && rm -rf /var/lib/apt/lists/* \
  && python3.11 -m venv "$VIRTUAL_ENV" \
- && pip install --no-cache-dir pip==25.3 setuptools==80.9.0 wheel==0.45.1
+ && pip install --no-cache-dir --require-hashes --no-deps -r /tmp/image-tools.lock \
+ && rm /tmp/image-tools.lock
 
 # ============================================================================ sam3
 FROM base AS sam3
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-# torch 2.7.1 + torchvision 0.22.1 (a released pair) from PyTorch's cu126 index: SAM 3 needs torch >= 2.7
-# with CUDA >= 12.6, and 2.7.1 is the oldest such release with the fixes of the 2.7 line. The wheels
-# bundle their CUDA libraries. requirements.txt pins the torch of the CPU/dev environment, so those two
-# lines are dropped here and the constraints file makes pip fail, rather than swap torch for a PyPI
-# build, if a requirement wanted another one.
-ARG TORCH_VERSION=2.7.1
-ARG TORCHVISION_VERSION=0.22.1
-COPY requirements.txt /tmp/requirements.txt
-RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cu126 \
-        "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
- && printf 'torch==%s\ntorchvision==%s\n' "$TORCH_VERSION" "$TORCHVISION_VERSION" > /tmp/constraints.txt \
- && grep -vE '^(torch|torchvision)==' /tmp/requirements.txt > /tmp/requirements-image.txt \
- && pip install --no-cache-dir -c /tmp/constraints.txt -r /tmp/requirements-image.txt \
- && rm /tmp/requirements.txt /tmp/requirements-image.txt /tmp/constraints.txt
+# A C compiler and Python's headers: on a GPU, sam3 fills mask holes (and removes sprinkles) with a Triton
+# kernel (sam3.perflib.triton.connected_components), and Triton compiles a small C helper (its CUDA launcher,
+# against Python.h) the first time a kernel runs in a process. Without them that launch raises, sam3 warns
+# "Skipping the post-processing step" and serves masks the tests never checked. libc6-dev: the C headers,
+# only a recommendation of gcc.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev python3.11-dev \
+ && rm -rf /var/lib/apt/lists/*
+# Only from the lock (make locks; make check-images installs the same file here and runs the sam3 tests under
+# it): every package pinned with its hashes, torch 2.7.1 included (PyPI's Linux x86_64 torch 2.7.1 is the
+# CUDA 12.6 build: SAM 3 needs torch >= 2.7 and CUDA >= 12.6; the wheels bundle their CUDA libraries).
+# --no-deps: the lock is complete, so anything missing fails `pip check` instead of being fetched unhashed;
+# --no-build-isolation: the two sdists (iopath, nvgpu) build with the base stage's setuptools/wheel, which
+# the lock pins too, instead of fetching build tools without hashes.
+COPY locks/sam3-image.lock /tmp/sam3-image.lock
+RUN pip install --no-cache-dir --require-hashes --no-deps --no-build-isolation -r /tmp/sam3-image.lock \
+ && pip check \
+ && rm /tmp/sam3-image.lock
 # The gen3d package, installed once (archives carry only their handler file, which imports it);
 # GEN3D_HOME holds config.properties and metrics.yaml (config.properties names it as metrics_config).
 WORKDIR /opt/gen3d
@@ -88,6 +96,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PATH=/opt/venv/bin:$PATH
 # Extra over `base`: python3.11-dev, build-essential, ninja-build and git to build the CUDA extensions;
 # the X/GL libraries that bpy, open3d and opencv (sam-3d-objects requirements) load at import.
+COPY locks/image-tools.lock /tmp/image-tools.lock
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates gnupg software-properties-common \
@@ -99,18 +108,19 @@ RUN apt-get update \
         libxfixes3 libxkbcommon0 \
  && rm -rf /var/lib/apt/lists/* \
  && python3.11 -m venv "$VIRTUAL_ENV" \
- && pip install --no-cache-dir pip==25.3 setuptools==80.9.0 wheel==0.45.1
+ && pip install --no-cache-dir --require-hashes --no-deps -r /tmp/image-tools.lock \
+ && rm /tmp/image-tools.lock
 
 # ============================================================================ sam3d
 FROM base-cu121 AS sam3d
 # Restated: hadolint checks each stage on its own (the value is inherited from base-cu121 anyway).
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # SAM3D_OBJECTS_COMMIT must be a full 40-hex commit SHA of https://github.com/facebookresearch/sam-3d-objects
-# (a branch or tag could move under the same name). The default is the commit gen3d/sam3d_pipeline.py was
+# (a branch or tag could move under the same name). The default is the commit gen3d/sam3d/pipeline.py was
 # written and checked against: cf066761706cd02b07e2fc6274570ec8cdafb683 ("Add BibTeX.", 2025-11-21).
 ARG SAM3D_OBJECTS_COMMIT=cf066761706cd02b07e2fc6274570ec8cdafb683
 # Compile CUDA kernels without a GPU in the build (FORCE_CUDA) for A100 (8.0), A10G (8.6),
-# L4/L40S (8.9) and H100 (9.0): the GPUs of the instance types gen3d/sagemaker_control.py knows.
+# L4/L40S (8.9) and H100 (9.0): the GPUs of the instance types gen3d/sagemaker/gpus.py knows.
 ENV TORCH_CUDA_ARCH_LIST="8.0;8.6;8.9;9.0" \
     FORCE_CUDA=1 \
     MAX_JOBS=8
@@ -119,28 +129,27 @@ RUN printf '%s' "$SAM3D_OBJECTS_COMMIT" | grep -Eqx '[0-9a-f]{40}' \
  && git clone --filter=blob:none https://github.com/facebookresearch/sam-3d-objects /opt/sam-3d-objects \
  && git -C /opt/sam-3d-objects checkout --detach "$SAM3D_OBJECTS_COMMIT"
 WORKDIR /opt/sam-3d-objects
-# The upstream setup (doc/setup.md), step by step, with torch pinned by a constraints file:
-# 1. torch 2.5.1 / torchvision 0.20.1 / torchaudio 2.5.1 (a released triple) from the cu121 index;
-# 2. the package, editable as upstream installs it (its wheel would only carry *.py files), its
-#    requirements.txt and the serving packages pinned in our requirements.txt, in one resolve so a
-#    conflict fails the build (pillow, numpy and the sam3 stack are left to sam-3d-objects' pins);
-# 3. requirements.p3d.txt (pytorch3d from git, flash_attn 2.8.3) and requirements.inference.txt
-#    (kaolin 0.17.0 from NVIDIA's find-links page, gsplat from git) without build isolation, as they
-#    compile against the installed torch;
-# 4. upstream's hydra patch (fetches one file at a pinned commit).
-COPY requirements.txt /tmp/requirements.txt
-RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cu121 \
-        torch==2.5.1+cu121 torchvision==0.20.1+cu121 torchaudio==2.5.1+cu121 \
- && printf 'torch==2.5.1+cu121\ntorchvision==0.20.1+cu121\ntorchaudio==2.5.1+cu121\n' > /tmp/constraints.txt \
- && grep -E '^(torchserve|torch-model-archiver|pyyaml|boto3|botocore|nvgpu|safetensors|filelock|psutil|pycocotools|plyfile|trimesh)==' \
-        /tmp/requirements.txt > /tmp/requirements-serving.txt \
- && export PIP_EXTRA_INDEX_URL="https://pypi.ngc.nvidia.com https://download.pytorch.org/whl/cu121" \
- && pip install --no-cache-dir -c /tmp/constraints.txt -e . -r /tmp/requirements-serving.txt \
- && pip install --no-cache-dir --no-build-isolation -c /tmp/constraints.txt -r requirements.p3d.txt \
- && PIP_FIND_LINKS="https://nvidia-kaolin.s3.us-east-2.amazonaws.com/torch-2.5.1_cu121.html" \
-    pip install --no-cache-dir --no-build-isolation -c /tmp/constraints.txt -r requirements.inference.txt \
+# Upstream's setup (doc/setup.md; its requirement files are vendored in third_party/sam-3d-objects at the same
+# commit, a unit test keeps the two commits equal), installed from locks/ in three steps, all --no-deps:
+# 1. torch/torchvision/torchaudio 2.5.1+cu121 and xformers from PyTorch's cu121 index (exact versions; that
+#    index cannot be reached where the locks are made, so these four carry no hashes);
+# 2. everything else that any index serves, from PyPI, hash-locked (sam-3d-objects' requirements.txt,
+#    requirements.p3d.txt, requirements.inference.txt, our serving pins, the dependencies of step 3);
+# 3. the git commits (pytorch3d, gsplat, MoGe, utils3d), flash_attn 2.8.3 and kaolin 0.17.0 (NVIDIA's
+#    find-links page), built against the installed torch with the locked build tools (no build isolation).
+# sam3d_objects itself is imported from the checkout (PYTHONPATH below), as its wheel would only carry *.py
+# files. Then upstream's hydra patch (it fetches one file at a pinned commit), then pip check. pip check also
+# compares torch 2.5.1+cu121's own requirements with the CUDA 12.1 libraries step 2 installed. bpy 4.3.0 and
+# decord 0.6.0 are the two exceptions it may name: their WHEEL files carry stale tags (cp39, cp36) although
+# the file names say cp311/py3, so pip calls them "not supported on this platform"; anything else fails.
+COPY locks/sam3d-image.cuda121.txt locks/sam3d-image.lock locks/sam3d-image.builds.txt /tmp/locks/
+RUN pip install --no-cache-dir --no-deps -r /tmp/locks/sam3d-image.cuda121.txt \
+ && pip install --no-cache-dir --require-hashes --no-deps --no-build-isolation -r /tmp/locks/sam3d-image.lock \
+ && pip install --no-cache-dir --no-deps --no-build-isolation -r /tmp/locks/sam3d-image.builds.txt \
  && python patching/hydra \
- && rm /tmp/requirements.txt /tmp/requirements-serving.txt /tmp/constraints.txt
+ && { pip check > /tmp/pip-check.txt || true; } \
+ && ! grep -vxE 'No broken requirements found\.|(bpy 4\.3\.0|decord 0\.6\.0) is not supported on this platform' /tmp/pip-check.txt \
+ && rm -rf /tmp/locks /tmp/pip-check.txt
 WORKDIR /opt/gen3d
 COPY pyproject.toml ./
 COPY gen3d ./gen3d

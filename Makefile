@@ -1,6 +1,7 @@
 # Gen3D serving: `make serve` runs TorchServe with the sam3 (and sam3d) archives and the demo page
 # (http://127.0.0.1:8090/); `make test` runs the suite. Both install what is missing first (Java 17 JRE, Node.js
 # and npm via apt, a venv with the pinned packages, the page's npm packages; Debian's Chromium for the tests).
+# `make check-images` proves the production images' Python environments (locks/): see README "Versions and why".
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -17,10 +18,38 @@ ALLOW_CPU ?=
 # naming a bucket answers 403. `make serve BUCKETS=gen3d-data-bucket`
 BUCKETS ?= $(GEN3D_ALLOWED_BUCKETS)
 
+# uv installs every environment (pinned in requirements-dev.txt; bootstrapped into .venv with pip).
+UV_VERSION := $(shell sed -n 's/^uv==//p' requirements-dev.txt)
+UV := $(BIN)/uv
+# uv reads no pip configuration, and this machine's pip finds torch 2.14.1 through its configured extra indexes,
+# find-links and constraints: they are passed on (empty where pip has none); `unsafe-best-match` picks the best
+# version across all indexes, as pip does.
+PIP_CONFIG = $(shell $(PYTHON) -m pip config get global.$(1) 2>/dev/null)
+UV_DEV_INDEXES = --index-strategy unsafe-best-match $(addprefix --extra-index-url ,$(call PIP_CONFIG,extra-index-url)) \
+  $(addprefix --find-links ,$(sort $(call PIP_CONFIG,find-links) $(PIP_FIND_LINKS))) $(addprefix -c ,$(call PIP_CONFIG,constraint))
+
+# Image locks: PyPI only, for the images' platform (Ubuntu 22.04 = manylinux_2_35, x86_64, CPython 3.11), with
+# hashes. LOCK_DATE makes a resolve repeatable: releases uploaded later are not seen, so `make check-images`
+# fails only when an input changed, not when PyPI did. Move it forward to take newer releases, then `make locks`.
+LOCK_DATE := 2026-11-28T00:00:00Z
+UV_COMPILE = $(UV) pip compile --no-config --quiet --python-version 3.11 --python-platform x86_64-manylinux_2_35 \
+  --generate-hashes --emit-index-url --exclude-newer $(LOCK_DATE) --custom-compile-command "make locks"
+# sam3d: what cannot come from PyPI stays out of the lock (locks/sam3d-image.excludes.txt, cuda121.txt, builds.txt)
+SAM3D_LOCK_ARGS := --overrides locks/sam3d-image.overrides.txt --excludes locks/sam3d-image.excludes.txt \
+  $(addprefix --no-emit-package ,torch torchvision torchaudio xformers)
+LOCK_OUT ?= locks
+# The sam3 image's locked environment here (its CUDA wheels run on the CPU), with the test tools.
+IMAGE_VENV := .venv-sam3-image
+IMAGE_STAMP := $(IMAGE_VENV)/.installed-$(shell cat locks/sam3-image.lock locks/sam3-image-test.lock pyproject.toml 2>/dev/null | sha1sum | cut -c1-12)
+# The sam3 tests: no sam3d CPU demo stack in that environment, so the fixtures build and serve sam3 only.
+SAM3_TESTS := $(wildcard tests/unit/test_sam3_*.py) tests/unit/test_serving_units.py tests/unit/test_gpu_check.py \
+  tests/integration/test_get_embedding_serving.py tests/integration/test_segment_serving.py \
+  tests/integration/test_sagemaker_serve.py
+
 # `make sagemaker-local`: the SageMaker container's `serve` (gen3d-serve) without Docker, on the archives of
 # MODEL_DIR (what SageMaker copies to /opt/ml/model), inference on PORT; MODEL picks one archive (GEN3D_MODEL).
-# Management and metrics go to PORT+1 and PORT+2; stop `make serve` first (TorchServe's gRPC ports and worker
-# sockets are the same for both).
+# Management and metrics go to PORT+1 and PORT+2, gRPC to PORT+3 and PORT+4; stop `make serve` first
+# (TorchServe's worker sockets are the same for both).
 MODEL_DIR ?= model-store
 PORT ?= 9080
 MODEL ?=
@@ -28,7 +57,8 @@ MODEL ?=
 # the demo page's npm packages (onnxruntime-web, three), exactly as web/package-lock.json pins them
 WEB_STAMP := web/node_modules/.installed-$(shell cat web/package-lock.json | sha1sum | cut -c1-12)
 
-.PHONY: setup java node chromium web archives serve sagemaker-local test unit bench lint clean
+.PHONY: setup java node chromium web archives serve sagemaker-local test unit bench lint clean locks check-images \
+  gpu-check-wheels
 
 java:
 	@command -v java >/dev/null || { echo "installing a Java 17 JRE (TorchServe's frontend)"; \
@@ -52,10 +82,10 @@ web: node $(WEB_STAMP)
 
 $(STAMP): $(REQUIREMENTS) pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip==25.3
-	$(BIN)/python -m pip install -q $(addprefix -r ,$(REQUIREMENTS))
+	$(BIN)/python -m pip install -q uv==$(UV_VERSION)
+	$(UV) pip install -q -p $(BIN)/python --no-config $(UV_DEV_INDEXES) $(addprefix -r ,$(REQUIREMENTS))
 	# this checkout as the gen3d package (editable: archives carry no code, workers import it from here)
-	$(BIN)/python -m pip install -q --no-deps -e .
+	$(UV) pip install -q -p $(BIN)/python --no-config --no-deps --no-build-isolation -e .
 	rm -f $(VENV)/.installed-* && touch $@
 
 setup: java $(STAMP)
@@ -69,7 +99,8 @@ serve: archives web
 
 sagemaker-local: setup
 	SM_MODEL_DIR=$(abspath $(MODEL_DIR)) SAGEMAKER_BIND_TO_PORT=$(PORT) GEN3D_MODEL=$(MODEL) GEN3D_ALLOWED_BUCKETS=$(BUCKETS) \
-	  GEN3D_MANAGEMENT_PORT=$$(( $(PORT) + 1 )) GEN3D_METRICS_PORT=$$(( $(PORT) + 2 )) $(BIN)/gen3d-serve
+	  GEN3D_MANAGEMENT_PORT=$$(( $(PORT) + 1 )) GEN3D_METRICS_PORT=$$(( $(PORT) + 2 )) \
+	  GEN3D_GRPC_PORTS=$$(( $(PORT) + 3 )),$$(( $(PORT) + 4 )) $(BIN)/gen3d-serve
 
 test: setup web chromium
 	$(BIN)/python -m pytest -q
@@ -84,6 +115,49 @@ bench: setup
 
 lint: setup
 	$(BIN)/ruff check .
+
+# Writes the image locks from their inputs (locks/*.in, third_party/sam-3d-objects/); commit the result.
+locks: setup
+	$(UV_COMPILE) locks/image-tools.in -o $(LOCK_OUT)/image-tools.lock
+	$(UV_COMPILE) locks/sam3-image.in --overrides locks/sam3-image.overrides.txt -o $(LOCK_OUT)/sam3-image.lock
+	$(UV_COMPILE) locks/sam3-image-test.in -c locks/sam3-image.lock -o $(LOCK_OUT)/sam3-image-test.lock
+	$(UV_COMPILE) locks/sam3d-image.in $(SAM3D_LOCK_ARGS) -o $(LOCK_OUT)/sam3d-image.lock
+
+$(IMAGE_STAMP): locks/sam3-image.lock locks/sam3-image-test.lock pyproject.toml | setup
+	rm -rf $(IMAGE_VENV)
+	$(UV) venv -q --no-config -p $(PYTHON) $(IMAGE_VENV)
+	$(UV) pip install -q -p $(IMAGE_VENV)/bin/python --no-config --require-hashes --no-deps -r locks/sam3-image.lock
+	$(UV) pip install -q -p $(IMAGE_VENV)/bin/python --no-config --require-hashes --no-deps -r locks/sam3-image-test.lock
+	$(UV) pip install -q -p $(IMAGE_VENV)/bin/python --no-config --no-deps --no-build-isolation -e .
+	$(UV) pip check -p $(IMAGE_VENV)/bin/python
+	touch $@
+
+# Both image environments resolve from their inputs to exactly the committed locks (any conflict or drift
+# fails), and the sam3 tests pass under the sam3 image's own locked environment (torch 2.7.1+cu126 on the CPU).
+check-images: setup java
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && start=$$SECONDS && \
+	  $(MAKE) --no-print-directory locks LOCK_OUT=$$tmp && \
+	  for lock in image-tools sam3-image sam3-image-test sam3d-image; do \
+	    diff -u locks/$$lock.lock $$tmp/$$lock.lock >&2 || { echo "locks/$$lock.lock is not what its inputs resolve to: run make locks" >&2; exit 1; }; \
+	  done && echo "check-images: the four locks resolve unchanged from their inputs ($$((SECONDS - start)) s)"
+	@$(MAKE) --no-print-directory $(IMAGE_STAMP)
+	$(IMAGE_VENV)/bin/python -c "import torch, sam3; print('sam3 image environment: torch', torch.__version__)"
+	$(IMAGE_VENV)/bin/python -m pytest -q --models sam3 $(SAM3_TESTS)
+
+# Wheels scripts/gpu_check.py needs on a GPU machine that has Python 3.12 and torch (2.11+cu130) but not sam3:
+# sam3 and what the sam3 serving path imports that such a machine lacks, at the sam3 image lock's versions, as
+# cp312 manylinux wheels in .whl/ (iopath has only an sdist: built here, it is pure Python). There:
+#   pip install --no-index --no-deps --target /tmp/site .whl/*.whl && PYTHONPATH=/tmp/site:. python3 scripts/gpu_check.py
+GPU_CHECK_WHEELS := sam3 open-clip-torch ftfy wcwidth pycocotools diskcache boto3 botocore s3transfer jmespath
+GPU_CHECK_BUILDS := iopath
+GPU_CHECK_PLATFORMS := $(addprefix --platform manylinux_2_,17_x86_64 27_x86_64 28_x86_64 34_x86_64) --platform manylinux2014_x86_64
+locked = $(1)==$$(sed -n 's/^$(1)==\([^ ]*\) .*/\1/p' locks/sam3-image.lock)
+gpu-check-wheels: setup
+	rm -rf .whl && mkdir -p .whl
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  $(GPU_CHECK_PLATFORMS) -d .whl $(foreach p,$(GPU_CHECK_WHEELS),"$(call locked,$(p))")
+	$(BIN)/python -m pip wheel -q --no-deps -w .whl $(foreach p,$(GPU_CHECK_BUILDS),"$(call locked,$(p))")
+	@ls .whl && du -sh .whl
 
 clean:
 	rm -rf build model-store/*.mar model-store/sam3 model-store/sam3d logs web/node_modules

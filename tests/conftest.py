@@ -61,8 +61,42 @@ def tiny_loaded(tiny_state, bpe_path, tmp_path_factory):
     return load_sam3("tiny", path, bpe_path, torch.device("cpu"))
 
 
-def pytest_collection_modifyitems(items) -> None:
-    """Tests under tests/integration/ carry the ``integration`` marker (`-m "not integration"` skips them)."""
+MODELS = ("sam3", "sam3d")
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption(
+        "--models",
+        default=",".join(MODELS),
+        help="comma-separated models whose packages this environment has (default: all). Tests marked with another "
+        "model are skipped, each with a reason naming this option, and the integration fixtures build and serve "
+        "only these. `make check-images` runs the sam3 tests with --models sam3 in the sam3 image's environment, "
+        "which has no sam3d CPU demo stack.",
+    )
+
+
+def selected_models(config) -> tuple[str, ...]:
+    """The models named by --models, in MODELS order; an unknown name is a usage error."""
+    names = [name.strip() for name in config.getoption("--models").split(",") if name.strip()]
+    unknown = sorted(set(names) - set(MODELS))
+    if unknown or not names:
+        raise pytest.UsageError(f"--models takes a comma-separated subset of {', '.join(MODELS)}, got {names}")
+    return tuple(model for model in MODELS if model in names)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests under tests/integration/ carry the ``integration`` marker (`-m "not integration"` skips them);
+    tests marked with a model left out by --models are skipped with a reason that says so."""
+    models = selected_models(config)
     for item in items:
         if "integration" in item.path.parts:
             item.add_marker(pytest.mark.integration)
+        for model in MODELS:
+            if model not in models and item.get_closest_marker(model):
+                item.add_marker(pytest.mark.skip(reason=f"--models {','.join(models)}: needs model {model}'s packages"))
+
+
+@pytest.fixture(scope="session")
+def models(request) -> tuple[str, ...]:
+    """The models this run serves (--models)."""
+    return selected_models(request.config)

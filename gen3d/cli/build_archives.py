@@ -228,7 +228,10 @@ def run_archiver(args: argparse.Namespace, stage: Path, fmt: str) -> Path:
     ]
     log.info("running %s", " ".join(cmd))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    subprocess.run(cmd, check=True, env=env)
+    # Its own TMPDIR: torch-model-archiver stages the files in $TMPDIR/<model name> and deletes that folder
+    # afterwards, so two builds of the same model on one machine (two test runs) would delete each other's.
+    with tempfile.TemporaryDirectory(prefix=f"gen3d-archiver-{args.model}-") as tmp:
+        subprocess.run(cmd, check=True, env=dict(env, TMPDIR=tmp))
     return target
 
 

@@ -4,6 +4,7 @@ model cannot become READY, so SageMaker never sees an "InService" endpoint witho
 Environment: ``SM_MODEL_DIR`` (default /opt/ml/model), ``SAGEMAKER_BIND_TO_PORT`` (default 8080),
 ``GEN3D_MODEL`` (serve only this archive of the directory; default: every archive found),
 ``GEN3D_MANAGEMENT_PORT`` / ``GEN3D_METRICS_PORT`` (127.0.0.1 ports, default 8081 / 8082),
+``GEN3D_GRPC_PORTS`` (TorchServe's two gRPC ports on 127.0.0.1, unused by SageMaker, default ``7070,7071``),
 ``GEN3D_READY_MARGIN_S`` (seconds beyond the largest startupTimeout before giving up, default 60),
 ``GEN3D_LOG_DIR`` (TorchServe's logs; default a temporary folder), ``GEN3D_HOME`` (the folder holding
 config.properties and metrics.yaml; default: the checkout gen3d was imported from).
@@ -153,6 +154,10 @@ def run(environ: dict[str, str] | None = None) -> int:
     except FileNotFoundError as err:
         log.error("cannot serve: %s", err)
         return 2
+    grpc_ports = [p.strip() for p in env.get("GEN3D_GRPC_PORTS", "7070,7071").split(",")]
+    if len(grpc_ports) != 2 or not all(p.isdigit() for p in grpc_ports):
+        log.error("cannot serve: GEN3D_GRPC_PORTS must be two port numbers, got %r", env.get("GEN3D_GRPC_PORTS"))
+        return 2
     work = Path(tempfile.mkdtemp(prefix="gen3d-serve-"))
     config = runner.write_config(
         home / "config.properties",
@@ -161,6 +166,8 @@ def run(environ: dict[str, str] | None = None) -> int:
             "inference_address": f"http://0.0.0.0:{port}",
             "management_address": f"http://127.0.0.1:{env.get('GEN3D_MANAGEMENT_PORT', '8081')}",
             "metrics_address": f"http://127.0.0.1:{env.get('GEN3D_METRICS_PORT', '8082')}",
+            "grpc_inference_port": grpc_ports[0],
+            "grpc_management_port": grpc_ports[1],
             "model_store": str(model_dir),
             "metrics_config": str(home / "metrics.yaml"),
         },

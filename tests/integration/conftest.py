@@ -87,17 +87,16 @@ def s3(aws_env):
 
 
 @pytest.fixture(scope="session")
-def model_store(tmp_path_factory) -> Path:
-    """Demo archives (sam3 and sam3d) built by the project's own script, as `make serve` builds them."""
+def model_store(tmp_path_factory, models) -> Path:
+    """Demo archives of the models this run serves (--models; default sam3 and sam3d) built by the project's own
+    script, as `make serve` builds them."""
     store = tmp_path_factory.mktemp("model-store")
     script = [sys.executable, str(REPO / "scripts" / "build_archives.py")]
-    builds = [
-        [*script, "sam3", "--export-path", str(store), "--batch-size", "4", "--max-batch-delay", "1500"],
-        [*script, "sam3d", "--export-path", str(store)],
-    ]
+    options = {"sam3": ["--batch-size", "4", "--max-batch-delay", "1500"], "sam3d": []}
+    builds = [[*script, model, "--export-path", str(store), *options[model]] for model in models]
     procs = [subprocess.Popen(cmd, cwd=REPO) for cmd in builds]  # in parallel: each takes seconds
     codes = [proc.wait() for proc in procs]
-    assert codes == [0, 0], f"build_archives.py exit codes {codes}"
+    assert codes == [0] * len(builds), f"build_archives.py exit codes {codes}"
     return store
 
 
@@ -148,7 +147,7 @@ def decoder_onnx_multimask(decoder_export) -> Path:
 
 
 @pytest.fixture(scope="session")
-def torchserve(model_store, aws_env, tmp_path_factory, page_port):
+def torchserve(model_store, aws_env, tmp_path_factory, models, page_port):
     """A real TorchServe (Java frontend + Python workers) on free ports, serving the demo archives."""
     from gen3d.torchserve import runner
     from gen3d.web.page_server import torchserve_cors
@@ -169,7 +168,7 @@ def torchserve(model_store, aws_env, tmp_path_factory, page_port):
     with open(work / "torchserve.out", "wb") as out:
         server = runner.start(config, model_store, "all", work / "logs", env, stdout=out)
         try:
-            server.wait_ready(["sam3", "sam3d"], timeout=240)
+            server.wait_ready(list(models), timeout=240)
         except Exception:
             server.stop()
             print((work / "torchserve.out").read_text()[-5000:])

@@ -10,6 +10,9 @@ import base64
 import json
 import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,7 @@ from gen3d.sam3.onnx_export import read_metadata
 from gen3d.serving.masks import mask_from_rle, rle_from_mask
 from tests.conftest import REPO
 
+pytestmark = [pytest.mark.sam3, pytest.mark.sam3d]  # the page uses both models
 CHROMIUM = "/usr/bin/chromium"
 # no sandbox as root; no GPU here (WebGL runs on SwiftShader, which Chromium enables only when asked); nothing of
 # Chromium's own reaches the network (this machine has none but the package registries)
@@ -317,3 +321,46 @@ def test_the_pages_file_readers_agree_with_python(page, decoder_onnx, tmp_path):
     }"""
     )
     assert metadata == read_metadata(decoder_onnx)
+
+
+def test_make_serve_serves_the_page_and_opens_cors_for_it(model_store, aws_env, tmp_path, decoder_onnx):
+    """gen3d-serve-local (what `make serve` runs) with the page: the decoder found in its cache, the page server on
+    loopback naming TorchServe, and TorchServe's CORS opened for the page's origin in the config copy in logs/."""
+    from gen3d.sam3.onnx_export import cached_decoder_path
+    from gen3d.torchserve import runner
+
+    store = tmp_path / "store"
+    store.mkdir()
+    shutil.copy(model_store / "sam3.mar", store / "sam3.mar")
+    cached = cached_decoder_path(tmp_path / "onnx", store / "sam3.mar")  # the session's export, as if cached
+    cached.parent.mkdir()
+    shutil.copy(decoder_onnx, cached)
+    config = runner.loopback_config(REPO, tmp_path / "config.properties", store)
+    port = int(runner.read_config(config)["inference_address"].rsplit(":", 1)[1])
+    page_port = runner.free_ports(1)[0]
+    (tmp_path / "tmp").mkdir()
+    env = dict(os.environ, **aws_env, TMPDIR=str(tmp_path / "tmp"), GEN3D_CACHE_DIR=str(tmp_path / "cache"))
+    serve = [str(Path(sys.executable).parent / "gen3d-serve-local"), "--config", str(config),
+             "--model-store", str(store), "--logs", str(tmp_path / "logs"), "--page-port", str(page_port),
+             "--decoder-cache", str(tmp_path / "onnx")]  # fmt: skip
+    out = open(tmp_path / "serve.out", "wb")  # noqa: SIM115 - a pipe would fill up and block TorchServe
+    proc = subprocess.Popen(serve, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while "demo page: open" not in (tmp_path / "serve.out").read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.out").read_text()[-3000:]
+            time.sleep(1)
+        assert f"ONNX decoder of {store / 'sam3.mar'}: {cached} (cached)" in (tmp_path / "serve.out").read_text()
+        page = f"http://127.0.0.1:{page_port}"
+        written = runner.read_config(tmp_path / "logs" / "config.properties")
+        assert written["cors_allowed_origin"] == page
+        assert "cors_allowed_origin" not in runner.read_config(config)  # the config it was given stays closed
+        assert requests.get(page + "/config.json", timeout=5).json()["inference_url"] == f"http://127.0.0.1:{port}"
+        assert requests.get(page + "/decoder.onnx", timeout=5).content == decoder_onnx.read_bytes()
+        preflight = requests.options(f"http://127.0.0.1:{port}/predictions/sam3", timeout=5, headers={
+            "Origin": page, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"})
+        assert preflight.status_code == 200 and preflight.headers["Access-Control-Allow-Origin"] == page
+    finally:
+        os.killpg(proc.pid, 15)
+        assert proc.wait(60) is not None
+        out.close()

@@ -19,6 +19,8 @@ from plyfile import PlyData
 from gen3d.serving.masks import mask_png, rle_from_mask
 from tests.conftest import BUCKET
 
+pytestmark = pytest.mark.sam3d
+
 PRESET = "tiny-cpu-demo"
 IDS = {"session_id": "s3d-001", "user_id": "user-3d"}
 H, W = 96, 128

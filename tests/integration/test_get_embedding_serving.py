@@ -16,6 +16,8 @@ from safetensors.torch import load as load_safetensors
 
 from tests.conftest import BUCKET, png_bytes
 
+pytestmark = pytest.mark.sam3
+
 SEED = {"task": "get_embedding", "bucket": BUCKET, "session_id": "test-v2-001", "user_id": "admin-test"}
 
 

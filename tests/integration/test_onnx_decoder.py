@@ -27,6 +27,7 @@ from gen3d.sam3.onnx_export import DECODER_FORMAT
 from gen3d.serving.masks import mask_from_rle
 from tests.conftest import REPO, png_bytes
 
+pytestmark = pytest.mark.sam3
 TIE = 1e-4  # |logit| below which float rounding may decide the pixel
 SAMPLE = (REPO / "web" / "samples" / "still-life.png").read_bytes()
 

@@ -15,6 +15,8 @@ import requests
 
 from tests.conftest import BUCKET, REPO, free_port, png_bytes
 
+pytestmark = pytest.mark.sam3
+
 SERVE = [sys.executable, str(REPO / "scripts" / "serve"), "serve"]
 
 
@@ -27,6 +29,7 @@ def serve_env(model_dir: Path, aws_env: dict, **extra: str) -> tuple[dict, int]:
         SAGEMAKER_BIND_TO_PORT=str(port),
         GEN3D_MANAGEMENT_PORT=str(free_port()),
         GEN3D_METRICS_PORT=str(free_port()),
+        GEN3D_GRPC_PORTS=f"{free_port()},{free_port()}",  # the defaults could be held by another TorchServe
         GEN3D_CACHE_DIR=str(model_dir.parent / "embedding-cache"),
         GEN3D_ALLOWED_BUCKETS=BUCKET,
         # its own TMPDIR: the torchserve CLI refuses to start while the pid file in the temporary folder names
@@ -136,48 +139,33 @@ def test_empty_bucket_allow_list_stops_the_container(model_store, aws_env, tmp_p
     assert done.returncode == 2 and len(errors) == 1 and "GEN3D_ALLOWED_BUCKETS is empty" in errors[0]
 
 
-def test_local_serve_binds_loopback_and_serves(model_store, aws_env, tmp_path, decoder_onnx):
+def test_local_serve_binds_loopback_and_serves(model_store, aws_env, tmp_path):
     """gen3d-serve-local (what `make serve` runs): TorchServe in the foreground, inference on 127.0.0.1 unless
-    GEN3D_BIND says otherwise, the demo page on loopback with CORS opened for it, stopped cleanly by SIGTERM."""
-    from gen3d.sam3.onnx_export import cached_decoder_path
+    GEN3D_BIND says otherwise, stopped cleanly by SIGTERM (its demo page: tests/integration/test_demo_page.py)."""
     from gen3d.torchserve import runner
 
     store = tmp_path / "store"
     store.mkdir()
     shutil.copy(model_store / "sam3.mar", store / "sam3.mar")
-    cached = cached_decoder_path(tmp_path / "onnx", store / "sam3.mar")  # the session's export, as if cached
-    cached.parent.mkdir()
-    shutil.copy(decoder_onnx, cached)
     config = runner.loopback_config(REPO, tmp_path / "config.properties", store)
     port = int(runner.read_config(config)["inference_address"].rsplit(":", 1)[1])
-    page_port = runner.free_ports(1)[0]
     (tmp_path / "tmp").mkdir()
     env = dict(os.environ, **aws_env, GEN3D_ALLOWED_BUCKETS=BUCKET, TMPDIR=str(tmp_path / "tmp"))
     env.pop("GEN3D_BIND", None)
     serve = [str(Path(sys.executable).parent / "gen3d-serve-local"), "--config", str(config),
-             "--model-store", str(store), "--logs", str(tmp_path / "logs"), "--page-port", str(page_port),
-             "--decoder-cache", str(tmp_path / "onnx")]  # fmt: skip
+             "--model-store", str(store), "--logs", str(tmp_path / "logs"), "--no-page"]  # fmt: skip
     out = open(tmp_path / "serve.out", "wb")  # noqa: SIM115 - a pipe would fill up and block TorchServe
     proc = subprocess.Popen(serve, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 180
-        while "demo page: open" not in (tmp_path / "serve.out").read_text():
+        while "serving sam3 at" not in (tmp_path / "serve.out").read_text():
             assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.out").read_text()[-3000:]
             time.sleep(1)
         text = (tmp_path / "serve.out").read_text()
         assert f"serving sam3 at http://127.0.0.1:{port}" in text
         assert f"may use (GEN3D_ALLOWED_BUCKETS): {BUCKET}" in text
-        assert f"ONNX decoder of {store / 'sam3.mar'}: {cached} (cached)" in text
-        written = runner.read_config(tmp_path / "logs" / "config.properties")
-        assert written["inference_address"] == f"http://127.0.0.1:{port}"
-        assert written["cors_allowed_origin"] == f"http://127.0.0.1:{page_port}"
+        assert f"inference_address=http://127.0.0.1:{port}" in (tmp_path / "logs" / "config.properties").read_text()
         assert requests.get(f"http://127.0.0.1:{port}/ping", timeout=5).json()["status"] == "Healthy"
-        page = f"http://127.0.0.1:{page_port}"
-        assert requests.get(page + "/config.json", timeout=5).json()["inference_url"] == f"http://127.0.0.1:{port}"
-        assert requests.get(page + "/decoder.onnx", timeout=5).content == decoder_onnx.read_bytes()
-        preflight = requests.options(f"http://127.0.0.1:{port}/predictions/sam3", timeout=5, headers={
-            "Origin": page, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"})
-        assert preflight.headers["Access-Control-Allow-Origin"] == page
     finally:
         os.killpg(proc.pid, 15)
         assert proc.wait(60) is not None

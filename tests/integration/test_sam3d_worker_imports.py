@@ -8,7 +8,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
+
+pytestmark = pytest.mark.sam3d
 
 WORKER = r"""
 import base64, importlib.util, io, json, sys

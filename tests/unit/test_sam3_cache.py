@@ -15,6 +15,8 @@ from gen3d.sam3.features import ImageFeatures
 from gen3d.serving.images import decode_image
 from tests.conftest import png_bytes
 
+pytestmark = pytest.mark.sam3
+
 CPU = torch.device("cpu")
 ID = "f" * 32
 

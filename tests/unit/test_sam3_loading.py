@@ -14,6 +14,8 @@ from gen3d.sam3.checkpoint import load_sam3_weights, read_state_dict
 from gen3d.sam3.loading import load_sam3
 from gen3d.sam3.presets import PRESETS
 
+pytestmark = pytest.mark.sam3
+
 
 def _stock_model_on_meta(bpe_path: str) -> torch.nn.Module:
     """sam3's own builder, parameters on meta; its two construction-time "cuda" allocations redirected."""

@@ -17,6 +17,8 @@ from gen3d.sam3.onnx_decoder import fill_small_components
 from gen3d.sam3.onnx_export import archive_handler_config, cached_decoder_path, load_archive_model, model_digest
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.sam3
+
 
 def smooth_fields(size: int, count: int, seed: int) -> list[torch.Tensor]:
     """Random logit fields [1, 3, size, size]: noise blurred at several scales, some with speckle, shifted so that

@@ -13,6 +13,8 @@ from gen3d.sam3.request import SegmentPrompts
 from gen3d.serving.images import decode_image
 from tests.conftest import png_bytes
 
+pytestmark = pytest.mark.sam3
+
 
 @pytest.fixture(scope="module")
 def loaded(tiny_loaded):

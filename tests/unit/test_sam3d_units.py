@@ -24,6 +24,8 @@ from gen3d.sam3d.stages import StageRecorder
 from gen3d.sam3d.types import Generation
 from gen3d.serving.schema import RawRequest, parse_request
 
+pytestmark = pytest.mark.sam3d
+
 DEMO, REAL = PRESETS["tiny-cpu-demo"], PRESETS["sam3d-objects"]
 DINO = "sam3d_objects.model.backbone.dit.embedder.dino.Dino"
 

@@ -123,7 +123,8 @@ def test_scripts_have_help():
     import sys
 
     repo = Path(__file__).resolve().parents[2]
-    for script in ("build_archives.py", "serve_local.py", "serve", "bench.py", "sam3d_gpu_benchmark.py"):
+    scripts = ("build_archives.py", "serve_local.py", "serve", "bench.py", "sam3d_gpu_benchmark.py", "gpu_check.py")
+    for script in scripts:
         done = subprocess.run(
             [sys.executable, str(repo / "scripts" / script), "--help"], capture_output=True, text=True
         )
