@@ -6,7 +6,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-REQUIREMENTS := requirements.txt requirements-dev.txt requirements-sam3d-cpu.txt requirements-onnx.txt
+REQUIREMENTS := requirements.txt requirements-dev.txt requirements-sam3d-cpu.txt requirements-page.txt
 STAMP := $(VENV)/.installed-$(shell cat $(REQUIREMENTS) pyproject.toml | sha1sum | cut -c1-12)
 # Real checkpoints: `make serve SAM3_CHECKPOINT=/models/sam3.pt SAM3D_PIPELINE_DIR=/models/sam3d/hf`.
 # Without them, demo archives (random weights; sam3d's demo preset tiny-cpu-demo runs on the CPU).
