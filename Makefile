@@ -1,11 +1,12 @@
-# Gen3D serving: `make serve` runs TorchServe with the sam3 (and sam3d) archives; `make test` runs the suite.
-# Both install what is missing first (Java 17 JRE via apt, a venv with the pinned packages).
+# Gen3D serving: `make serve` runs TorchServe with the sam3 (and sam3d) archives and the demo page
+# (http://127.0.0.1:8090/); `make test` runs the suite. Both install what is missing first (Java 17 JRE, Node.js
+# and npm via apt, a venv with the pinned packages, the page's npm packages; Debian's Chromium for the tests).
 # `make check-images` proves the production images' Python environments (locks/): see README "Versions and why".
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-REQUIREMENTS := requirements.txt requirements-dev.txt requirements-sam3d-cpu.txt
+REQUIREMENTS := requirements.txt requirements-dev.txt requirements-sam3d-cpu.txt requirements-page.txt
 STAMP := $(VENV)/.installed-$(shell cat $(REQUIREMENTS) pyproject.toml | sha1sum | cut -c1-12)
 # Real checkpoints: `make serve SAM3_CHECKPOINT=/models/sam3.pt SAM3D_PIPELINE_DIR=/models/sam3d/hf`.
 # Without them, demo archives (random weights; sam3d's demo preset tiny-cpu-demo runs on the CPU).
@@ -53,11 +54,31 @@ MODEL_DIR ?= model-store
 PORT ?= 9080
 MODEL ?=
 
-.PHONY: setup java archives serve sagemaker-local test unit bench lint clean locks check-images gpu-check-wheels
+# the demo page's npm packages (onnxruntime-web, three), exactly as web/package-lock.json pins them
+WEB_STAMP := web/node_modules/.installed-$(shell cat web/package-lock.json | sha1sum | cut -c1-12)
+
+.PHONY: setup java node chromium web archives serve sagemaker-local test unit bench lint clean locks check-images \
+  gpu-check-wheels
 
 java:
 	@command -v java >/dev/null || { echo "installing a Java 17 JRE (TorchServe's frontend)"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends openjdk-17-jre-headless; }
+
+node:
+	@command -v npm >/dev/null || { echo "installing Node.js and npm (the demo page's packages)"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nodejs npm; }
+
+# the browser tests drive Debian's Chromium (Playwright never downloads a browser here)
+chromium:
+	@command -v chromium >/dev/null || { echo "installing Debian's Chromium (the browser tests)"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
+
+$(WEB_STAMP): web/package.json web/package-lock.json
+	# --ignore-scripts: the page serves the packages' files as published; no install script needs to run
+	cd web && npm ci --no-audit --no-fund --ignore-scripts
+	touch $@
+
+web: node $(WEB_STAMP)
 
 $(STAMP): $(REQUIREMENTS) pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -73,7 +94,7 @@ archives: setup
 	$(BIN)/gen3d-build-archives sam3 $(if $(SAM3_CHECKPOINT),--checkpoint $(SAM3_CHECKPOINT)) $(if $(ALLOW_CPU),--allow-cpu)
 	$(BIN)/gen3d-build-archives sam3d $(if $(SAM3D_PIPELINE_DIR),--pipeline-dir $(SAM3D_PIPELINE_DIR))
 
-serve: archives
+serve: archives web
 	PATH=$(CURDIR)/$(BIN):$$PATH GEN3D_ALLOWED_BUCKETS=$(BUCKETS) $(BIN)/gen3d-serve-local
 
 sagemaker-local: setup
@@ -81,7 +102,7 @@ sagemaker-local: setup
 	  GEN3D_MANAGEMENT_PORT=$$(( $(PORT) + 1 )) GEN3D_METRICS_PORT=$$(( $(PORT) + 2 )) \
 	  GEN3D_GRPC_PORTS=$$(( $(PORT) + 3 )),$$(( $(PORT) + 4 )) $(BIN)/gen3d-serve
 
-test: setup
+test: setup web chromium
 	$(BIN)/python -m pytest -q
 
 # unit tests only: no server started, about a minute
@@ -139,4 +160,4 @@ gpu-check-wheels: setup
 	@ls .whl && du -sh .whl
 
 clean:
-	rm -rf build model-store/*.mar model-store/sam3 model-store/sam3d logs
+	rm -rf build model-store/*.mar model-store/sam3 model-store/sam3d logs web/node_modules

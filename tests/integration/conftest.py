@@ -106,12 +106,55 @@ def demo_checkpoint(model_store) -> Path:
 
 
 @pytest.fixture(scope="session")
-def torchserve(model_store, aws_env, tmp_path_factory, models):
+def page_port() -> int:
+    """The demo page's port in the tests (TorchServe's CORS is opened for its origin, as `make serve` does)."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def decoder_export(model_store, tmp_path_factory) -> tuple[subprocess.Popen, Path, Path]:
+    """The ONNX decoders (K=1, and K=3 with --multimask-out) exported from the served sam3 archive by the project's
+    script, as `make serve` does; it runs in the background (~45 s) while later fixtures start TorchServe."""
+    folder = tmp_path_factory.mktemp("onnx")
+    single, multimask = folder / "decoder.onnx", folder / "decoder-k3.onnx"
+    script = REPO / "scripts" / "export_decoder_onnx.py"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "--archive", str(model_store / "sam3.mar"), "--out", str(single),
+         "--multimask-out", str(multimask)],
+        cwd=REPO,
+    )  # fmt: skip
+    yield proc, single, multimask
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def _exported(export: tuple[subprocess.Popen, Path, Path]) -> tuple[Path, Path]:
+    proc, single, multimask = export
+    assert proc.wait(300) == 0, f"export_decoder_onnx.py exited with {proc.returncode}"
+    return single, multimask
+
+
+@pytest.fixture(scope="session")
+def decoder_onnx(decoder_export) -> Path:
+    """The K=1 decoder (segment's single mask): what the page uses."""
+    return _exported(decoder_export)[0]
+
+
+@pytest.fixture(scope="session")
+def decoder_onnx_multimask(decoder_export) -> Path:
+    return _exported(decoder_export)[1]
+
+
+@pytest.fixture(scope="session")
+def torchserve(model_store, aws_env, tmp_path_factory, models, page_port):
     """A real TorchServe (Java frontend + Python workers) on free ports, serving the demo archives."""
     from gen3d.torchserve import runner
+    from gen3d.web.page_server import torchserve_cors
 
     work = tmp_path_factory.mktemp("torchserve")
     config = runner.loopback_config(REPO, work / "config.properties", model_store)
+    runner.write_config(config, config, torchserve_cors(f"http://127.0.0.1:{page_port}"))  # as `make serve` does
     # Its own TMPDIR: the torchserve CLI refuses to start while the pid file in the temporary folder names a
     # running server, and tests/test_sagemaker_serve.py starts other TorchServes while this one runs.
     (work / "tmp").mkdir()

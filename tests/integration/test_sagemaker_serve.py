@@ -141,7 +141,7 @@ def test_empty_bucket_allow_list_stops_the_container(model_store, aws_env, tmp_p
 
 def test_local_serve_binds_loopback_and_serves(model_store, aws_env, tmp_path):
     """gen3d-serve-local (what `make serve` runs): TorchServe in the foreground, inference on 127.0.0.1 unless
-    GEN3D_BIND says otherwise, stopped cleanly by SIGTERM."""
+    GEN3D_BIND says otherwise, stopped cleanly by SIGTERM (its demo page: tests/integration/test_demo_page.py)."""
     from gen3d.torchserve import runner
 
     store = tmp_path / "store"
@@ -153,7 +153,7 @@ def test_local_serve_binds_loopback_and_serves(model_store, aws_env, tmp_path):
     env = dict(os.environ, **aws_env, GEN3D_ALLOWED_BUCKETS=BUCKET, TMPDIR=str(tmp_path / "tmp"))
     env.pop("GEN3D_BIND", None)
     serve = [str(Path(sys.executable).parent / "gen3d-serve-local"), "--config", str(config),
-             "--model-store", str(store), "--logs", str(tmp_path / "logs")]  # fmt: skip
+             "--model-store", str(store), "--logs", str(tmp_path / "logs"), "--no-page"]  # fmt: skip
     out = open(tmp_path / "serve.out", "wb")  # noqa: SIM115 - a pipe would fill up and block TorchServe
     proc = subprocess.Popen(serve, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:

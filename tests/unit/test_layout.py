@@ -19,7 +19,10 @@ ALLOWED = {
     "gen3d.sam3": ("gen3d.serving",),
     "gen3d.sam3d": ("gen3d.serving",),
     "gen3d.sagemaker": ("gen3d.torchserve", "gen3d.serving"),
-    "gen3d.cli": ("gen3d.serving", "gen3d.torchserve", "gen3d.sam3", "gen3d.sam3d", "gen3d.sagemaker", "gen3d.bench"),
+    "gen3d.web": (),
+    "gen3d.cli": (
+        "gen3d.serving", "gen3d.torchserve", "gen3d.sam3", "gen3d.sam3d", "gen3d.sagemaker", "gen3d.bench", "gen3d.web",
+    ),
     "gen3d.bench": ("gen3d.serving", "gen3d.torchserve", "gen3d.sam3", "gen3d.sam3d"),
 }
 MAX_LINES = 400

@@ -1,0 +1,239 @@
+"""The ONNX prompt decoder of a served sam3 archive: load the archive's model with the serving loader, export
+``InteractiveDecoder`` with torch's dynamo exporter, record which model it belongs to, and cache the file by the
+model the archive holds (what `make serve` hands the demo page).
+
+Importing this module is light (torch and onnx are imported by the functions that export). The file's
+``metadata_props`` carry ``model_id`` (= the ``model_id`` of the server's answers and of the
+get_embedding file's metadata): a client refuses an embedding of another model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import logging
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import yaml
+
+from gen3d.errors import StartupError
+from gen3d.files import file_sha256
+from gen3d.sam3.assets import BPE_VOCAB_NAME
+
+log = logging.getLogger(__name__)
+
+DECODER_FORMAT = "gen3d.sam3.interactive-decoder-onnx/v1"
+OPSET = 18
+MAX_POINTS = 1024  # the export's bound on N; the graph itself takes any N >= 1
+USAGE = (
+    "point_coords [1,N,2]: pixels (x, y) of the original upright image, a box's corners first with labels 2 and 3; "
+    "do not add a padding point (the graph appends SAM's not-a-point itself); masks: logits, object where > 0"
+)
+
+
+def archive_handler_config(archive: Path) -> dict:
+    """The ``handler`` section of the archive's model-config.yaml (a .mar file or an archive directory)."""
+    if archive.is_dir():
+        path = archive / "model-config.yaml"
+        if not path.is_file():
+            raise StartupError(f"{path} not found: {archive} is not a model archive directory")
+        text = path.read_text()
+    elif archive.is_file() and zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as mar:
+            if "model-config.yaml" not in mar.namelist():
+                raise StartupError(f"model-config.yaml not found in {archive}")
+            text = mar.read("model-config.yaml").decode()
+    else:
+        raise StartupError(f"model archive not found: {archive} (a .mar file or an archive directory)")
+    handler = (yaml.safe_load(text) or {}).get("handler") or {}
+    for key in ("preset", "checkpoint"):
+        if not handler.get(key):
+            raise StartupError(f"model-config.yaml in {archive} lacks handler.{key}: not a sam3 archive")
+    return handler
+
+
+def model_digest(archive: Path) -> str:
+    """What the archive's decoder depends on: its preset and checkpoint (the digest model-config.yaml records, as
+    workers take it; hashed here only for an archive that recorded none). Not the archive file's own digest: a
+    rebuilt .mar differs in its manifest's time stamp while holding the same model."""
+    handler = archive_handler_config(archive)
+    checkpoint = handler.get("checkpoint_sha256")
+    if not checkpoint:
+        if archive.is_dir():
+            checkpoint = file_sha256(archive / handler["checkpoint"])
+        else:
+            with zipfile.ZipFile(archive) as mar, mar.open(handler["checkpoint"]) as source:
+                checkpoint = hashlib.file_digest(source, "sha256").hexdigest()
+    return hashlib.sha256(f"{handler['preset']}|{checkpoint}".encode()).hexdigest()
+
+
+def _archive_files(archive: Path, handler: dict, work: Path) -> Path:
+    """The folder holding the archive's checkpoint and BPE vocabulary (a .mar's are extracted into ``work``)."""
+    names = [handler["checkpoint"], BPE_VOCAB_NAME]
+    if archive.is_dir():
+        folder = archive
+    else:
+        with zipfile.ZipFile(archive) as mar:
+            for name in names:
+                if name not in mar.namelist():
+                    raise StartupError(f"{name} not found in {archive}")
+                mar.extract(name, work)
+        folder = work
+    for name in names:
+        if not (folder / name).is_file():
+            raise StartupError(f"{folder / name} not found (named by the archive {archive})")
+    return folder
+
+
+def load_archive_model(archive: Path, work: Path):
+    """The archive's SAM 3 on the CPU, loaded as a worker loads it (:func:`gen3d.sam3.loading.load_sam3`)."""
+    handler = archive_handler_config(archive)
+    folder = _archive_files(archive, handler, work)
+    import torch
+
+    from gen3d.sam3.loading import load_sam3
+
+    return load_sam3(
+        handler["preset"],
+        folder / handler["checkpoint"],
+        str(folder / BPE_VOCAB_NAME),
+        torch.device("cpu"),
+        handler.get("checkpoint_sha256"),
+        handler.get("checkpoint_bytes"),
+    )
+
+
+def _example_inputs(grid: int) -> tuple:
+    import torch
+
+    g = grid
+    return (
+        torch.randn(1, 256, g, g),
+        torch.randn(1, 32, 4 * g, 4 * g),
+        torch.randn(1, 64, 2 * g, 2 * g),
+        torch.tensor([[[120.0, 100.0], [50.0, 60.0]]]),
+        torch.tensor([[1.0, 0.0]]),
+        torch.tensor([200, 300], dtype=torch.int64),
+        torch.zeros(1, 1, 4 * g, 4 * g),
+        torch.zeros(1),
+    )
+
+
+def _finish(model, k: int, grid: int, metadata: dict[str, str]) -> None:
+    """Declared output shapes, ``mask_input``/``has_mask_input`` made optional (an initializer named like an
+    input is its default: no mask), and the metadata."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    declared = {
+        "masks": [1, k, "height", "width"],
+        "iou_predictions": [1, k],
+        "low_res_masks": [1, k, 4 * grid, 4 * grid],
+    }
+    for output in model.graph.output:
+        for dim, value in zip(output.type.tensor_type.shape.dim, declared[output.name], strict=True):
+            dim.Clear()
+            if isinstance(value, int):
+                dim.dim_value = value
+            else:
+                dim.dim_param = value
+    defaults = {
+        "mask_input": np.zeros((1, 1, 4 * grid, 4 * grid), np.float32),
+        "has_mask_input": np.zeros((1,), np.float32),
+    }
+    model.graph.initializer.extend(numpy_helper.from_array(value, name) for name, value in defaults.items())
+    onnx.helper.set_model_props(model, metadata)
+    model.doc_string = f"SAM 3 interactive prompt encoder + mask decoder of {metadata['model_id']}. {USAGE}"
+
+
+def export_decoder(loaded, out: Path, multimask: bool, extra_metadata: dict[str, str] | None = None) -> dict[str, str]:
+    """Writes the ONNX decoder of ``loaded`` (a :class:`~gen3d.sam3.loading.LoadedSam3`) to ``out``: K=3 masks with
+    ``multimask``, else K=1 (= ``segment``'s default); returns the metadata it records."""
+    import onnx
+    import torch
+
+    from gen3d.sam3.embedding_file import EMBEDDING_FORMAT
+    from gen3d.sam3.onnx_decoder import INPUT_NAMES, OUTPUT_NAMES, InteractiveDecoder
+
+    predictor = loaded.model.inst_interactive_predictor
+    grid = loaded.preset.grid
+    k = 3 if multimask else 1
+    decoder = InteractiveDecoder(predictor, multimask_output=multimask).eval()
+    points = torch.export.Dim("num_points", min=1, max=MAX_POINTS)
+    shapes = {name: None for name in INPUT_NAMES} | {"point_coords": {1: points}, "point_labels": {1: points}}
+    started = time.perf_counter()
+    program = torch.onnx.export(
+        decoder,
+        _example_inputs(grid),
+        dynamo=True,
+        opset_version=OPSET,
+        input_names=list(INPUT_NAMES),
+        output_names=list(OUTPUT_NAMES),
+        dynamic_shapes=shapes,
+        external_data=False,
+        verbose=False,
+    )
+    model = program.model_proto
+    metadata = {
+        "format": DECODER_FORMAT,
+        "embedding_format": EMBEDDING_FORMAT,
+        "model_id": loaded.model_id,
+        "preset": loaded.preset.name,
+        "resolution": str(loaded.preset.resolution),
+        "grid": str(grid),
+        "checkpoint_sha256": loaded.checkpoint_sha256,
+        "multimask_output": str(multimask).lower(),
+        "outputs_k": str(k),
+        "mask_threshold": str(float(predictor.mask_threshold)),
+        "max_hole_area": str(float(predictor._transforms.max_hole_area)),
+        "opset": str(OPSET),
+        "exporter": "torch.onnx dynamo",
+        "sam3_version": importlib.metadata.version("sam3"),
+        "torch_version": torch.__version__,
+        "usage": USAGE,
+        **(extra_metadata or {}),
+    }
+    _finish(model, k, grid, metadata)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    onnx.save(model, str(partial))
+    onnx.checker.check_model(str(partial), full_check=True)
+    partial.replace(out)
+    log.info("exported %s (K=%d, %.1f MB) in %.1f s", out, k, out.stat().st_size / 1e6, time.perf_counter() - started)
+    return metadata
+
+
+def code_digest() -> str:
+    """The export code's own digest: a cached file made by other code is exported again."""
+    digest = hashlib.sha256()
+    for module in ("onnx_decoder.py", "onnx_export.py"):
+        digest.update((Path(__file__).parent / module).read_bytes())
+    return digest.hexdigest()
+
+
+def cached_decoder_path(cache_dir: Path, archive: Path) -> Path:
+    """Where the (K=1) decoder of ``archive`` is cached: keyed by its model (:func:`model_digest`) and the export
+    code."""
+    key = hashlib.sha256(f"{model_digest(archive)}|{code_digest()}".encode()).hexdigest()[:16]
+    return cache_dir / f"sam3-decoder-k1-{key}.onnx"
+
+
+def export_archive(archive: Path, out: Path, multimask_out: Path | None = None) -> list[dict[str, str]]:
+    """Loads ``archive``'s model once and writes its K=1 decoder to ``out`` (and the K=3 one to ``multimask_out``);
+    returns the metadata each file records."""
+    with tempfile.TemporaryDirectory(prefix="gen3d-onnx-") as work:
+        loaded = load_archive_model(archive, Path(work))
+        targets = [(out, False)] + ([(multimask_out, True)] if multimask_out else [])
+        return [export_decoder(loaded, path, multimask, {"archive": archive.name}) for path, multimask in targets]
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The metadata a decoder file records (``model_id``, ``format``, ...)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return {entry.key: entry.value for entry in model.metadata_props}

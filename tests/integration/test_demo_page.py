@@ -1,0 +1,366 @@
+"""The demo page in a real browser: Debian's Chromium, headless, driven by Playwright, against the page server and
+a real TorchServe (CORS opened for the page's origin, as `make serve` does).
+
+Screenshots go to the test's tmp folder; with GEN3D_SCREENSHOT_DIR set (e.g. docs/) they are written there too.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from gen3d.sam3.onnx_export import read_metadata
+from gen3d.serving.masks import mask_from_rle, rle_from_mask
+from tests.conftest import REPO
+
+pytestmark = [pytest.mark.sam3, pytest.mark.sam3d]  # the page uses both models
+CHROMIUM = "/usr/bin/chromium"
+# no sandbox as root; no GPU here (WebGL runs on SwiftShader, which Chromium enables only when asked); nothing of
+# Chromium's own reaches the network (this machine has none but the package registries)
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--enable-unsafe-swiftshader",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SAMPLE = REPO / "web" / "samples" / "still-life.png"
+
+
+@pytest.fixture(scope="module")
+def page_server(decoder_export, torchserve, decoder_onnx, page_port):
+    from gen3d.web.page_server import PageServer
+
+    server = PageServer(decoder_onnx, torchserve.inference_url, page_port).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"{CHROMIUM} not found: `make test` installs Debian's chromium (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def loaded_page(browser, page_server):
+    """One page for the module (loading onnxruntime-web and the decoder takes seconds); each test opens the sample
+    again, which resets the prompts, the instances and the error."""
+    context = browser.new_context(viewport={"width": 1280, "height": 820})
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.goto(page_server.url)
+    page.wait_for_function("window.gen3d && (window.gen3d.ready || window.gen3d.error)", timeout=60_000)
+    assert page.evaluate("window.gen3d.error") is None
+    yield page, errors
+    context.close()
+
+
+@pytest.fixture
+def page(loaded_page):
+    page, errors = loaded_page
+    yield page
+    page.unroute_all()
+    assert errors == []  # no uncaught error in the page
+
+
+def screenshot(target, name: str, tmp_path: Path) -> Path:
+    path = tmp_path / name
+    target.screenshot(path=str(path))
+    if os.environ.get("GEN3D_SCREENSHOT_DIR"):
+        shutil.copy(path, Path(os.environ["GEN3D_SCREENSHOT_DIR"]) / name)
+    return path
+
+
+def open_sample(page) -> dict:
+    page.evaluate("window.gen3d.state.embedding = null; window.gen3d.error = null")  # what the last test left
+    page.click("[data-sample]")
+    page.wait_for_function("window.gen3d.state.embedding || window.gen3d.error", timeout=60_000)
+    assert page.evaluate("window.gen3d.error") is None
+    return page.evaluate("window.gen3d.state.embedding.metadata")
+
+
+def click_image(page, x: float, y: float, shift: bool = False) -> None:
+    """Clicks the picture at its pixel (x, y)."""
+    box = page.locator("#prompts").bounding_box()
+    width, height = page.evaluate("[window.gen3d.state.width, window.gen3d.state.height]")
+    before = page.evaluate("window.gen3d.state.decodes")
+    if shift:
+        page.keyboard.down("Shift")
+    page.mouse.click(box["x"] + x * box["width"] / width, box["y"] + y * box["height"] / height)
+    if shift:
+        page.keyboard.up("Shift")
+    page.wait_for_function(f"window.gen3d.state.decodes > {before} || window.gen3d.error", timeout=30_000)
+
+
+def drag_box(page, x0: float, y0: float, x1: float, y1: float) -> None:
+    box = page.locator("#prompts").bounding_box()
+    width, height = page.evaluate("[window.gen3d.state.width, window.gen3d.state.height]")
+    before = page.evaluate("window.gen3d.state.decodes")
+    page.mouse.move(box["x"] + x0 * box["width"] / width, box["y"] + y0 * box["height"] / height)
+    page.mouse.down()
+    page.mouse.move(box["x"] + x1 * box["width"] / width, box["y"] + y1 * box["height"] / height, steps=5)
+    page.mouse.up()
+    page.wait_for_function(f"window.gen3d.state.decodes > {before} || window.gen3d.error", timeout=30_000)
+
+
+def overlay_mask(page) -> np.ndarray:
+    """What the page drew: the mask canvas's pixels with alpha > 0."""
+    width, height, alpha = page.evaluate(
+        """() => {
+        const c = document.getElementById("mask");
+        const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+        const alpha = new Array(c.width * c.height);
+        for (let i = 0; i < alpha.length; i++) alpha[i] = d[i * 4 + 3];
+        return [c.width, c.height, alpha];
+    }"""
+    )
+    return np.array(alpha, np.uint8).reshape(height, width) > 0
+
+
+def server_mask(server, prompts: dict) -> np.ndarray:
+    """The server's segment mask for the page's own prompts (its points and box, as it holds them)."""
+    body = {"task": "segment", "image_base64": base64.b64encode(SAMPLE.read_bytes()).decode()}
+    if prompts["points"]:
+        body["points"] = [[p["x"], p["y"]] for p in prompts["points"]]
+        body["point_labels"] = [p["label"] for p in prompts["points"]]
+    if prompts["box"]:
+        b = prompts["box"]
+        body["boxes"] = [[b["x0"], b["y0"], b["x1"], b["y1"]]]
+    resp = requests.post(f"{server.inference_url}/predictions/sam3", json=body, timeout=120)
+    assert resp.status_code == 200, resp.text
+    masks = resp.json()["masks"]
+    assert len(masks) == 1
+    return mask_from_rle(masks[0]["rle"])
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def test_click_masks_equal_the_servers_and_make_3d_draws_the_mesh(page, torchserve, decoder_onnx, tmp_path):
+    metadata = open_sample(page)
+    assert metadata["model_id"] == read_metadata(decoder_onnx)["model_id"]
+    assert page.evaluate("crossOriginIsolated")  # COOP/COEP: onnxruntime-web may use threads
+
+    click_image(page, 150, 220)  # the red ball
+    prompts = page.evaluate("({points: window.gen3d.state.points, box: window.gen3d.state.box})")
+    assert prompts["points"][0]["label"] == 1 and prompts["box"] is None
+    drawn = overlay_mask(page)
+    assert drawn.shape == (360, 480) and drawn.any()
+    assert iou(drawn, server_mask(torchserve, prompts)) >= 0.9
+    assert "mask decoded in the browser in" in page.inner_text("#decode-time")
+    screenshot(page, "demo-page-click.png", tmp_path)
+
+    click_image(page, 60, 60, shift=True)  # background
+    drag_box(page, 70, 140, 235, 300)  # a box around the ball
+    prompts = page.evaluate("({points: window.gen3d.state.points, box: window.gen3d.state.box})")
+    assert [p["label"] for p in prompts["points"]] == [1, 0] and prompts["box"]["x1"] > prompts["box"]["x0"]
+    assert iou(overlay_mask(page), server_mask(torchserve, prompts)) >= 0.9
+
+    page.click("#make3d")
+    page.wait_for_function("window.gen3d.generation || window.gen3d.error", timeout=180_000)
+    assert page.evaluate("window.gen3d.error") is None
+    answer = page.evaluate("({mesh: window.gen3d.generation.mesh, pose: window.gen3d.generation.pose})")
+    viewer = page.evaluate("({renders: window.gen3d.viewer.renders, vertices: window.gen3d.viewer.vertices})")
+    assert viewer["renders"] > 0 and viewer["vertices"] == answer["mesh"]["vertices"] > 0
+    assert "rotation wxyz" in page.inner_text("#pose")
+    assert [a.get_attribute("download") for a in page.locator("#downloads a").all()] == [
+        "object.glb", "object.ply", "pose.json",
+    ]
+    page.mouse.move(*center(page.locator("#viewer").bounding_box()))  # orbit: a drag re-renders
+    page.mouse.down()
+    page.mouse.move(*np.add(center(page.locator("#viewer").bounding_box()), (60, 20)), steps=4)
+    page.mouse.up()
+    assert page.evaluate("window.gen3d.viewer.renders") > viewer["renders"]
+    shot = np.asarray(Image.open(screenshot(page.locator("#viewer"), "demo-page-viewer.png", tmp_path)).convert("RGB"))
+    background = np.array([0x20, 0x24, 0x2B])
+    assert (np.abs(shot.astype(int) - background).sum(axis=2) > 30).mean() > 0.01  # the mesh covers pixels
+    screenshot(page, "demo-page-3d.png", tmp_path)
+
+
+def center(box: dict) -> tuple[float, float]:
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
+def test_concept_segment_overlays_every_instance(page, torchserve):
+    page.evaluate("window.gen3d.state.embedding = null; window.gen3d.error = null")
+    page.set_input_files("#file", str(SAMPLE))  # "Open image": a file of this computer
+    page.wait_for_function("window.gen3d.state.embedding || window.gen3d.error", timeout=60_000)
+    assert page.evaluate("window.gen3d.error") is None
+    assert page.inner_text("#status").startswith("still-life.png: embedding")
+    page.fill("#text", "red ball")
+    page.fill("#threshold", "0")
+    page.click("#concept-form button")
+    page.wait_for_function("window.gen3d.state.instances.length > 0 || window.gen3d.error", timeout=60_000)
+    body = {"task": "segment", "image_base64": base64.b64encode(SAMPLE.read_bytes()).decode(), "text": "red ball",
+            "score_threshold": 0}
+    served = requests.post(f"{torchserve.inference_url}/predictions/sam3", json=body, timeout=120).json()["masks"]
+    # each instance's mask as the page decoded it, encoded again by rle.js (checked against pycocotools below)
+    instances = page.evaluate(
+        "window.gen3d.state.instances.map(i => ({score: i.score, rle: window.gen3d.rle.encodeRle(i.mask, 360, 480)}))"
+    )
+    assert len(instances) == len(served) == page.locator("#instances li").count()
+    assert [i["score"] for i in instances] == [m["score"] for m in served]
+    assert [i["rle"] for i in instances] == [m["rle"] for m in served]
+    drawn = page.evaluate(
+        """() => {
+        const c = document.getElementById("concepts");
+        const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+        let n = 0;
+        for (let i = 3; i < d.length; i += 4) if (d[i]) n++;
+        return n;
+    }"""
+    )
+    union = np.any([mask_from_rle(m["rle"]) for m in served], axis=0)
+    assert drawn == union.sum()  # every instance is overlaid
+
+
+def test_server_errors_are_shown_as_the_json_says(page):
+    open_sample(page)
+    page.evaluate("document.getElementById('text').value = 'x'.repeat(300)")  # over the 256-character limit
+    page.click("#concept-form button")
+    page.wait_for_function("window.gen3d.error", timeout=60_000)
+    error = page.evaluate("window.gen3d.error")
+    assert error["status"] == 400
+    assert error["body"]["error"]["field"] == "text" and error["body"]["request_id"]
+    shown = page.inner_text("#error")
+    assert shown.startswith("The server answered HTTP 400:")
+    assert json.loads(shown.split("\n", 1)[1]) == error["body"]
+
+
+def test_the_page_refuses_an_embedding_of_another_model(page):
+    """The get_embedding answer is rewritten on its way to the page to name another model."""
+
+    def other_model(route):
+        response = route.fetch()
+        data = response.body()
+        length = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + length])
+        header["__metadata__"]["model_id"] = "sam3/sam3/0123456789abcdef"
+        encoded = json.dumps(header).encode()
+        encoded += b" " * (-len(encoded) % 8)
+        route.fulfill(response=response, body=len(encoded).to_bytes(8, "little") + encoded + data[8 + length :])
+
+    page.route("**/predictions/sam3", other_model)
+    page.evaluate("window.gen3d.error = null")
+    page.click("[data-sample]")
+    page.wait_for_function("window.gen3d.error", timeout=60_000)
+    message = page.evaluate("window.gen3d.error.message")
+    assert "sam3/sam3/0123456789abcdef" in message and page.evaluate("window.gen3d.state.embedding") is None
+    assert "no embedding" in page.inner_text("#status")
+
+
+def test_the_pages_file_readers_agree_with_python(page, decoder_onnx, tmp_path):
+    """rle.js against pycocotools (rle_from_mask), safetensors.js's float16 against numpy, onnx_metadata.js
+    against onnx."""
+    rng = np.random.default_rng(0)
+    masks = [rng.random((37, 53)) > 0.5, np.zeros((20, 30), bool), np.ones((4, 5), bool)]
+    masks.append(np.pad(np.ones((300, 200), bool), ((70, 10), (5, 90))))  # long runs: multi-character counts
+    cases = [{"size": list(m.shape), "mask": m.astype(np.uint8).ravel().tolist()} for m in masks]
+    results = page.evaluate(
+        """async (cases) => {
+        const { encodeRle, decodeRle } = await import("/src/rle.js");
+        return cases.map((c) => {
+            const rle = encodeRle(Uint8Array.from(c.mask), c.size[0], c.size[1]);
+            return { rle, back: Array.from(decodeRle(rle)) };
+        });
+    }""",
+        cases,
+    )
+    for mask, result in zip(masks, results, strict=True):
+        assert result["rle"] == rle_from_mask(mask)
+        np.testing.assert_array_equal(np.array(result["back"], bool).reshape(mask.shape), mask)
+
+    from safetensors.numpy import save
+
+    halves = np.arange(65536, dtype=np.uint16).view(np.float16)  # every float16, subnormals, inf and NaN included
+    data = save({"t": halves.reshape(256, 256)}, metadata={"model_id": "m"})
+    widened = page.evaluate(
+        """async (b64) => {
+        const { parseSafetensors } = await import("/src/safetensors.js");
+        const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        const parsed = parseSafetensors(bytes.buffer);
+        const t = parsed.tensors.t;
+        return { meta: parsed.metadata, dims: t.dims, bits: Array.from(new Uint32Array(t.data.buffer)) };
+    }""",
+        base64.b64encode(data).decode(),
+    )
+    assert widened["meta"] == {"model_id": "m"} and widened["dims"] == [256, 256]
+    got = np.array(widened["bits"], np.uint32).view(np.float32)
+    want = halves.astype(np.float32)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(got[~np.isnan(want)], want[~np.isnan(want)])
+
+    metadata = page.evaluate(
+        """async () => {
+        const { readOnnxMetadata } = await import("/src/onnx_metadata.js");
+        return readOnnxMetadata(new Uint8Array(await (await fetch("/decoder.onnx")).arrayBuffer()));
+    }"""
+    )
+    assert metadata == read_metadata(decoder_onnx)
+
+
+def test_make_serve_serves_the_page_and_opens_cors_for_it(model_store, aws_env, tmp_path, decoder_onnx):
+    """gen3d-serve-local (what `make serve` runs) with the page: the decoder found in its cache, the page server on
+    loopback naming TorchServe, and TorchServe's CORS opened for the page's origin in the config copy in logs/."""
+    from gen3d.sam3.onnx_export import cached_decoder_path
+    from gen3d.torchserve import runner
+
+    store = tmp_path / "store"
+    store.mkdir()
+    shutil.copy(model_store / "sam3.mar", store / "sam3.mar")
+    cached = cached_decoder_path(tmp_path / "onnx", store / "sam3.mar")  # the session's export, as if cached
+    cached.parent.mkdir()
+    shutil.copy(decoder_onnx, cached)
+    config = runner.loopback_config(REPO, tmp_path / "config.properties", store)
+    port = int(runner.read_config(config)["inference_address"].rsplit(":", 1)[1])
+    page_port = runner.free_ports(1)[0]
+    (tmp_path / "tmp").mkdir()
+    env = dict(os.environ, **aws_env, TMPDIR=str(tmp_path / "tmp"), GEN3D_CACHE_DIR=str(tmp_path / "cache"))
+    serve = [str(Path(sys.executable).parent / "gen3d-serve-local"), "--config", str(config),
+             "--model-store", str(store), "--logs", str(tmp_path / "logs"), "--page-port", str(page_port),
+             "--decoder-cache", str(tmp_path / "onnx")]  # fmt: skip
+    out = open(tmp_path / "serve.out", "wb")  # noqa: SIM115 - a pipe would fill up and block TorchServe
+    proc = subprocess.Popen(serve, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while "demo page: open" not in (tmp_path / "serve.out").read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.out").read_text()[-3000:]
+            time.sleep(1)
+        assert f"ONNX decoder of {store / 'sam3.mar'}: {cached} (cached)" in (tmp_path / "serve.out").read_text()
+        page = f"http://127.0.0.1:{page_port}"
+        written = runner.read_config(tmp_path / "logs" / "config.properties")
+        assert written["cors_allowed_origin"] == page
+        assert "cors_allowed_origin" not in runner.read_config(config)  # the config it was given stays closed
+        assert requests.get(page + "/config.json", timeout=5).json()["inference_url"] == f"http://127.0.0.1:{port}"
+        assert requests.get(page + "/decoder.onnx", timeout=5).content == decoder_onnx.read_bytes()
+        preflight = requests.options(f"http://127.0.0.1:{port}/predictions/sam3", timeout=5, headers={
+            "Origin": page, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"})
+        assert preflight.status_code == 200 and preflight.headers["Access-Control-Allow-Origin"] == page
+    finally:
+        os.killpg(proc.pid, 15)
+        assert proc.wait(60) is not None
+        out.close()

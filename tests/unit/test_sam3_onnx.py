@@ -1,0 +1,135 @@
+"""The ONNX decoder's parts that need no server: the in-graph hole filling against sam3's own post-processing,
+reading archives, the cache key, and the CLI's refusals."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from gen3d.errors import StartupError
+from gen3d.sam3.onnx_decoder import fill_small_components
+from gen3d.sam3.onnx_export import archive_handler_config, cached_decoder_path, load_archive_model, model_digest
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.sam3
+
+
+def smooth_fields(size: int, count: int, seed: int) -> list[torch.Tensor]:
+    """Random logit fields [1, 3, size, size]: noise blurred at several scales, some with speckle, shifted so that
+    holes of every size appear."""
+    generator = torch.Generator().manual_seed(seed)
+    fields = []
+    for i in range(count):
+        scale = (1, 2, 4, 8)[i % 4]
+        x = torch.randn(1, 3, size // scale + 1, size // scale + 1, generator=generator)
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        if i % 3 == 0:
+            x = x + 0.3 * torch.randn(1, 3, size, size, generator=generator)
+        fields.append(x + (i % 5 - 2) * 0.3)
+    return fields
+
+
+def test_hole_filling_equals_sam3s_connected_components():
+    """sam3 fills 8-connected background components of <= max_hole_area low-res pixels (skimage on the CPU);
+    the graph's max-pool label propagation must give exactly the same logits."""
+    from sam3.model.utils.sam1_utils import SAM2Transforms
+
+    transforms = SAM2Transforms(resolution=112, mask_threshold=0.0, max_hole_area=256.0)
+    filled = 0
+    for size, count in ((32, 30), (64, 6)):
+        for x in smooth_fields(size, count, seed=size):
+            expected = transforms.postprocess_masks(x, x.shape[-2:])  # resize to its own size: the fill alone
+            torch.testing.assert_close(fill_small_components(x, 0.0, 256.0, 10.0), expected, rtol=0, atol=0)
+            filled += int((expected != x).sum())
+    assert filled > 1000  # the fields had holes to fill
+
+
+def test_components_larger_than_the_area_or_touching_others_stay():
+    x = torch.full((1, 1, 40, 40), 5.0)
+    x[..., 5:10, 5:10] = -1.0  # 25 px hole: filled
+    x[..., 20:40, 0:40] = -1.0  # 800 px background: kept
+    out = fill_small_components(x, 0.0, 256.0, 10.0)
+    assert (out[..., 5:10, 5:10] == 10.0).all()
+    assert (out[..., 20:40, :] == -1.0).all()
+    assert torch.equal(fill_small_components(x, 0.0, 0.0, 10.0), x)  # max_area 0: nothing to do
+
+
+def fake_mar(path, handler: dict, files: dict[str, bytes]) -> None:
+    with zipfile.ZipFile(path, "w") as mar:
+        mar.writestr("model-config.yaml", yaml.safe_dump({"batchSize": 1, "handler": handler}))
+        for name, data in files.items():
+            mar.writestr(name, data)
+
+
+def test_archive_config_from_a_mar_or_a_directory(tmp_path):
+    handler = {"preset": "tiny", "checkpoint": "w.safetensors"}
+    fake_mar(tmp_path / "sam3.mar", handler, {})
+    assert archive_handler_config(tmp_path / "sam3.mar") == handler
+    folder = tmp_path / "sam3"
+    folder.mkdir()
+    (folder / "model-config.yaml").write_text(yaml.safe_dump({"handler": handler}))
+    assert archive_handler_config(folder) == handler
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: None, "model archive not found"),
+        (lambda p: p.write_text("not a zip"), "model archive not found"),
+        (lambda p: fake_mar(p, {"preset": "tiny"}, {}), "lacks handler.checkpoint: not a sam3 archive"),
+    ],
+)
+def test_archive_refusals_name_the_path(tmp_path, make, message):
+    path = tmp_path / "sam3.mar"
+    make(path)
+    with pytest.raises(StartupError, match=message) as err:
+        archive_handler_config(path)
+    assert str(path) in str(err.value)
+
+
+def test_a_missing_checkpoint_in_the_archive_is_named(tmp_path):
+    fake_mar(tmp_path / "sam3.mar", {"preset": "tiny", "checkpoint": "w.safetensors"}, {})
+    with pytest.raises(StartupError, match=r"w\.safetensors not found in .*sam3\.mar"):
+        load_archive_model(tmp_path / "sam3.mar", tmp_path / "work")
+
+
+def test_cache_key_follows_the_model_not_the_archive_file(tmp_path):
+    """A rebuilt .mar differs in its manifest's time stamp: same preset and checkpoint, same cached decoder."""
+    handler = {"preset": "tiny", "checkpoint": "w", "checkpoint_sha256": "ab" * 32}
+    fake_mar(tmp_path / "a.mar", handler, {"w": b"1", "MAR-INF/MANIFEST.json": b'{"createdOn": "1"}'})
+    fake_mar(tmp_path / "b.mar", handler, {"w": b"1", "MAR-INF/MANIFEST.json": b'{"createdOn": "2"}'})
+    fake_mar(tmp_path / "c.mar", {**handler, "checkpoint_sha256": "cd" * 32}, {"w": b"2"})
+    cache = tmp_path / "cache"
+    first = cached_decoder_path(cache, tmp_path / "a.mar")
+    assert first == cached_decoder_path(cache, tmp_path / "b.mar") != cached_decoder_path(cache, tmp_path / "c.mar")
+    assert first.name.startswith("sam3-decoder-k1-") and first.parent == cache
+    # no recorded digest: the checkpoint itself is hashed, in a .mar or a directory alike
+    unrecorded = {"preset": "tiny", "checkpoint": "w"}
+    fake_mar(tmp_path / "d.mar", unrecorded, {"w": b"1"})
+    fake_mar(tmp_path / "e.mar", unrecorded, {"w": b"2"})
+    folder = tmp_path / "sam3"
+    folder.mkdir()
+    (folder / "model-config.yaml").write_text(yaml.safe_dump({"handler": unrecorded}))
+    (folder / "w").write_bytes(b"1")
+    assert model_digest(tmp_path / "d.mar") == model_digest(folder) != model_digest(tmp_path / "e.mar")
+
+
+def test_cli_help_and_one_line_refusal(tmp_path):
+    script = [str(REPO / "scripts" / "export_decoder_onnx.py")]
+    helped = subprocess.run([sys.executable, *script, "--help"], capture_output=True, text=True, check=True)
+    assert "--archive" in helped.stdout and "--multimask-out" in helped.stdout and "orig_im_size" in helped.stdout
+    refused = subprocess.run(
+        [sys.executable, *script, "--archive", str(tmp_path / "none.mar"), "--out", str(tmp_path / "d.onnx")],
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"gen3d-export-onnx: model archive not found: {tmp_path / 'none.mar'} (a .mar file or an archive directory)"
+    )

@@ -1,0 +1,359 @@
+// The demo page: open an image -> get_embedding (the safetensors file) -> every click, shift-click or box drag is
+// decoded here by the ONNX decoder, without a server call; a text box runs concept segment on the server;
+// "Make 3D" sends the current mask to sam3d's generate_3d and shows the GLB.
+import { Api, ServerError, base64Of, bytesOf } from "./api.js";
+import { checkEmbedding, decode, loadDecoder } from "./decoder.js";
+import { decodeRle, encodeRle } from "./rle.js";
+import { parseSafetensors } from "./safetensors.js";
+import { Viewer } from "./viewer.js";
+
+const $ = (id) => document.getElementById(id);
+const MASK_RGBA = [30, 144, 255, 140];
+const INSTANCE_COLOURS = [[255, 99, 71], [50, 205, 50], [255, 215, 0], [186, 85, 211], [0, 206, 209], [255, 140, 0]];
+
+const state = {
+  api: null,
+  decoder: null,
+  file: null, // the image file as sent to the server
+  width: 0,
+  height: 0,
+  embedding: null,
+  points: [], // {x, y, label} in image pixels
+  box: null, // {x0, y0, x1, y1}
+  mask: null, // the current mask: Uint8Array row-major, 1 = object
+  maskSource: "",
+  instances: [],
+  decodes: 0,
+  lastDecodeMs: null,
+  decoding: false,
+  pending: false,
+};
+const gen3d = { state, ready: false, error: null, viewer: null, rle: { encodeRle, decodeRle } };
+window.gen3d = gen3d; // for the browser test and the console
+
+function setStatus(text) {
+  $("status").textContent = text;
+}
+
+function showError(err) {
+  const box = $("error");
+  if (err instanceof ServerError) {
+    gen3d.error = { status: err.status, body: err.body };
+    box.textContent = `The server answered HTTP ${err.status}:\n${JSON.stringify(err.body, null, 2)}`;
+  } else {
+    gen3d.error = { message: err.message };
+    box.textContent = err.message;
+  }
+  box.hidden = false;
+  console.error(err);
+}
+
+function clearError() {
+  $("error").hidden = true;
+  gen3d.error = null;
+}
+
+// -- drawing ----------------------------------------------------------------------------------------------
+function paint(canvas, mask, rgba) {
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  if (!mask) return;
+  const image = ctx.createImageData(canvas.width, canvas.height);
+  for (let i = 0; i < mask.length; i++) {
+    if (mask[i]) image.data.set(rgba, i * 4);
+  }
+  ctx.putImageData(image, 0, 0);
+}
+
+function paintInstances() {
+  const canvas = $("concepts");
+  const image = canvas.getContext("2d").createImageData(canvas.width, canvas.height);
+  state.instances.forEach((instance, n) => {
+    const rgba = [...INSTANCE_COLOURS[n % INSTANCE_COLOURS.length], 110];
+    for (let i = 0; i < instance.mask.length; i++) if (instance.mask[i]) image.data.set(rgba, i * 4);
+  });
+  canvas.getContext("2d").putImageData(image, 0, 0);
+}
+
+function paintPrompts(dragBox) {
+  const canvas = $("prompts");
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  const unit = Math.max(canvas.width, canvas.height) / 300; // about 1 px on screen
+  const box = dragBox ?? state.box;
+  if (box) {
+    ctx.strokeStyle = "#ffd400";
+    ctx.lineWidth = 2 * unit;
+    ctx.strokeRect(box.x0, box.y0, box.x1 - box.x0, box.y1 - box.y0);
+  }
+  for (const p of state.points) {
+    ctx.beginPath();
+    ctx.arc(p.x, p.y, 4 * unit, 0, 2 * Math.PI);
+    ctx.fillStyle = p.label === 1 ? "#22c55e" : "#ef4444";
+    ctx.fill();
+    ctx.lineWidth = unit;
+    ctx.strokeStyle = "#fff";
+    ctx.stroke();
+  }
+}
+
+function setMask(mask, source) {
+  state.mask = mask;
+  state.maskSource = source;
+  paint($("mask"), mask, MASK_RGBA);
+  $("make3d").disabled = !mask || !mask.some((v) => v);
+}
+
+// -- prompts -> masks, in the browser -----------------------------------------------------------------------
+async function runDecode() {
+  if (state.decoding) {
+    state.pending = true; // decode the latest prompts once this run ends
+    return;
+  }
+  state.decoding = true;
+  try {
+    do {
+      state.pending = false;
+      if (!state.points.length && !state.box) {
+        setMask(null, "");
+        $("decode-time").textContent = "";
+        continue;
+      }
+      const n = state.points.length;
+      const result = await decode(state.decoder, state.embedding, { points: state.points, box: state.box });
+      state.decodes++;
+      state.lastDecodeMs = result.ms;
+      setMask(result.mask, "prompts");
+      $("decode-time").textContent =
+        `mask decoded in the browser in ${result.ms.toFixed(1)} ms ` +
+        `(${n} point${n === 1 ? "" : "s"}${state.box ? " and a box" : ""}, ` +
+        `predicted IoU ${result.score.toFixed(3)})`;
+    } while (state.pending);
+  } catch (err) {
+    showError(err);
+  } finally {
+    state.decoding = false;
+  }
+}
+
+function imagePoint(event) {
+  const r = $("prompts").getBoundingClientRect();
+  const x = ((event.clientX - r.left) / r.width) * state.width;
+  const y = ((event.clientY - r.top) / r.height) * state.height;
+  return { x: Math.min(Math.max(x, 0), state.width - 1), y: Math.min(Math.max(y, 0), state.height - 1) };
+}
+
+function listenToPrompts() {
+  const canvas = $("prompts");
+  let start = null;
+  const boxFrom = (a, b) => ({
+    x0: Math.min(a.x, b.x),
+    y0: Math.min(a.y, b.y),
+    x1: Math.max(a.x, b.x),
+    y1: Math.max(a.y, b.y),
+  });
+  const dragged = (a, b) => {
+    const r = canvas.getBoundingClientRect();
+    return Math.hypot(((b.x - a.x) * r.width) / state.width, ((b.y - a.y) * r.height) / state.height) > 5;
+  };
+  canvas.addEventListener("pointerdown", (event) => {
+    if (!state.embedding) return;
+    start = imagePoint(event);
+    canvas.setPointerCapture(event.pointerId);
+  });
+  canvas.addEventListener("pointermove", (event) => {
+    if (start && dragged(start, imagePoint(event))) paintPrompts(boxFrom(start, imagePoint(event)));
+  });
+  canvas.addEventListener("pointerup", (event) => {
+    if (!start) return;
+    const end = imagePoint(event);
+    if (dragged(start, end)) state.box = boxFrom(start, end);
+    else state.points.push({ ...start, label: event.shiftKey ? 0 : 1 });
+    start = null;
+    paintPrompts();
+    clearError();
+    runDecode();
+  });
+}
+
+function clearPrompts() {
+  state.points = [];
+  state.box = null;
+  paintPrompts();
+  setMask(null, "");
+  $("decode-time").textContent = "";
+}
+
+// -- server calls -------------------------------------------------------------------------------------------
+async function openImage(file, name) {
+  clearError();
+  clearPrompts();
+  state.embedding = null;
+  state.instances = [];
+  $("instances").replaceChildren();
+  const bitmap = await createImageBitmap(file); // EXIF orientation applied, as the server does
+  state.file = file;
+  state.width = bitmap.width;
+  state.height = bitmap.height;
+  for (const canvas of document.querySelectorAll("#stage canvas")) {
+    canvas.width = bitmap.width;
+    canvas.height = bitmap.height;
+  }
+  $("image").getContext("2d").drawImage(bitmap, 0, 0);
+  paintInstances();
+  setStatus(`get_embedding of ${name} (${bitmap.width}x${bitmap.height})...`);
+  try {
+    const started = performance.now();
+    const buffer = await state.api.getEmbedding(file);
+    const parsed = parseSafetensors(buffer);
+    const size = [Number(parsed.metadata.original_height), Number(parsed.metadata.original_width)];
+    const embedding = { ...parsed, size, bytes: buffer.byteLength };
+    checkEmbedding(state.decoder, embedding);
+    if (size[0] !== state.height || size[1] !== state.width) {
+      throw new Error(`the server saw a ${size[1]}x${size[0]} image, the browser ${state.width}x${state.height}`);
+    }
+    state.embedding = embedding;
+    const ms = performance.now() - started;
+    setStatus(
+      `${name}: embedding ${embedding.metadata.embedding_id.slice(0, 8)} (${embedding.metadata.dtype}, ` +
+        `${(buffer.byteLength / 1e6).toFixed(2)} MB) in ${ms.toFixed(0)} ms. Click the object.`,
+    );
+  } catch (err) {
+    setStatus(`${name}: no embedding`);
+    showError(err);
+  }
+}
+
+async function segmentConcept(event) {
+  event.preventDefault();
+  if (!state.file) return;
+  clearError();
+  const text = $("text").value;
+  const threshold = Number($("threshold").value);
+  setStatus(`segment "${text}" on the server...`);
+  try {
+    const answer = await state.api.segment({
+      image_base64: await base64Of(state.file),
+      text,
+      score_threshold: threshold,
+      model_id: state.decoder.metadata.model_id,
+    });
+    state.instances = answer.masks.map((m) => ({ ...m, mask: decodeRle(m.rle) }));
+    paintInstances();
+    listInstances();
+    setStatus(`segment "${text}": ${state.instances.length} instance(s) scoring above ${threshold}`);
+  } catch (err) {
+    setStatus(`segment "${text}" failed`);
+    showError(err);
+  }
+}
+
+function listInstances() {
+  const items = state.instances.map((instance, n) => {
+    const item = document.createElement("li");
+    const [r, g, b] = INSTANCE_COLOURS[n % INSTANCE_COLOURS.length];
+    item.style.borderLeftColor = `rgb(${r}, ${g}, ${b})`;
+    const use = document.createElement("button");
+    use.textContent = "use for 3D";
+    use.addEventListener("click", () => {
+      clearPrompts();
+      setMask(instance.mask, `instance ${n + 1}`);
+    });
+    item.append(`#${n + 1} score ${instance.score.toFixed(3)}, ${instance.area} px `, use);
+    return item;
+  });
+  $("instances").replaceChildren(...items);
+}
+
+async function make3d() {
+  if (!state.mask) return;
+  clearError();
+  $("make3d").disabled = true;
+  const started = performance.now();
+  const timer = setInterval(() => {
+    $("gen-status").textContent = `generate_3d on the server... ${((performance.now() - started) / 1000).toFixed(0)} s`;
+  }, 500);
+  try {
+    const answer = await state.api.generate3d({
+      image_base64: await base64Of(state.file),
+      mask_rle: encodeRle(state.mask, state.height, state.width),
+      seed: 42,
+    });
+    const files = answer.outputs_base64;
+    await gen3d.viewer.show(bytesOf(files.glb));
+    showPose(answer);
+    showDownloads(files);
+    const demo = answer.demo ? " (demo weights: random, the shape means nothing)" : "";
+    $("gen-status").textContent =
+      `${answer.model_id}: ${answer.mesh?.vertices ?? "?"} vertices, ${answer.gaussians ?? "?"} Gaussians in ` +
+      `${(answer.timings_ms.total / 1000).toFixed(1)} s${demo}`;
+    gen3d.generation = answer;
+  } catch (err) {
+    $("gen-status").textContent = "generate_3d failed";
+    showError(err);
+  } finally {
+    clearInterval(timer);
+    $("make3d").disabled = !state.mask;
+  }
+}
+
+function showPose(answer) {
+  const fmt = (values) => values.map((v) => v.toFixed(3)).join(", ");
+  const { rotation, translation, scale } = answer.pose;
+  $("pose").textContent =
+    `pose (object -> camera): rotation wxyz [${fmt(rotation)}], translation [${fmt(translation)}], ` +
+    `scale [${fmt(scale)}]`;
+}
+
+function showDownloads(files) {
+  const links = [
+    ["glb", "object.glb", "model/gltf-binary"],
+    ["ply", "object.ply", "application/octet-stream"],
+    ["pose", "pose.json", "application/json"],
+  ].map(([key, name, type]) => {
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(new Blob([bytesOf(files[key])], { type }));
+    a.download = name;
+    a.textContent = `download ${name}`;
+    return a;
+  });
+  $("downloads").replaceChildren(...links);
+}
+
+// -- start --------------------------------------------------------------------------------------------------
+async function start() {
+  try {
+    const config = await (await fetch("/config.json")).json();
+    state.api = new Api(config.inference_url);
+    setStatus("loading the ONNX decoder...");
+    state.decoder = await loadDecoder(config.decoder_url);
+    const meta = state.decoder.metadata;
+    $("model").textContent = `${meta.model_id} · decoder K=${meta.outputs_k} · TorchServe ${config.inference_url}`;
+    gen3d.viewer = new Viewer($("viewer"));
+    listenToPrompts();
+    $("file").addEventListener("change", (event) => {
+      const file = event.target.files[0];
+      if (file) openImage(file, file.name);
+    });
+    for (const button of document.querySelectorAll("[data-sample]")) {
+      button.addEventListener("click", async () => {
+        const response = await fetch(button.dataset.sample);
+        openImage(await response.blob(), button.dataset.sample.split("/").pop());
+      });
+    }
+    $("clear").addEventListener("click", () => {
+      clearPrompts();
+      clearError();
+    });
+    $("concept-form").addEventListener("submit", segmentConcept);
+    $("make3d").addEventListener("click", make3d);
+    setStatus("open an image or a sample");
+    gen3d.ready = true;
+  } catch (err) {
+    setStatus("the page could not start");
+    showError(err);
+  }
+}
+
+gen3d.openImage = openImage;
+start();
