@@ -10,9 +10,6 @@ import base64
 import json
 import os
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +20,7 @@ from PIL import Image
 from gen3d.sam3.onnx_export import read_metadata
 from gen3d.serving.masks import mask_from_rle, rle_from_mask
 from tests.conftest import REPO
+from tests.integration.local_serve import serve_local
 
 pytestmark = [pytest.mark.sam3, pytest.mark.sam3d]  # the page uses both models
 CHROMIUM = "/usr/bin/chromium"
@@ -188,7 +186,9 @@ def test_click_masks_equal_the_servers_and_make_3d_draws_the_mesh(page, torchser
     assert viewer["renders"] > 0 and viewer["vertices"] == answer["mesh"]["vertices"] > 0
     assert "rotation wxyz" in page.inner_text("#pose")
     assert [a.get_attribute("download") for a in page.locator("#downloads a").all()] == [
-        "object.glb", "object.ply", "pose.json",
+        "object.glb",
+        "object.ply",
+        "pose.json",
     ]
     page.mouse.move(*center(page.locator("#viewer").bounding_box()))  # orbit: a drag re-renders
     page.mouse.down()
@@ -215,8 +215,12 @@ def test_concept_segment_overlays_every_instance(page, torchserve):
     page.fill("#threshold", "0")
     page.click("#concept-form button")
     page.wait_for_function("window.gen3d.state.instances.length > 0 || window.gen3d.error", timeout=60_000)
-    body = {"task": "segment", "image_base64": base64.b64encode(SAMPLE.read_bytes()).decode(), "text": "red ball",
-            "score_threshold": 0}
+    body = {
+        "task": "segment",
+        "image_base64": base64.b64encode(SAMPLE.read_bytes()).decode(),
+        "text": "red ball",
+        "score_threshold": 0,
+    }
     served = requests.post(f"{torchserve.inference_url}/predictions/sam3", json=body, timeout=120).json()["masks"]
     # each instance's mask as the page decoded it, encoded again by rle.js (checked against pycocotools below)
     instances = page.evaluate(
@@ -335,32 +339,24 @@ def test_make_serve_serves_the_page_and_opens_cors_for_it(model_store, aws_env, 
     cached = cached_decoder_path(tmp_path / "onnx", store / "sam3.mar")  # the session's export, as if cached
     cached.parent.mkdir()
     shutil.copy(decoder_onnx, cached)
-    config = runner.loopback_config(REPO, tmp_path / "config.properties", store)
-    port = int(runner.read_config(config)["inference_address"].rsplit(":", 1)[1])
     page_port = runner.free_ports(1)[0]
-    (tmp_path / "tmp").mkdir()
-    env = dict(os.environ, **aws_env, TMPDIR=str(tmp_path / "tmp"), GEN3D_CACHE_DIR=str(tmp_path / "cache"))
-    serve = [str(Path(sys.executable).parent / "gen3d-serve-local"), "--config", str(config),
-             "--model-store", str(store), "--logs", str(tmp_path / "logs"), "--page-port", str(page_port),
-             "--decoder-cache", str(tmp_path / "onnx")]  # fmt: skip
-    out = open(tmp_path / "serve.out", "wb")  # noqa: SIM115 - a pipe would fill up and block TorchServe
-    proc = subprocess.Popen(serve, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 180
-        while "demo page: open" not in (tmp_path / "serve.out").read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.out").read_text()[-3000:]
-            time.sleep(1)
-        assert f"ONNX decoder of {store / 'sam3.mar'}: {cached} (cached)" in (tmp_path / "serve.out").read_text()
-        page = f"http://127.0.0.1:{page_port}"
-        written = runner.read_config(tmp_path / "logs" / "config.properties")
+    env = dict(os.environ, **aws_env, GEN3D_CACHE_DIR=str(tmp_path / "cache"))
+    args = ["--page-port", str(page_port), "--decoder-cache", str(tmp_path / "onnx")]
+    with serve_local(tmp_path, store, env, *args, ready="demo page: open") as served:
+        assert f"ONNX decoder of {store / 'sam3.mar'}: {cached} (cached)" in served.text()
+        page, inference = f"http://127.0.0.1:{page_port}", f"http://127.0.0.1:{served.port}"
+        written = runner.read_config(served.logs / "config.properties")
         assert written["cors_allowed_origin"] == page
-        assert "cors_allowed_origin" not in runner.read_config(config)  # the config it was given stays closed
-        assert requests.get(page + "/config.json", timeout=5).json()["inference_url"] == f"http://127.0.0.1:{port}"
+        assert "cors_allowed_origin" not in runner.read_config(served.config)  # the config it was given stays closed
+        assert requests.get(page + "/config.json", timeout=5).json()["inference_url"] == inference
         assert requests.get(page + "/decoder.onnx", timeout=5).content == decoder_onnx.read_bytes()
-        preflight = requests.options(f"http://127.0.0.1:{port}/predictions/sam3", timeout=5, headers={
-            "Origin": page, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"})
+        preflight = requests.options(
+            f"{inference}/predictions/sam3",
+            timeout=5,
+            headers={
+                "Origin": page,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type",
+            },
+        )
         assert preflight.status_code == 200 and preflight.headers["Access-Control-Allow-Origin"] == page
-    finally:
-        os.killpg(proc.pid, 15)
-        assert proc.wait(60) is not None
-        out.close()

@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from tests.conftest import BUCKET, REPO, free_port, png_bytes
+from tests.integration.local_serve import serve_local
 
 pytestmark = pytest.mark.sam3
 
@@ -142,31 +143,14 @@ def test_empty_bucket_allow_list_stops_the_container(model_store, aws_env, tmp_p
 def test_local_serve_binds_loopback_and_serves(model_store, aws_env, tmp_path):
     """gen3d-serve-local (what `make serve` runs): TorchServe in the foreground, inference on 127.0.0.1 unless
     GEN3D_BIND says otherwise, stopped cleanly by SIGTERM (its demo page: tests/integration/test_demo_page.py)."""
-    from gen3d.torchserve import runner
-
     store = tmp_path / "store"
     store.mkdir()
     shutil.copy(model_store / "sam3.mar", store / "sam3.mar")
-    config = runner.loopback_config(REPO, tmp_path / "config.properties", store)
-    port = int(runner.read_config(config)["inference_address"].rsplit(":", 1)[1])
-    (tmp_path / "tmp").mkdir()
-    env = dict(os.environ, **aws_env, GEN3D_ALLOWED_BUCKETS=BUCKET, TMPDIR=str(tmp_path / "tmp"))
+    env = dict(os.environ, **aws_env, GEN3D_ALLOWED_BUCKETS=BUCKET)
     env.pop("GEN3D_BIND", None)
-    serve = [str(Path(sys.executable).parent / "gen3d-serve-local"), "--config", str(config),
-             "--model-store", str(store), "--logs", str(tmp_path / "logs"), "--no-page"]  # fmt: skip
-    out = open(tmp_path / "serve.out", "wb")  # noqa: SIM115 - a pipe would fill up and block TorchServe
-    proc = subprocess.Popen(serve, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 180
-        while "serving sam3 at" not in (tmp_path / "serve.out").read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.out").read_text()[-3000:]
-            time.sleep(1)
-        text = (tmp_path / "serve.out").read_text()
-        assert f"serving sam3 at http://127.0.0.1:{port}" in text
+    with serve_local(tmp_path, store, env, "--no-page", ready="serving sam3 at") as served:
+        text = served.text()
+        assert f"serving sam3 at http://127.0.0.1:{served.port}" in text
         assert f"may use (GEN3D_ALLOWED_BUCKETS): {BUCKET}" in text
-        assert f"inference_address=http://127.0.0.1:{port}" in (tmp_path / "logs" / "config.properties").read_text()
-        assert requests.get(f"http://127.0.0.1:{port}/ping", timeout=5).json()["status"] == "Healthy"
-    finally:
-        os.killpg(proc.pid, 15)
-        assert proc.wait(60) is not None
-        out.close()
+        assert f"inference_address=http://127.0.0.1:{served.port}" in (served.logs / "config.properties").read_text()
+        assert requests.get(f"http://127.0.0.1:{served.port}/ping", timeout=5).json()["status"] == "Healthy"
