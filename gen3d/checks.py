@@ -1,4 +1,5 @@
-"""Start-up checks both models make: a preset looked up by name, a checkpoint's keys matched strictly."""
+"""Start-up checks both models make: an archive's handler settings present, a preset looked up by name, a
+checkpoint's keys matched strictly."""
 
 from __future__ import annotations
 
@@ -8,6 +9,13 @@ from typing import TypeVar
 from gen3d.errors import StartupError
 
 T = TypeVar("T")
+
+
+def require_handler_keys(handler: Mapping[str, object], keys: Iterable[str], archive: object, note: str = "") -> None:
+    """Raises naming the first of ``keys`` the archive's model-config.yaml ``handler`` section lacks."""
+    for key in keys:
+        if not handler.get(key):
+            raise StartupError(f"model-config.yaml in {archive} lacks handler.{key}{note}")
 
 
 def preset_named(presets: Mapping[str, T], name: object, kind: str) -> T:

@@ -48,8 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def load(args: argparse.Namespace, device):
     """The loaded model and the seconds and peak GPU MiB its loading took."""
     import torch
-    import yaml
 
+    from gen3d.archives import archive_contents
     from gen3d.sam3d.loading import load_sam3d
 
     if args.demo:
@@ -61,7 +61,7 @@ def load(args: argparse.Namespace, device):
         config = {"preset": "tiny-cpu-demo", "checkpoint": "demo.safetensors", "demo_weights": True}
     elif args.archive:
         model_dir = args.archive
-        config = yaml.safe_load((model_dir / "model-config.yaml").read_text())["handler"]
+        config = archive_contents(model_dir)[1]["handler"]
     else:
         model_dir, config = args.pipeline_dir, {"preset": "sam3d-objects", "checkpoint": "pipeline.yaml"}
     if device.type == "cuda":

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
+from gen3d.archives import archive_name, archives_in
 from gen3d.errors import StartupError
 from gen3d.sam3.onnx_export import cached_decoder_path
 from gen3d.serving.buckets import BucketPolicy
@@ -92,20 +93,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
-    archives = sorted(p.name for p in args.model_store.iterdir() if p.suffix == ".mar" or (p / "MAR-INF").is_dir())
+    archives = {archive_name(p): p for p in archives_in(args.model_store)}
     if not archives:
         print(f"no model archives in {args.model_store}; run `make archives` first", file=sys.stderr)
         return 2
-    models = [Path(a).stem for a in archives]
-    sam3_archive = next((args.model_store / a for a in archives if Path(a).stem == "sam3"), None)
+    models = list(archives)
+    sam3_archive = archives.get("sam3")
     base = runner.read_config(args.config)
     port = urlparse(base.get("inference_address", "http://0.0.0.0:8080")).port or 8080
-    metrics = args.config.resolve().parent / base.get("metrics_config", "metrics.yaml")  # absolute stays absolute
-    overrides = {
-        "inference_address": f"http://{args.bind}:{port}",
-        "model_store": str(args.model_store.resolve()),
-        "metrics_config": str(metrics),
-    }
+    overrides = {"inference_address": f"http://{args.bind}:{port}", "model_store": str(args.model_store.resolve())}
     page = None
     if not args.no_page and sam3_archive is not None:
         try:  # bound now: a taken port or a missing `npm ci` stops start-up before TorchServe runs

@@ -16,12 +16,10 @@ import logging
 import os
 import signal
 import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
+from gen3d.archives import ArchiveError, archive_contents, archive_name, archives_in
 from gen3d.serving.buckets import ENV as BUCKETS_ENV
 from gen3d.serving.buckets import BucketPolicy
 from gen3d.torchserve import runner
@@ -30,10 +28,6 @@ log = logging.getLogger("serve")
 # Seconds beyond the largest startupTimeout before serve gives up (GEN3D_READY_MARGIN_S); the deploy's
 # ContainerStartupHealthCheckTimeoutInSeconds is derived from it (gen3d/sagemaker/timeouts.py).
 DEFAULT_READY_MARGIN_S = 60
-
-
-class ModelDirError(RuntimeError):
-    """The model directory cannot be served; the message is the one line the container prints."""
 
 
 @dataclass
@@ -53,32 +47,14 @@ class Archive:
         return float((self.config.get("handler") or {}).get("min_gpu_memory_gib", 0))
 
 
-def archive_contents(path: Path) -> tuple[set[str], dict]:
-    """File names (relative) and parsed model-config.yaml of a .mar file or an archive directory."""
-    if path.is_dir():
-        names = {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()}
-        config_text = (path / "model-config.yaml").read_text() if "model-config.yaml" in names else None
-    else:
-        try:
-            with zipfile.ZipFile(path) as zf:
-                names = set(zf.namelist())
-                config_text = zf.read("model-config.yaml").decode() if "model-config.yaml" in names else None
-        except zipfile.BadZipFile as err:
-            raise ModelDirError(f"{path} is not a readable model archive (.mar zip): {err}") from err
-    if config_text is None:
-        raise ModelDirError(f"{path} has no model-config.yaml (build it with scripts/build_archives.py)")
-    return names, yaml.safe_load(config_text) or {}
-
-
 def find_archives(model_dir: Path, only: str | None = None) -> list[Archive]:
     """Every archive in ``model_dir`` (``NAME.mar`` or ``NAME/MAR-INF``), each checked for its checkpoint
-    and assets; raises :class:`ModelDirError` naming what is missing."""
+    and assets; raises :class:`ArchiveError` naming what is missing (the one line the container prints)."""
     if not model_dir.is_dir():
-        raise ModelDirError(f"model directory {model_dir} does not exist (looked for model archives there)")
-    candidates = sorted(p for p in model_dir.iterdir() if p.suffix == ".mar" or (p / "MAR-INF").is_dir())
+        raise ArchiveError(f"model directory {model_dir} does not exist (looked for model archives there)")
     archives = []
-    for path in candidates:
-        name = path.stem if path.suffix == ".mar" else path.name
+    for path in archives_in(model_dir):
+        name = archive_name(path)
         if only and name != only:
             continue
         names, config = archive_contents(path)
@@ -86,13 +62,13 @@ def find_archives(model_dir: Path, only: str | None = None) -> list[Archive]:
         needed = [handler.get("checkpoint"), *(handler.get("assets") or [])]
         for wanted in needed:
             if not wanted:
-                raise ModelDirError(f"{path}/model-config.yaml names no handler.checkpoint")
+                raise ArchiveError(f"{path}/model-config.yaml names no handler.checkpoint")
             if wanted not in names:
-                raise ModelDirError(f"{path} lacks {wanted} (named by its model-config.yaml)")
+                raise ArchiveError(f"{path} lacks {wanted} (named by its model-config.yaml)")
         archives.append(Archive(name=name, path=path, config=config))
     if not archives:
         wanted = f"{only}.mar or {only}/MAR-INF" if only else "*.mar or */MAR-INF"
-        raise ModelDirError(f"no model archive in {model_dir} (looked for {wanted})")
+        raise ArchiveError(f"no model archive in {model_dir} (looked for {wanted})")
     return archives
 
 
@@ -136,7 +112,7 @@ def run(environ: dict[str, str] | None = None) -> int:
     port = int(env.get("SAGEMAKER_BIND_TO_PORT", "8080"))
     try:
         archives = find_archives(model_dir, env.get("GEN3D_MODEL") or None)
-    except ModelDirError as err:
+    except ArchiveError as err:
         log.error("cannot serve: %s", err)
         return 2
     check_gpu_memory(archives, gpu_inventory())
@@ -169,7 +145,6 @@ def run(environ: dict[str, str] | None = None) -> int:
             "grpc_inference_port": grpc_ports[0],
             "grpc_management_port": grpc_ports[1],
             "model_store": str(model_dir),
-            "metrics_config": str(home / "metrics.yaml"),
         },
     )
     models = ",".join(f"{a.name}={a.path.name}" for a in archives)

@@ -23,8 +23,9 @@ from typing import Any
 import yaml
 from botocore.exceptions import ClientError
 
+from gen3d.archives import ArchiveError, archive_contents, archive_name
 from gen3d.sagemaker.clients import is_not_found
-from gen3d.sagemaker.entrypoint import DEFAULT_READY_MARGIN_S, Archive, ModelDirError, archive_contents
+from gen3d.sagemaker.entrypoint import DEFAULT_READY_MARGIN_S, Archive
 from gen3d.sagemaker.errors import TimeoutSettingError
 from gen3d.sagemaker.names import parse_s3_uri
 
@@ -53,10 +54,6 @@ class Timeouts:
     explanation: str
 
 
-def archive_name(path: Path) -> str:
-    return path.stem if path.suffix == ".mar" else path.name
-
-
 def local_needs(archive: Path, model: str) -> ArchiveNeeds:
     """Read model-config.yaml of a local archive (directory or .mar) that will serve ``model``."""
     if archive_name(archive) != model:
@@ -70,7 +67,7 @@ def local_needs(archive: Path, model: str) -> ArchiveNeeds:
                                   "find it); build it with gen3d-build-archives")
     try:
         _, config = archive_contents(archive)
-    except (ModelDirError, OSError) as err:
+    except (ArchiveError, OSError) as err:
         raise TimeoutSettingError(f"cannot read the archive's model-config.yaml: {err}") from err
     files = [archive] if archive.is_file() else [p for p in archive.rglob("*") if p.is_file()]
     return ArchiveNeeds(str(archive), Archive(model, archive, config).startup_timeout,

@@ -17,8 +17,8 @@ import time
 import zipfile
 from pathlib import Path
 
-import yaml
-
+from gen3d.archives import ArchiveError, archive_contents
+from gen3d.checks import require_handler_keys
 from gen3d.errors import StartupError
 from gen3d.files import file_sha256
 from gen3d.sam3.assets import BPE_VOCAB_NAME
@@ -34,25 +34,22 @@ USAGE = (
 )
 
 
+def _sam3_archive(archive: Path) -> tuple[set[str], dict]:
+    """The archive's file names and the ``handler`` section of its model-config.yaml."""
+    if not (archive.is_dir() or zipfile.is_zipfile(archive)):
+        raise StartupError(f"model archive not found: {archive} (a .mar file or an archive directory)")
+    try:
+        names, config = archive_contents(archive)
+    except ArchiveError as err:
+        raise StartupError(str(err)) from err
+    handler = config.get("handler") or {}
+    require_handler_keys(handler, ("preset", "checkpoint"), archive, ": not a sam3 archive")
+    return names, handler
+
+
 def archive_handler_config(archive: Path) -> dict:
     """The ``handler`` section of the archive's model-config.yaml (a .mar file or an archive directory)."""
-    if archive.is_dir():
-        path = archive / "model-config.yaml"
-        if not path.is_file():
-            raise StartupError(f"{path} not found: {archive} is not a model archive directory")
-        text = path.read_text()
-    elif archive.is_file() and zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as mar:
-            if "model-config.yaml" not in mar.namelist():
-                raise StartupError(f"model-config.yaml not found in {archive}")
-            text = mar.read("model-config.yaml").decode()
-    else:
-        raise StartupError(f"model archive not found: {archive} (a .mar file or an archive directory)")
-    handler = (yaml.safe_load(text) or {}).get("handler") or {}
-    for key in ("preset", "checkpoint"):
-        if not handler.get(key):
-            raise StartupError(f"model-config.yaml in {archive} lacks handler.{key}: not a sam3 archive")
-    return handler
+    return _sam3_archive(archive)[1]
 
 
 def model_digest(archive: Path) -> str:
@@ -70,28 +67,19 @@ def model_digest(archive: Path) -> str:
     return hashlib.sha256(f"{handler['preset']}|{checkpoint}".encode()).hexdigest()
 
 
-def _archive_files(archive: Path, handler: dict, work: Path) -> Path:
-    """The folder holding the archive's checkpoint and BPE vocabulary (a .mar's are extracted into ``work``)."""
-    names = [handler["checkpoint"], BPE_VOCAB_NAME]
-    if archive.is_dir():
-        folder = archive
-    else:
-        with zipfile.ZipFile(archive) as mar:
-            for name in names:
-                if name not in mar.namelist():
-                    raise StartupError(f"{name} not found in {archive}")
-                mar.extract(name, work)
-        folder = work
-    for name in names:
-        if not (folder / name).is_file():
-            raise StartupError(f"{folder / name} not found (named by the archive {archive})")
-    return folder
-
-
 def load_archive_model(archive: Path, work: Path):
-    """The archive's SAM 3 on the CPU, loaded as a worker loads it (:func:`gen3d.sam3.loading.load_sam3`)."""
-    handler = archive_handler_config(archive)
-    folder = _archive_files(archive, handler, work)
+    """The archive's SAM 3 on the CPU, loaded as a worker loads it (:func:`gen3d.sam3.loading.load_sam3`); a
+    .mar's checkpoint and BPE vocabulary are extracted into ``work``."""
+    names, handler = _sam3_archive(archive)
+    needed = [handler["checkpoint"], BPE_VOCAB_NAME]
+    for name in needed:
+        if name not in names:
+            raise StartupError(f"{name} not found in {archive}")
+    folder = archive if archive.is_dir() else work
+    if not archive.is_dir():
+        with zipfile.ZipFile(archive) as mar:
+            for name in needed:
+                mar.extract(name, work)
     import torch
 
     from gen3d.sam3.loading import load_sam3

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from gen3d.checks import require_handler_keys
 from gen3d.errors import Conflict, NotFound, StartupError
 from gen3d.models import SAM3
 from gen3d.sam3.assets import BPE_VOCAB_NAME
@@ -95,9 +96,7 @@ class Sam3Service(ModelService[Sam3Job]):
     ) -> Sam3Service:
         """Loads the model an archive describes: ``config`` is model-config.yaml's ``handler`` section."""
         model_dir = Path(model_dir)
-        for key in ("preset", "checkpoint"):
-            if not config.get(key):
-                raise StartupError(f"model-config.yaml in {model_dir} lacks handler.{key}")
+        require_handler_keys(config, ("preset", "checkpoint"), model_dir)
         bpe = model_dir / BPE_VOCAB_NAME
         if not bpe.is_file():
             raise StartupError(f"BPE vocabulary not found at {bpe} (looked for {BPE_VOCAB_NAME} in the archive)")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from gen3d.checks import require_handler_keys
 from gen3d.errors import StartupError
 from gen3d.files import file_sha256, safetensors_metadata
 from gen3d.sam3d.presets import DEMO_CHECKPOINT_FORMAT, Sam3dPreset, get_preset
@@ -53,9 +54,7 @@ def demo_checkpoint_metadata(path: Path) -> dict[str, str] | None:
 
 def check_archive_config(model_dir: Path, config: dict) -> tuple[Sam3dPreset, Path]:
     """The preset and checkpoint an archive's ``handler`` section names, refusing every demo/production mix-up."""
-    for key in ("preset", "checkpoint"):
-        if not config.get(key):
-            raise StartupError(f"model-config.yaml in {model_dir} lacks handler.{key}")
+    require_handler_keys(config, ("preset", "checkpoint"), model_dir)
     preset = get_preset(config["preset"])
     checkpoint = model_dir / str(config["checkpoint"])
     demo_flag = config.get("demo_weights") is True

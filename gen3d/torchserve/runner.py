@@ -32,15 +32,23 @@ def config_home(env: dict[str, str] | None = None) -> Path:
     return home
 
 
+# keys whose relative paths TorchServe reads from its working folder: the copy names them absolutely, since it lives
+# elsewhere than ``base`` (a worker that could not find metrics.yaml died)
+PATH_KEYS = ("model_store", "metrics_config")
+
+
 def write_config(base: Path, dest: Path, overrides: dict[str, str]) -> Path:
-    """Copies TorchServe's ``config.properties`` with some keys replaced (or added)."""
+    """Copies TorchServe's ``config.properties`` with some keys replaced (or added); the relative paths it keeps
+    (:data:`PATH_KEYS`) are made absolute against ``base``'s folder."""
     lines, seen = [], set()
     for line in base.read_text().splitlines():
-        match = re.match(r"^\s*([A-Za-z_][\w.]*)\s*=", line)
-        if match and match.group(1) in overrides:
-            key = match.group(1)
+        match = re.match(r"^\s*([A-Za-z_][\w.]*)\s*=\s*(.*?)\s*$", line)
+        key = match.group(1) if match else None
+        if key in overrides:
             lines.append(f"{key}={overrides[key]}")
             seen.add(key)
+        elif key in PATH_KEYS:
+            lines.append(f"{key}={base.resolve().parent / match.group(2)}")  # an absolute value stays as it is
         else:
             lines.append(line)
     lines += [f"{k}={v}" for k, v in overrides.items() if k not in seen]
@@ -73,7 +81,6 @@ def loopback_config(home: Path, dest: Path, model_store: Path) -> Path:
             "grpc_inference_port": str(ports[3]),
             "grpc_management_port": str(ports[4]),
             "model_store": str(model_store),
-            "metrics_config": str(home / "metrics.yaml"),
         },
     )
 

@@ -123,11 +123,12 @@ def test_model_that_never_loads_makes_serve_exit(model_store, aws_env, tmp_path)
 
 
 def test_only_the_named_model_is_served(model_store, tmp_path):
-    from gen3d.sagemaker.entrypoint import ModelDirError, find_archives
+    from gen3d.archives import ArchiveError
+    from gen3d.sagemaker.entrypoint import find_archives
 
     shutil.copy(model_store / "sam3.mar", tmp_path / "sam3.mar")
     assert [a.name for a in find_archives(tmp_path, "sam3")] == ["sam3"]
-    with pytest.raises(ModelDirError, match="sam3d.mar"):
+    with pytest.raises(ArchiveError, match="sam3d.mar"):
         find_archives(tmp_path, "sam3d")
 
 

@@ -11,7 +11,7 @@ from gen3d.errors import ERROR_TYPES, error_table
 from tests.conftest import REPO
 
 PACKAGE = REPO / "gen3d"
-BASE = ("gen3d.errors", "gen3d.models", "gen3d.files", "gen3d.checks")
+BASE = ("gen3d.errors", "gen3d.models", "gen3d.files", "gen3d.checks", "gen3d.archives")
 # What each part of the package may import of gen3d (besides itself); everything may import BASE.
 ALLOWED = {
     "gen3d.serving": (),

@@ -141,3 +141,22 @@ def test_real_weight_archives_refuse_workers_without_gpu():
     if not torch.cuda.is_available():
         with pytest.raises(StartupError, match="require_gpu"):
             worker_device(context, require_gpu=True)
+
+
+def test_config_copy_names_the_base_files_absolutely(tmp_path):
+    """A config.properties copied elsewhere (logs/, a temporary folder) still finds metrics.yaml and the model store
+    of the folder it was copied from; overridden and absolute values are kept as given."""
+    from gen3d.torchserve import runner
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.properties").write_text("model_store=model-store\nmetrics_config = metrics.yaml\njob_queue_size=9")
+    copy = runner.write_config(home / "config.properties", tmp_path / "copy.properties", {"job_queue_size": "1"})
+    assert runner.read_config(copy) == {
+        "model_store": str(home / "model-store"),
+        "metrics_config": str(home / "metrics.yaml"),
+        "job_queue_size": "1",
+    }
+    copy = runner.write_config(copy, tmp_path / "again.properties", {"model_store": "/srv/store"})
+    assert runner.read_config(copy)["model_store"] == "/srv/store"
+    assert runner.read_config(copy)["metrics_config"] == str(home / "metrics.yaml")
