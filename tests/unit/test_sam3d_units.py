@@ -385,3 +385,39 @@ def test_production_preset_refuses_a_small_gpu(monkeypatch):
     check_gpu_memory(REAL, torch.device("cuda", 0), {"allow_small_gpu": True})
     monkeypatch.setenv("GEN3D_ALLOW_SMALL_GPU", "1")
     check_gpu_memory(REAL, torch.device("cuda", 0), {})
+
+
+def test_gpu_bench_runs_the_demo_preset_on_the_cpu(tmp_path, capsys):
+    """gen3d-bench-sam3d-gpu --demo end to end: its options come from a validated Generate3dRequest (as the
+    service's), every pipeline stage is timed and the last run's files are written."""
+    from plyfile import PlyData
+
+    from gen3d.cli.bench_sam3d_gpu import main
+    from gen3d.sam3d.stages import STAGES
+
+    picture = np.zeros((48, 64, 3), np.uint8)
+    picture[8:40, 16:48] = (200, 50, 50)
+    Image.fromarray(picture).save(tmp_path / "image.png")
+    Image.fromarray((picture[..., 0] > 0).astype(np.uint8) * 255).save(tmp_path / "mask.png")
+    argv = ["--demo", "--image", str(tmp_path / "image.png"), "--mask", str(tmp_path / "mask.png")]
+    argv += ["--ss-steps", "1", "--slat-steps", "1", "--decode-formats", "gaussian", "--seed", "7"]
+    assert main([*argv, "--json", "--out", str(tmp_path / "out")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["model_id"].startswith("sam3d/tiny-cpu-demo/") and report["device"] == "cpu"
+    assert report["image"] == [48, 64] and report["gpu"] is None
+    assert report["options"] == {
+        "seed": 7,
+        "ss_steps": 1,
+        "slat_steps": 1,
+        "decode_formats": ["gaussian"],
+        "mesh_postprocess": False,
+        "texture_baking": False,
+    }
+    (run,) = report["runs"]
+    assert list(run["stages"]) == [stage for _, stage in STAGES] and run["peak_gpu_mib"] is None
+    assert run["voxels"] > 0 and all(stage["ms"] >= 0 for stage in run["stages"].values())
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["object.ply", "pose.json"]
+    gaussians = PlyData.read(str(tmp_path / "out" / "object.ply"))["vertex"].count
+    assert gaussians > 0 and gaussians % run["voxels"] == 0
+    assert main([*argv, "--decode-formats", "mesh"]) == 2
+    assert "cannot run: " in capsys.readouterr().out
