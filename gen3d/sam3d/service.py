@@ -105,12 +105,10 @@ class Sam3dService(ModelService[Sam3dJob]):
 
     # -- run ------------------------------------------------------------------------------------------
     def run(self, jobs: list[Sam3dJob]) -> None:
+        # batchSize is 1 (build_archives refuses more): the base's "generate" time is this job's
         for job in jobs:
-            started = time.perf_counter()
             generator = self.loaded.generator
             job.generation = self.attempt(job, "generate", generator.generate, job.image, job.mask, job.options)
-            job.image = job.mask = None
-            job.timings_ms["generate"] = elapsed_ms(started)
             if job.generation is not None:
                 self.metric("Generations", 1)
 
