@@ -217,6 +217,21 @@ def test_options_defaults_and_renderer_limits():
         assert err.value.field == field
 
 
+def test_polygon_points_are_counted_over_all_polygons():
+    from gen3d.serving.limits import MAX_POLYGON_POINTS
+
+    square = [[0, 0], [1, 0], [1, 1], [0, 1]]
+    one = square * (MAX_POLYGON_POINTS // 4)  # exactly the limit, as one polygon and as two
+    two = [square * (MAX_POLYGON_POINTS // 8)] * 2
+    assert len(one) == MAX_POLYGON_POINTS == sum(map(len, two))
+    for polygon in (one, two):
+        assert parsed({"task": "generate_3d", "mask_polygon": polygon}).mask_polygon == polygon
+    for polygon in (one + [[2, 2]], two + [[[2, 2], [3, 2], [3, 3]]]):
+        with pytest.raises(ServingError, match=f"at most {MAX_POLYGON_POINTS} points in all") as err:
+            parsed({"task": "generate_3d", "mask_polygon": polygon})
+        assert err.value.field == "mask_polygon"
+
+
 def test_masks_are_bool_and_sized_like_the_image():
     from gen3d.serving.masks import rle_from_mask
 
