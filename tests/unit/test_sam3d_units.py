@@ -110,6 +110,13 @@ def test_no_fallback_preset(tmp_path):
         check_archive_config(tmp_path, {"preset": "tiny-cpu-demo", "checkpoint": other.name, "demo_weights": True})
 
 
+def test_an_unreadable_safetensors_checkpoint_stops_start_up_with_its_own_error(tmp_path):
+    (tmp_path / "broken.safetensors").write_bytes(b"not a safetensors file")
+    for preset, flag in (("tiny-cpu-demo", True), ("sam3d-objects", False)):
+        with pytest.raises(StartupError, match=r"broken.safetensors is not a readable safetensors file: .*header"):
+            check_archive_config(tmp_path, {"preset": preset, "checkpoint": "broken.safetensors", "demo_weights": flag})
+
+
 def test_production_preset_needs_a_gpu(tmp_path):
     root = fake_pipeline_dir(tmp_path)
     with pytest.raises(StartupError, match="needs a CUDA GPU; this worker has none"):
