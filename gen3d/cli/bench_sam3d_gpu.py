@@ -2,7 +2,7 @@
 wall time and the peak GPU memory allocated during that stage (torch.cuda.max_memory_allocated, reset at
 the start of each stage), plus the model load.
 
-It loads the model exactly as the sam3d TorchServe worker does (gen3d.sam3d_builder.load_sam3d, preset
+It loads the model exactly as the sam3d TorchServe worker does (gen3d.sam3d.loading.load_sam3d, preset
 sam3d-objects) from a checkpoints directory prepared as for `scripts/build_archives.py sam3d --pipeline-dir`
 (pipeline.yaml, configs, checkpoints; DINOv2 and MoGe staged beside it), or from a built archive directory.
 
@@ -16,6 +16,7 @@ Examples (in the sam3d image, on a machine with a >= 32 GiB GPU):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -52,23 +53,24 @@ def load(args: argparse.Namespace, device):
     from gen3d.archives import archive_contents
     from gen3d.sam3d.loading import load_sam3d
 
-    if args.demo:
-        from gen3d.sam3d.demo.weights import demo_checkpoint_bytes
-        from gen3d.sam3d.presets import PRESETS
+    with tempfile.TemporaryDirectory(prefix="sam3d-bench-") as scratch:  # the demo checkpoint, read while loading
+        if args.demo:
+            from gen3d.sam3d.demo.weights import demo_checkpoint_bytes
+            from gen3d.sam3d.presets import PRESETS
 
-        model_dir = Path(tempfile.mkdtemp(prefix="sam3d-bench-"))
-        (model_dir / "demo.safetensors").write_bytes(demo_checkpoint_bytes(PRESETS["tiny-cpu-demo"]))
-        config = {"preset": "tiny-cpu-demo", "checkpoint": "demo.safetensors", "demo_weights": True}
-    elif args.archive:
-        model_dir = args.archive
-        config = archive_contents(model_dir)[1]["handler"]
-    else:
-        model_dir, config = args.pipeline_dir, {"preset": "sam3d-objects", "checkpoint": "pipeline.yaml"}
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    started = time.perf_counter()
-    loaded = load_sam3d(model_dir, config, device)
-    seconds = time.perf_counter() - started
+            model_dir = Path(scratch)
+            (model_dir / "demo.safetensors").write_bytes(demo_checkpoint_bytes(PRESETS["tiny-cpu-demo"]))
+            config = {"preset": "tiny-cpu-demo", "checkpoint": "demo.safetensors", "demo_weights": True}
+        elif args.archive:
+            model_dir = args.archive
+            config = archive_contents(model_dir)[1]["handler"]
+        else:
+            model_dir, config = args.pipeline_dir, {"preset": "sam3d-objects", "checkpoint": "pipeline.yaml"}
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        started = time.perf_counter()
+        loaded = load_sam3d(model_dir, config, device)
+        seconds = time.perf_counter() - started
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     return loaded, seconds, peak
 
@@ -81,10 +83,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from gen3d.errors import ServingError, StartupError
     from gen3d.sam3d.outputs import FILE_NAMES, encode_generation
-    from gen3d.sam3d.request import generate_options
+    from gen3d.sam3d.request import Generate3dRequest, generate_options
     from gen3d.serving.images import decode_image
     from gen3d.serving.masks import mask_from_png
-    from gen3d.serving.schema import ParsedRequest
+    from gen3d.serving.schema import validated
 
     if args.demo:
         device = torch.device("cpu")
@@ -101,7 +103,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--mask must be a non-empty {image.shape[0]}x{image.shape[1]} mask, got {mask.shape}")
         return 2
     try:
-        loaded, load_s, load_peak = load(args, device)
         fields = {
             "seed": args.seed,
             "ss_steps": args.ss_steps,
@@ -110,9 +111,10 @@ def main(argv: list[str] | None = None) -> int:
             "mesh_postprocess": args.mesh_postprocess,
             "texture_baking": args.texture_baking,
         }
-        options = generate_options(
-            ParsedRequest(task="generate_3d", image=None, fields=fields), loaded.generator.renderers
-        )
+        request = validated(Generate3dRequest, {"task": "generate_3d", **fields})
+        with contextlib.redirect_stdout(sys.stderr):  # upstream prints as it loads; stdout is the report's (--json)
+            loaded, load_s, load_peak = load(args, device)
+        options = generate_options(request, loaded.generator.renderers)
     except (StartupError, ServingError) as err:
         print(f"cannot run: {err}")
         return 2
@@ -129,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     gen = None
     for _ in range(args.runs):
         started = time.perf_counter()
-        gen = loaded.generator.generate(image, mask, options)
+        with contextlib.redirect_stdout(sys.stderr):
+            gen = loaded.generator.generate(image, mask, options)
         total = time.perf_counter() - started
         peaks = gen.info.get("gpu_peak_mib") or {}
         report["runs"].append(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from gen3d.checks import require_handler_keys
 from gen3d.errors import StartupError
@@ -42,13 +43,14 @@ class LoadedSam3d:
 
 
 def demo_checkpoint_metadata(path: Path) -> dict[str, str] | None:
-    """The gen3d metadata of a demo checkpoint (safetensors header), or ``None`` for any other file."""
+    """The gen3d metadata of a demo checkpoint (safetensors header), or ``None`` for any other checkpoint; a
+    ``.safetensors`` file whose header cannot be read stops start-up with its own error."""
     if path.suffix != ".safetensors":
         return None
     try:
         meta = safetensors_metadata(path)
-    except Exception:  # noqa: BLE001 - not a readable safetensors file, hence not a demo checkpoint
-        return None
+    except (SafetensorError, OSError) as err:
+        raise StartupError(f"{path} is not a readable safetensors file: {err}") from err
     return meta if meta.get("format") == DEMO_CHECKPOINT_FORMAT else None
 
 

@@ -29,7 +29,7 @@ import torch
 
 from gen3d.errors import StartupError
 from gen3d.sam3d.presets import Sam3dPreset
-from gen3d.sam3d.stages import StageRecorder, inference_steps_restored
+from gen3d.sam3d.stages import STAGES, StageRecorder, inference_steps_restored, run_info
 from gen3d.sam3d.types import GenerateOptions, Generation, importable_renderers, merge_mask_to_rgba
 
 log = logging.getLogger(__name__)
@@ -38,16 +38,6 @@ PIPELINE_TARGET = "sam3d_objects.pipeline.inference_pipeline_pointmap.InferenceP
 ALLOWED_TARGET_ROOTS = ("sam3d_objects", "torch", "torchvision", "moge")
 DINO_TARGET = "sam3d_objects.model.backbone.dit.embedder.dino.Dino"
 STAGING_DEFAULTS = {"dinov2_repo": "dinov2", "torch_hub_dir": "torch_hub", "moge_checkpoint": "moge/model.pt"}
-# InferencePipelinePointMap methods timed as stages (the official ``run`` calls them in this order).
-STAGES = (
-    ("compute_pointmap", "pointmap"),
-    ("preprocess_image", "preprocess"),
-    ("sample_sparse_structure", "sparse_structure"),
-    ("pose_decoder", "pose"),
-    ("sample_slat", "slat"),
-    ("decode_slat", "decode"),
-    ("postprocess_slat_output", "glb"),
-)
 
 
 def _omegaconf():
@@ -211,7 +201,6 @@ class OfficialGenerator:
                 stage2_inference_steps=options.slat_steps,
                 decode_formats=list(options.decode_formats),
             )
-        mesh = out.get("mesh")
         return Generation(
             gaussian=out.get("gs"),
             glb=out.get("glb"),
@@ -220,12 +209,7 @@ class OfficialGenerator:
             scale=out["scale"][0].float().tolist(),
             stages_ms=dict(self.recorder.timings_ms),
             info={
-                "voxels": int(out["coords"].shape[0]),
-                "steps": {
-                    "sparse_structure": options.ss_steps or self.pipeline.ss_inference_steps,
-                    "slat": options.slat_steps or self.pipeline.slat_inference_steps,
-                },
-                "mesh_extracted": None if mesh is None else bool(mesh[0].success),
+                **run_info(self.pipeline, options, int(out["coords"].shape[0]), out.get("mesh")),
                 "gpu_peak_mib": dict(self.recorder.peak_mib),
             },
         )

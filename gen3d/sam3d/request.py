@@ -21,7 +21,7 @@ from gen3d.errors import InvalidField
 from gen3d.sam3d.types import DECODE_FORMATS, OPTION_RENDERERS, GenerateOptions
 from gen3d.serving.images import opened
 from gen3d.serving.limits import MAX_POLYGON_POINTS, MAX_SEED, MAX_STEPS
-from gen3d.serving.masks import mask_from_png, mask_from_polygon, mask_from_rle
+from gen3d.serving.masks import mask_from_png, mask_from_polygon, mask_from_rle, polygons_of
 from gen3d.serving.schema import Envelope, ParsedRequest, S3Key, validated
 from gen3d.serving.storage import S3Location, check_key
 
@@ -80,15 +80,10 @@ class Generate3dRequest(Envelope):
         given = [name for name in MASK_FIELDS if getattr(self, name) is not None]
         if len(given) > 1:
             raise InvalidField(given[1], f"give exactly one of {list(MASK_FIELDS)}, not {given}")
-        if self.mask_polygon is not None and _polygon_points(self.mask_polygon) > MAX_POLYGON_POINTS:
+        polygons = polygons_of(self.mask_polygon) if self.mask_polygon is not None else []
+        if sum(len(p) if isinstance(p, list) else 1 for p in polygons) > MAX_POLYGON_POINTS:
             raise InvalidField("mask_polygon", f"at most {MAX_POLYGON_POINTS} points in all")
         return self
-
-
-def _polygon_points(polygon: list) -> int:
-    if polygon and isinstance(polygon[0], list) and polygon[0] and isinstance(polygon[0][0], list):
-        return sum(len(p) if isinstance(p, list) else 1 for p in polygon)
-    return len(polygon)
 
 
 @dataclass(frozen=True)

@@ -26,13 +26,12 @@ from gen3d.sam3d.outputs import CONTENT_TYPES, FILE_NAMES, encode_generation
 from gen3d.sam3d.request import decode_mask, generate_options, generate_request, mask_source
 from gen3d.sam3d.types import GenerateOptions, Generation
 from gen3d.serving.images import decode_image
+from gen3d.serving.limits import INLINE_OUTPUT_BYTES
 from gen3d.serving.schema import ParsedRequest, require_image
 from gen3d.serving.service import Job, MetricSink, ModelService, elapsed_ms, no_metrics
 from gen3d.serving.storage import S3Store, prefix_template
 
 log = logging.getLogger(__name__)
-
-INLINE_LIMIT_BYTES = 16 * 1024 * 1024  # above this, outputs must go to S3 (output_bucket, user_id, session_id)
 
 
 @dataclass
@@ -106,12 +105,10 @@ class Sam3dService(ModelService[Sam3dJob]):
 
     # -- run ------------------------------------------------------------------------------------------
     def run(self, jobs: list[Sam3dJob]) -> None:
+        # batchSize is 1 (build_archives refuses more): the base's "generate" time is this job's
         for job in jobs:
-            started = time.perf_counter()
             generator = self.loaded.generator
             job.generation = self.attempt(job, "generate", generator.generate, job.image, job.mask, job.options)
-            job.image = job.mask = None
-            job.timings_ms["generate"] = elapsed_ms(started)
             if job.generation is not None:
                 self.metric("Generations", 1)
 
@@ -160,10 +157,10 @@ class Sam3dService(ModelService[Sam3dJob]):
             job.timings_ms["write"] = elapsed_ms(started)
         else:
             total = sum(len(data) for data in encoded.files.values())
-            if total > INLINE_LIMIT_BYTES:
+            if total > INLINE_OUTPUT_BYTES:
                 raise TooLarge(
                     "output_bucket",
-                    f"outputs are {total / 1e6:.1f} MB, above the {INLINE_LIMIT_BYTES / 1e6:.1f} MB inline limit; "
+                    f"outputs are {total / 1e6:.1f} MB, above the {INLINE_OUTPUT_BYTES / 1e6:.1f} MB inline limit; "
                     "give output_bucket, user_id and session_id to have them written to S3",
                 )
             fields["outputs_base64"] = {name: base64.b64encode(data).decode() for name, data in encoded.files.items()}

@@ -1,12 +1,27 @@
-"""Timing (and peak GPU memory) of the pipeline's stages, per request."""
+"""The pipeline's stages: which upstream methods are timed, their timing (and peak GPU memory) per request, and
+what a run reports besides (the production pipeline and the CPU demo both use these)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
+
+from gen3d.sam3d.types import GenerateOptions
+
+# InferencePipelinePointMap methods timed as stages (the official ``run`` calls them in this order).
+STAGES = (
+    ("compute_pointmap", "pointmap"),
+    ("preprocess_image", "preprocess"),
+    ("sample_sparse_structure", "sparse_structure"),
+    ("pose_decoder", "pose"),
+    ("sample_slat", "slat"),
+    ("decode_slat", "decode"),
+    ("postprocess_slat_output", "glb"),
+)
 
 
 class StageRecorder:
@@ -64,3 +79,16 @@ def inference_steps_restored(models) -> Iterator[None]:
     finally:
         for generator, steps in zip(generators, saved, strict=True):
             generator.inference_steps = steps
+
+
+def run_info(pipeline, options: GenerateOptions, voxels: int, mesh) -> dict[str, Any]:
+    """``Generation.info`` of a run: its voxels, the flow steps it took (the request's, else the pipeline's) and
+    whether the mesh was extracted (``None`` when no mesh was decoded)."""
+    return {
+        "voxels": voxels,
+        "steps": {
+            "sparse_structure": options.ss_steps or pipeline.ss_inference_steps,
+            "slat": options.slat_steps or pipeline.slat_inference_steps,
+        },
+        "mesh_extracted": None if mesh is None else bool(mesh[0].success),
+    }

@@ -42,17 +42,16 @@ def mask_from_rle(rle: object, field: str = "mask_rle") -> np.ndarray:
         raise InvalidField(field, f"cannot decode RLE ({err})") from err
 
 
+def polygons_of(polygon: object) -> list:
+    """The polygons of a ``mask_polygon``: one polygon ``[[x, y], ...]`` or a list of such (told apart by the
+    nesting of its first item)."""
+    nested = isinstance(polygon, list) and polygon and isinstance(polygon[0], list) and polygon[0]
+    return polygon if nested and isinstance(polygon[0][0], list) else [polygon]
+
+
 def mask_from_polygon(polygon: object, size: tuple[int, int], field: str = "mask_polygon") -> np.ndarray:
     """Bool HxW mask filling one or more polygons given as [[x, y], ...] (or a list of such) in pixels."""
-    polygons = (
-        polygon
-        if isinstance(polygon, list)
-        and polygon
-        and isinstance(polygon[0], list)
-        and polygon[0]
-        and isinstance(polygon[0][0], list)
-        else [polygon]
-    )
+    polygons = polygons_of(polygon)
     img = Image.new("1", (size[1], size[0]), 0)
     draw = ImageDraw.Draw(img)
     for poly in polygons:

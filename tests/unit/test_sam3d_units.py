@@ -110,6 +110,13 @@ def test_no_fallback_preset(tmp_path):
         check_archive_config(tmp_path, {"preset": "tiny-cpu-demo", "checkpoint": other.name, "demo_weights": True})
 
 
+def test_an_unreadable_safetensors_checkpoint_stops_start_up_with_its_own_error(tmp_path):
+    (tmp_path / "broken.safetensors").write_bytes(b"not a safetensors file")
+    for preset, flag in (("tiny-cpu-demo", True), ("sam3d-objects", False)):
+        with pytest.raises(StartupError, match=r"broken.safetensors is not a readable safetensors file: .*header"):
+            check_archive_config(tmp_path, {"preset": preset, "checkpoint": "broken.safetensors", "demo_weights": flag})
+
+
 def test_production_preset_needs_a_gpu(tmp_path):
     root = fake_pipeline_dir(tmp_path)
     with pytest.raises(StartupError, match="needs a CUDA GPU; this worker has none"):
@@ -217,6 +224,21 @@ def test_options_defaults_and_renderer_limits():
         assert err.value.field == field
 
 
+def test_polygon_points_are_counted_over_all_polygons():
+    from gen3d.serving.limits import MAX_POLYGON_POINTS
+
+    square = [[0, 0], [1, 0], [1, 1], [0, 1]]
+    one = square * (MAX_POLYGON_POINTS // 4)  # exactly the limit, as one polygon and as two
+    two = [square * (MAX_POLYGON_POINTS // 8)] * 2
+    assert len(one) == MAX_POLYGON_POINTS == sum(map(len, two))
+    for polygon in (one, two):
+        assert parsed({"task": "generate_3d", "mask_polygon": polygon}).mask_polygon == polygon
+    for polygon in (one + [[2, 2]], two + [[[2, 2], [3, 2], [3, 3]]]):
+        with pytest.raises(ServingError, match=f"at most {MAX_POLYGON_POINTS} points in all") as err:
+            parsed({"task": "generate_3d", "mask_polygon": polygon})
+        assert err.value.field == "mask_polygon"
+
+
 def test_masks_are_bool_and_sized_like_the_image():
     from gen3d.serving.masks import rle_from_mask
 
@@ -271,6 +293,7 @@ def test_out_of_memory_answers_507_and_the_next_request_is_served(monkeypatch):
         second.body["outputs_base64"].keys() == {"pose"}
         and second.body["model_id"] == "sam3d/sam3d-objects/" + "0" * 16
     )
+    assert list(second.body["timings_ms"]) == ["decode", "generate", "stages", "encode", "total"]  # README's keys
     assert len(emptied) == 2  # after each request
 
 
@@ -385,3 +408,39 @@ def test_production_preset_refuses_a_small_gpu(monkeypatch):
     check_gpu_memory(REAL, torch.device("cuda", 0), {"allow_small_gpu": True})
     monkeypatch.setenv("GEN3D_ALLOW_SMALL_GPU", "1")
     check_gpu_memory(REAL, torch.device("cuda", 0), {})
+
+
+def test_gpu_bench_runs_the_demo_preset_on_the_cpu(tmp_path, capsys):
+    """gen3d-bench-sam3d-gpu --demo end to end: its options come from a validated Generate3dRequest (as the
+    service's), every pipeline stage is timed and the last run's files are written."""
+    from plyfile import PlyData
+
+    from gen3d.cli.bench_sam3d_gpu import main
+    from gen3d.sam3d.stages import STAGES
+
+    picture = np.zeros((48, 64, 3), np.uint8)
+    picture[8:40, 16:48] = (200, 50, 50)
+    Image.fromarray(picture).save(tmp_path / "image.png")
+    Image.fromarray((picture[..., 0] > 0).astype(np.uint8) * 255).save(tmp_path / "mask.png")
+    argv = ["--demo", "--image", str(tmp_path / "image.png"), "--mask", str(tmp_path / "mask.png")]
+    argv += ["--ss-steps", "1", "--slat-steps", "1", "--decode-formats", "gaussian", "--seed", "7"]
+    assert main([*argv, "--json", "--out", str(tmp_path / "out")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["model_id"].startswith("sam3d/tiny-cpu-demo/") and report["device"] == "cpu"
+    assert report["image"] == [48, 64] and report["gpu"] is None
+    assert report["options"] == {
+        "seed": 7,
+        "ss_steps": 1,
+        "slat_steps": 1,
+        "decode_formats": ["gaussian"],
+        "mesh_postprocess": False,
+        "texture_baking": False,
+    }
+    (run,) = report["runs"]
+    assert list(run["stages"]) == [stage for _, stage in STAGES] and run["peak_gpu_mib"] is None
+    assert run["voxels"] > 0 and all(stage["ms"] >= 0 for stage in run["stages"].values())
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["object.ply", "pose.json"]
+    gaussians = PlyData.read(str(tmp_path / "out" / "object.ply"))["vertex"].count
+    assert gaussians > 0 and gaussians % run["voxels"] == 0
+    assert main([*argv, "--decode-formats", "mesh"]) == 2
+    assert "cannot run: " in capsys.readouterr().out

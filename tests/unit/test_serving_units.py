@@ -160,3 +160,14 @@ def test_config_copy_names_the_base_files_absolutely(tmp_path):
     copy = runner.write_config(copy, tmp_path / "again.properties", {"model_store": "/srv/store"})
     assert runner.read_config(copy)["model_store"] == "/srv/store"
     assert runner.read_config(copy)["metrics_config"] == str(home / "metrics.yaml")
+
+
+def test_polygons_of_tells_one_polygon_from_several():
+    from gen3d.serving.masks import mask_from_polygon, polygons_of
+
+    one = [[0, 0], [4, 0], [4, 4]]
+    two = [one, [[6, 0], [9, 0], [9, 3]]]
+    assert polygons_of(one) == [one] and polygons_of(two) == two
+    assert polygons_of([]) == [[]] and polygons_of([[]]) == [[[]]] and polygons_of("x") == ["x"]
+    single, both = mask_from_polygon(one, (5, 10)), mask_from_polygon(two, (5, 10))
+    assert single[1, 3] and not single[1, 8] and both[1, 3] and both[1, 8]

@@ -16,7 +16,7 @@ from gen3d.errors import OutOfResources, StartupError, Unprocessable
 from gen3d.sam3d.demo import compat
 from gen3d.sam3d.demo.models import COMPONENTS, MAX_VOXELS, PREPROCESS_SIZE, build_tiny_models
 from gen3d.sam3d.presets import Sam3dPreset
-from gen3d.sam3d.stages import StageRecorder, inference_steps_restored
+from gen3d.sam3d.stages import STAGES, StageRecorder, inference_steps_restored, run_info
 from gen3d.sam3d.types import GenerateOptions, Generation, merge_mask_to_rgba
 
 log = logging.getLogger(__name__)
@@ -111,13 +111,7 @@ class TinyDemoGenerator:
         self.pipe = official_pipeline(models, preset.default_steps)
         self.ss_preprocessor, self.slat_preprocessor = preprocessors()
         self.recorder = StageRecorder(self.device)
-        for attribute, stage in (
-            ("sample_sparse_structure", "sparse_structure"),
-            ("pose_decoder", "pose"),
-            ("sample_slat", "slat"),
-            ("decode_slat", "decode"),
-            ("postprocess_slat_output", "glb"),
-        ):
+        for attribute, stage in STAGES[2:]:  # pointmap and preprocess: timed inline (no MoGe, own preprocessing)
             self.recorder.wrap(self.pipe, attribute, stage)
 
     @torch.no_grad()
@@ -146,7 +140,6 @@ class TinyDemoGenerator:
         slat = pipe.sample_slat(slat_input, ss["coords"], inference_steps=options.slat_steps)
         outputs = pipe.decode_slat(slat, list(options.decode_formats))
         outputs = pipe.postprocess_slat_output(outputs, False, False, True)
-        mesh = outputs.get("mesh")
         return Generation(
             gaussian=outputs.get("gs"),
             glb=outputs.get("glb"),
@@ -154,14 +147,7 @@ class TinyDemoGenerator:
             translation=ss["translation"][0].tolist(),
             scale=ss["scale"][0].tolist(),
             stages_ms=dict(rec.timings_ms),
-            info={
-                "voxels": voxels,
-                "steps": {
-                    "sparse_structure": options.ss_steps or pipe.ss_inference_steps,
-                    "slat": options.slat_steps or pipe.slat_inference_steps,
-                },
-                "mesh_extracted": None if mesh is None else bool(mesh[0].success),
-            },
+            info=run_info(pipe, options, voxels, outputs.get("mesh")),
         )
 
 
