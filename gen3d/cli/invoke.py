@@ -24,6 +24,7 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from gen3d.errors import InvalidField
 from gen3d.models import MODELS, model_serving
 from gen3d.sagemaker import clients as aws
 from gen3d.sagemaker import deploy, errors, invoke, payloads
@@ -149,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.out and not args.dry_run:
             written = payloads.save_outputs(clients.s3, response, args.out, payload.get("bucket"))
             print(f"wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
-    except (errors.DeployError, TimeoutError, ClientError, BotoCoreError, ValueError, OSError) as err:
+    except (errors.DeployError, TimeoutError, ClientError, BotoCoreError, ValueError, OSError, InvalidField) as err:
         print(f"ERROR: {err}", file=sys.stderr)
         return 1
     return 0

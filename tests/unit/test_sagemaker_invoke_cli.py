@@ -14,6 +14,7 @@ from botocore.stub import Stubber
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from gen3d.errors import InvalidField
 from gen3d.sagemaker import invoke, payloads
 from tests.conftest import png_bytes
 from tests.unit.sagemaker_support import client, run_script, set_moto_async_results, set_moto_realtime_results
@@ -158,6 +159,19 @@ def test_save_outputs_needs_a_bucket_for_s3_keys(tmp_path):
     with pytest.raises(ValueError, match="give --bucket"):
         payloads.save_outputs(None, {"output_s3_key": "a/b.safetensors"}, tmp_path, None)
     assert json.loads((tmp_path / "response.json").read_text()) == {"output_s3_key": "a/b.safetensors"}
+
+
+def test_save_outputs_writes_rle_masks_as_png_and_names_a_bad_one(tmp_path):
+    truth = np.zeros((3, 4), dtype=bool)
+    truth[1, 1:3] = True
+    listed = {"size": [3, 4], "counts": [4, 1, 2, 1, 4]}  # uncompressed counts, column-major
+    written = payloads.save_outputs(None, {"masks": [{"rle": listed}]}, tmp_path, None)
+    assert [p.name for p in written] == ["response.json", "mask-0.png"]
+    with Image.open(tmp_path / "mask-0.png") as png:
+        assert png.mode == "L" and (np.array(png) == truth * 255).all()
+    with pytest.raises(InvalidField, match=r"masks\[1\]\.rle: size must be"):
+        payloads.save_outputs(None, {"masks": [{"rle": listed}, {"rle": {"size": [0, 4], "counts": ""}}]},
+                              tmp_path, None)
 
 
 def test_verify_response_follows_decode_formats(sm_moto):
