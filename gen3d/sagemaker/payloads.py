@@ -13,8 +13,6 @@ from typing import Any
 from gen3d.models import model_serving
 from gen3d.serving.masks import mask_from_rle, mask_png
 
-SEGMENT_FIELDS = ("points", "boxes", "text", "embedding_id", "multimask", "score_threshold", "return_png_masks")
-GENERATE_FIELDS = ("mask_s3_key", "mask_rle", "mask_polygon", "seed", "decode_formats", "ss_steps", "slat_steps")
 SAM3D_FILE_NAMES = {"ply": "object.ply", "glb": "object.glb", "pose": "pose.json"}
 INPUT_PREFIX = "gen3d-inputs"
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
