@@ -27,7 +27,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from gen3d.errors import InvalidField
 from gen3d.models import MODELS, model_serving
 from gen3d.sagemaker import clients as aws
-from gen3d.sagemaker import deploy, errors, invoke, payloads
+from gen3d.sagemaker import deploy, errors, invoke, payloads, timeouts
 
 DEFAULT_POLL_TIMEOUT_S = 1800.0
 
@@ -120,7 +120,7 @@ def invocation_timeout(args: argparse.Namespace, payload: dict) -> int:
     if args.invocation_timeout is not None:
         return args.invocation_timeout
     spec = model_serving(str(payload.get("task"))) or MODELS[next(iter(MODELS))]
-    return min(invoke.MAX_INVOCATION_TIMEOUT_S, spec.response_timeout_s + 60)
+    return timeouts.invocation_timeout(None, spec.response_timeout_s)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -87,6 +87,17 @@ def test_async_invocation_timeout_is_sent_and_bounded(sm_moto):
         invoke.start_async(rt, s3, "e", {}, input_s3_uri="s3://iob/in/y.json", invocation_timeout_s=3601)
 
 
+def test_invoke_script_invocation_timeout_defaults_to_the_tasks_response_timeout():
+    from gen3d.cli import invoke as invoke_cli
+
+    args = invoke_cli.parse_args(["--endpoint-name", "e"])
+    assert invoke_cli.invocation_timeout(args, {"task": "generate_3d"}) == 900 + 60
+    assert invoke_cli.invocation_timeout(args, {"task": "segment"}) == 300 + 60
+    assert invoke_cli.invocation_timeout(args, {}) == 300 + 60  # no task: the first model's
+    args = invoke_cli.parse_args(["--endpoint-name", "e", "--invocation-timeout", "42"])
+    assert invoke_cli.invocation_timeout(args, {"task": "generate_3d"}) == 42
+
+
 def test_invoke_script_generate_3d_uploads_inputs_and_writes_outputs(sm_moto, tmp_path):
     s3 = client("s3")
     s3.create_bucket(Bucket="bkt")
