@@ -25,6 +25,7 @@ from gen3d.models import MODELS
 from gen3d.sagemaker import checklist, deploy, errors, gpus, invoke, names, timeouts
 from gen3d.sagemaker import clients as aws
 from gen3d.sagemaker.alarms import AlarmSettings
+from gen3d.serving.buckets import BucketPolicy
 
 DEFAULT_INSTANCE = {name: spec.default_instance_type for name, spec in MODELS.items()}
 
@@ -121,8 +122,7 @@ def make_spec(args: argparse.Namespace, endpoint: str, instance_type: str) -> de
         max_concurrency=args.max_concurrency, min_instances=args.min_instances, max_instances=args.max_instances,
         target_invocations=args.target_invocations, async_output_s3=args.async_output_s3,
         async_failure_s3=args.async_failure_s3, environment=_env(args.env),
-        allowed_buckets=[b.strip() for b in args.allowed_buckets.split(",") if b.strip()]
-        if args.allowed_buckets else None,
+        allowed_buckets=list(BucketPolicy.parse(args.allowed_buckets).patterns) or None,
         inference_ami_version=args.inference_ami_version, autoscaling=not args.no_autoscaling,
         sns_topic_arn=args.sns_topic_arn, sns_success_topic_arn=args.sns_success_topic_arn,
         alarms=AlarmSettings(args.alarm_errors, args.alarm_oldest_request),

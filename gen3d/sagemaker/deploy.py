@@ -37,6 +37,7 @@ from gen3d.sagemaker.resources import (
 )
 from gen3d.sagemaker.timeouts import ArchiveNeeds, Timeouts, derive_timeouts, local_needs, s3_needs
 from gen3d.sagemaker.upload import upload_model_archive
+from gen3d.serving.buckets import ENV as BUCKETS_ENV
 
 MODES = ("realtime", "async")
 PROVISIONING_S = 900  # instance launch and image pull, before the model download starts
@@ -98,7 +99,7 @@ class DeploySpec:
     def container_environment(self) -> dict[str, str]:
         """The Model's Environment: the model to serve, the buckets it may touch, the ready margin; --env wins."""
         buckets = self.allowed_buckets or [self.bucket]
-        env = {"GEN3D_MODEL": self.model, "GEN3D_ALLOWED_BUCKETS": ",".join(buckets),
+        env = {"GEN3D_MODEL": self.model, BUCKETS_ENV: ",".join(buckets),
                "GEN3D_READY_MARGIN_S": str(DEFAULT_READY_MARGIN_S), **self.environment}
         margin = env["GEN3D_READY_MARGIN_S"]
         if not margin.isdigit():
