@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(response, indent=2))
         if args.verify and not args.dry_run:
             outputs = invoke.verify_response(clients.s3, response, str(payload.get("bucket", "")))
-            print(f"verified: {', '.join(outputs)}", file=sys.stderr)
+            print(f"verified: {', '.join(outputs.values())}", file=sys.stderr)
         if args.out and not args.dry_run:
             written = payloads.save_outputs(clients.s3, response, args.out, payload.get("bucket"))
             print(f"wrote {', '.join(str(p) for p in written)}", file=sys.stderr)

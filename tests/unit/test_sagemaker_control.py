@@ -426,7 +426,7 @@ def test_realtime_invoke_and_verify_against_moto(sm_moto):
     set_moto_realtime_results(sm_moto, [answer])
     got = invoke.invoke_realtime(rt, "sam3-rt", {"task": "get_embedding", "bucket": "iob"})
     assert got == answer
-    assert invoke.verify_response(s3, got, "other") == ["s3://iob/emb/1.safetensors"]
+    assert invoke.verify_response(s3, got, "other") == {"output_s3_key": "s3://iob/emb/1.safetensors"}
 
 
 def test_verify_response_rejects_bad_answers(sm_moto):
@@ -445,8 +445,8 @@ def test_verify_response_rejects_bad_answers(sm_moto):
     with pytest.raises(errors.SmokeTestError, match="names no S3 output"):
         invoke.verify_response(s3, {"status": "success", "task": "get_embedding"}, "iob")
     s3.put_object(Bucket="iob", Key="o/pose.json", Body=b"{}")
-    assert invoke.verify_response(s3, {"status": "success", "task": "generate_3d", "outputs": outputs}, "iob") == [
-        "s3://iob/o/a.ply", "s3://iob/o/a.glb", "s3://iob/o/pose.json"]
+    assert invoke.verify_response(s3, {"status": "success", "task": "generate_3d", "outputs": outputs}, "iob") == {
+        "ply": "s3://iob/o/a.ply", "glb": "s3://iob/o/a.glb", "pose": "s3://iob/o/pose.json"}
 
 
 # ----------------------------------------------------------------------------- full deploy (Stubber + moto)

@@ -192,5 +192,5 @@ def test_verify_response_follows_decode_formats(sm_moto):
         s3.put_object(Bucket="iob", Key=key, Body=io.BytesIO(b"x").read())
     splat_only = {"status": "success", "task": "generate_3d", "decode_formats": ["gaussian"],
                   "outputs": {"ply": "o/a.ply", "pose": "o/pose.json"}}
-    assert invoke.verify_response(s3, splat_only, "iob") == ["s3://iob/o/a.ply", "s3://iob/o/pose.json"]
+    assert invoke.verify_response(s3, splat_only, "iob") == {"ply": "s3://iob/o/a.ply", "pose": "s3://iob/o/pose.json"}
     assert invoke.sam3d_outputs(["gaussian", "mesh"]) == ["ply", "glb", "pose"]

@@ -369,6 +369,13 @@ def test_output_checks_judge_real_files(sm_moto):
     generated = checklist.check_output(s3, checklist.SmokeOutcome("generate_3d", "bkt", response={
         "status": "success", "task": "generate_3d", "outputs": outputs, "output_bucket": "bkt"}))
     assert generated.passed and generated.detail.startswith("PLY 5 splats, GLB ")
+    # the answer names its bucket only as "bucket": the files are read where verify_response found them
+    s3.create_bucket(Bucket="other")
+    for kind, data in files.items():
+        s3.put_object(Bucket="other", Key=f"3d/object.{kind}", Body=data)
+    elsewhere = checklist.check_output(s3, checklist.SmokeOutcome("generate_3d", "bkt", response={
+        "status": "success", "task": "generate_3d", "outputs": outputs, "bucket": "other"}))
+    assert elsewhere.passed and elsewhere.detail == generated.detail
     s3.put_object(Bucket="bkt", Key="3d/empty.ply", Body=sam3d_files(vertices=0)["ply"])
     empty = checklist.check_output(s3, checklist.SmokeOutcome("generate_3d", "bkt", response={
         "status": "success", "task": "generate_3d", "outputs": {**outputs, "ply": "3d/empty.ply"}}))
