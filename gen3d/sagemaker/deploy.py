@@ -74,6 +74,17 @@ class DeploySpec:
     health_check_timeout_s: int | None = None
     download_timeout_s: int | None = None
 
+    def check(self) -> None:
+        """Everything the spec alone can be refused for, before any AWS call: the model and mode, the instance's GPU
+        memory (GpuMemoryError), the endpoint name, the instance counts and the container environment (ValueError
+        naming the flag)."""
+        if self.model not in MODELS or self.mode not in MODES:
+            raise ValueError(f"model must be one of {list(MODELS)} and mode one of {MODES}")
+        check_gpu_memory(self.model, self.instance_type)
+        validate_name(self.endpoint_name)
+        self.capacity()
+        self.container_environment()
+
     def s3_base(self, part: str) -> str:
         """``s3://bucket/prefix/<part>/``."""
         return f"s3://{self.bucket}/{'/'.join(x for x in (self.prefix.strip('/'), part) if x)}/"
@@ -145,10 +156,7 @@ def deploy(
 ) -> DeployResult:
     """GPU check, timeouts, upload, Model, EndpointConfig, Endpoint, wait, autoscaling, failure alarms.
     ``wait_timeout_s`` defaults to provisioning + download + health-check timeouts."""
-    if spec.model not in MODELS or spec.mode not in MODES:
-        raise ValueError(f"model must be one of {list(MODELS)} and mode one of {MODES}")
-    check_gpu_memory(spec.model, spec.instance_type)
-    validate_name(spec.endpoint_name)
+    spec.check()
     low, high, scaled = spec.capacity()
     env = spec.container_environment()
     needs = archive_needs(clients, spec)

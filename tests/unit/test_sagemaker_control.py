@@ -573,6 +573,10 @@ def test_deploy_refuses_a_health_check_below_the_archives_need(tmp_path, capsys)
     assert "--invocation-timeout must be 1..3600 s" in capsys.readouterr().err
     assert deploy_cli.main([*common, "--max-instances", "3"]) == 2  # real-time
     assert "needs --target-invocations" in capsys.readouterr().err
+    assert deploy_cli.main([*common, "--endpoint-name", "sam3d_async"]) == 2
+    assert "invalid SageMaker name 'sam3d_async'" in capsys.readouterr().err
+    assert deploy_cli.main([*common, "--env", "GEN3D_READY_MARGIN_S=soon"]) == 2
+    assert "GEN3D_READY_MARGIN_S must be whole seconds, got 'soon'" in capsys.readouterr().err
 
 
 def test_teardown_dry_run():
