@@ -124,7 +124,6 @@ class DeployResult:
 
     endpoint_name: str
     model_name: str
-    endpoint_config_name: str
     model_data_s3_uri: str
     action: str
     endpoint: dict[str, Any]
@@ -132,6 +131,11 @@ class DeployResult:
     needs: ArchiveNeeds
     autoscaling: dict[str, str] = field(default_factory=dict)
     alarms: list[str] = field(default_factory=list)
+
+    @property
+    def endpoint_config_name(self) -> str:
+        """The endpoint config deploy made: named like its model (one stamped name for both)."""
+        return self.model_name
 
 
 def archive_needs(clients: Clients, spec: DeploySpec) -> ArchiveNeeds:
@@ -208,7 +212,7 @@ def deploy(
                                     spec.alarms, out=out)
     else:
         say(out, "no --sns-topic-arn: no failure alarms (existing ones are left as they are)")
-    return DeployResult(spec.endpoint_name, name, name, model_data, action, desc, timeouts, needs, scaling, alarms)
+    return DeployResult(spec.endpoint_name, name, model_data, action, desc, timeouts, needs, scaling, alarms)
 
 
 def run_smoke(

@@ -185,8 +185,10 @@ def test_create_then_update_endpoint(stubbed):
     stub.add_response("update_endpoint", {"EndpointArn": "arn:aws:sagemaker:us-east-1:1:endpoint/sam3-rt"},
                       {"EndpointName": "sam3-rt", "EndpointConfigName": "c2"})
     sm = clients["sagemaker"]
-    assert resources.create_or_update_endpoint(sm, "sam3-rt", "c1", out=io.StringIO()) == "created"
-    assert resources.create_or_update_endpoint(sm, "sam3-rt", "c2", out=io.StringIO()) == "updated"
+    assert not resources.endpoint_exists(sm, "sam3-rt")
+    assert resources.create_or_update_endpoint(sm, "sam3-rt", "c1", exists=False, out=io.StringIO()) == "created"
+    assert resources.endpoint_exists(sm, "sam3-rt")
+    assert resources.create_or_update_endpoint(sm, "sam3-rt", "c2", exists=True, out=io.StringIO()) == "updated"
 
 
 def test_wait_prints_status_changes_until_in_service(stubbed):
@@ -467,7 +469,7 @@ def test_deploy_async_uploads_creates_waits_and_autoscales(sm_moto, stubbed, tmp
                           archive=archive, max_instances=2)
     out = io.StringIO()
     result = deploy.deploy(clients_from(made, s3=s3), spec, out=out, now=NOW, sleep=lambda s: None, progress=False)
-    assert result.action == "created" and result.model_name == name
+    assert result.action == "created" and result.model_name == result.endpoint_config_name == name
     assert result.model_data_s3_uri == f"s3://bkt/p/model/{name}/"
     assert s3.get_object(Bucket="bkt", Key=f"p/model/{name}/sam3/weights.bin")["Body"].read() == b"w" * 1000
     assert result.autoscaling["step_policy_arn"] == STEP_ARN and result.alarms == []

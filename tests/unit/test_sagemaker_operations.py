@@ -247,7 +247,7 @@ def test_timeouts_derive_from_the_archive_and_refuse_less(tmp_path):
     needs = timeouts.local_needs(write_archive(tmp_path, "sam3d", startup=1800, response=900), "sam3d")
     assert (needs.startup_timeout_s, needs.response_timeout_s) == (1800, 900)
     derived = timeouts.derive_timeouts(needs)
-    assert (derived.health_check_s, derived.download_s, derived.ready_margin_s) == (1920, 1920, 60)
+    assert (derived.health_check_s, derived.download_s) == (1920, 1920)
     assert "startupTimeout 1800 s + GEN3D_READY_MARGIN_S 60 s + 60 s slack = 1920 s" in derived.explanation
     assert timeouts.derive_timeouts(needs, health_check_s=2400, download_s=600).health_check_s == 2400
     with pytest.raises(errors.TimeoutSettingError, match=r"--health-check-timeout 1200 s is below .*1920 s"):
