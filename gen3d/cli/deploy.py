@@ -22,9 +22,10 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 
 from gen3d.models import MODELS
-from gen3d.sagemaker import checklist, deploy, errors, gpus, invoke, names, timeouts
+from gen3d.sagemaker import checklist, deploy, errors, invoke, names, timeouts
 from gen3d.sagemaker import clients as aws
 from gen3d.sagemaker.alarms import AlarmSettings
+from gen3d.serving.buckets import BucketPolicy
 
 DEFAULT_INSTANCE = {name: spec.default_instance_type for name, spec in MODELS.items()}
 
@@ -112,27 +113,25 @@ def _smoke_payload(args: argparse.Namespace, clients: aws.Clients, spec: deploy.
 
 
 def make_spec(args: argparse.Namespace, endpoint: str, instance_type: str) -> deploy.DeploySpec:
-    """The deploy's spec from the flags, checked before any AWS call (ValueError names the flag)."""
+    """The deploy's spec from the flags, checked before any AWS call (ValueError names the flag; GpuMemoryError)."""
     spec = deploy.DeploySpec(
         model=args.model, bucket=args.bucket, prefix=args.prefix or f"gen3d/{endpoint}",
         image_uri=args.image_uri, role_arn=args.role_arn, instance_type=instance_type,
-        endpoint_name=names.validate_name(endpoint), mode=args.mode, archive=args.archive,
+        endpoint_name=endpoint, mode=args.mode, archive=args.archive,
         model_data_s3_uri=args.model_data_s3, instance_count=args.instance_count,
         max_concurrency=args.max_concurrency, min_instances=args.min_instances, max_instances=args.max_instances,
         target_invocations=args.target_invocations, async_output_s3=args.async_output_s3,
         async_failure_s3=args.async_failure_s3, environment=_env(args.env),
-        allowed_buckets=[b.strip() for b in args.allowed_buckets.split(",") if b.strip()]
-        if args.allowed_buckets else None,
+        allowed_buckets=list(BucketPolicy.parse(args.allowed_buckets).patterns) or None,
         inference_ami_version=args.inference_ami_version, autoscaling=not args.no_autoscaling,
         sns_topic_arn=args.sns_topic_arn, sns_success_topic_arn=args.sns_success_topic_arn,
         alarms=AlarmSettings(args.alarm_errors, args.alarm_oldest_request),
         health_check_timeout_s=args.health_check_timeout, download_timeout_s=args.download_timeout)
+    spec.check()
     if args.sns_success_topic_arn and not args.sns_topic_arn:
         raise ValueError("--sns-success-topic-arn needs --sns-topic-arn (errors and alarms go there)")
     if args.invocation_timeout is not None and not 1 <= args.invocation_timeout <= invoke.MAX_INVOCATION_TIMEOUT_S:
         raise ValueError(f"--invocation-timeout must be 1..{invoke.MAX_INVOCATION_TIMEOUT_S} s")
-    spec.capacity()
-    spec.container_environment()
     return spec
 
 
@@ -142,8 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     endpoint = args.endpoint_name or f"{args.model}-{args.mode}"
     instance_type = args.instance_type or DEFAULT_INSTANCE[args.model]
     try:
-        gpus.check_gpu_memory(args.model, instance_type)  # before anything is uploaded or created
-        spec = make_spec(args, endpoint, instance_type)
+        spec = make_spec(args, endpoint, instance_type)  # before anything is uploaded or created
     except (errors.GpuMemoryError, ValueError) as err:
         print(f"ERROR: {err}", file=sys.stderr)
         return 2

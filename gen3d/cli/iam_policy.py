@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from gen3d.sagemaker import iam, names
+from gen3d.serving.buckets import BucketPolicy
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,8 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     policy = iam.execution_role_policy(
         bucket=args.bucket, prefix=args.prefix,
-        allowed_buckets=[b.strip() for b in args.allowed_buckets.split(",") if b.strip()]
-        if args.allowed_buckets else None,
+        allowed_buckets=list(BucketPolicy.parse(args.allowed_buckets).patterns) or None,
         output_prefix=args.output_prefix, sns_topic_arns=args.sns_topic_arn,
         region=args.region or image.get("region") or "*", account=args.account or image.get("registry") or "*",
         repository=args.repository or image.get("repository") or "gen3d")

@@ -24,9 +24,10 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from gen3d.errors import InvalidField
 from gen3d.models import MODELS, model_serving
 from gen3d.sagemaker import clients as aws
-from gen3d.sagemaker import deploy, errors, invoke, payloads
+from gen3d.sagemaker import deploy, errors, invoke, payloads, timeouts
 
 DEFAULT_POLL_TIMEOUT_S = 1800.0
 
@@ -119,7 +120,7 @@ def invocation_timeout(args: argparse.Namespace, payload: dict) -> int:
     if args.invocation_timeout is not None:
         return args.invocation_timeout
     spec = model_serving(str(payload.get("task"))) or MODELS[next(iter(MODELS))]
-    return min(invoke.MAX_INVOCATION_TIMEOUT_S, spec.response_timeout_s + 60)
+    return timeouts.invocation_timeout(None, spec.response_timeout_s)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,11 +146,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(response, indent=2))
         if args.verify and not args.dry_run:
             outputs = invoke.verify_response(clients.s3, response, str(payload.get("bucket", "")))
-            print(f"verified: {', '.join(outputs)}", file=sys.stderr)
+            print(f"verified: {', '.join(outputs.values())}", file=sys.stderr)
         if args.out and not args.dry_run:
             written = payloads.save_outputs(clients.s3, response, args.out, payload.get("bucket"))
             print(f"wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
-    except (errors.DeployError, TimeoutError, ClientError, BotoCoreError, ValueError, OSError) as err:
+    except (errors.DeployError, TimeoutError, ClientError, BotoCoreError, ValueError, OSError, InvalidField) as err:
         print(f"ERROR: {err}", file=sys.stderr)
         return 1
     return 0

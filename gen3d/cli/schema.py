@@ -17,8 +17,6 @@ from pydantic import TypeAdapter
 from gen3d.sam3.request import GetEmbeddingRequest, SegmentRequest
 from gen3d.sam3d.request import Generate3dRequest
 
-REQUESTS = {"get_embedding": GetEmbeddingRequest, "segment": SegmentRequest, "generate_3d": Generate3dRequest}
-
 
 def request_schema() -> dict:
     """One schema: a request is any of the tasks' requests, told apart by ``task``."""

@@ -85,9 +85,15 @@ def remove_failure_alarms(
 ) -> list[str]:
     """Delete every failure alarm of the endpoint (but ``keep``); absent ones are reported unless ``quiet``."""
     wanted = [name for name in alarm_names(endpoint_name).values() if name not in (keep or [])]
-    present = {a["AlarmName"] for a in cw.describe_alarms(AlarmNames=wanted).get("MetricAlarms", [])}
+    return remove_alarms(cw, wanted, out=out, quiet=quiet)
+
+
+def remove_alarms(cw: Any, names: list[str], *, out: IO[str] | None = None, quiet: bool = False) -> list[str]:
+    """Delete the alarms ``names`` that exist (one describe_alarms, then one delete each); absent ones are reported
+    as already gone unless ``quiet``.  Returns those deleted."""
+    present = {a["AlarmName"] for a in cw.describe_alarms(AlarmNames=names).get("MetricAlarms", [])}
     deleted = []
-    for name in wanted:
+    for name in names:
         if name in present:
             if tolerant(out, f"alarm {name}", lambda name=name: cw.delete_alarms(AlarmNames=[name])):
                 deleted.append(name)

@@ -5,10 +5,17 @@ from __future__ import annotations
 
 from typing import IO, Any
 
+from gen3d.sagemaker.alarms import remove_alarms
 from gen3d.sagemaker.clients import say, tolerant
 from gen3d.sagemaker.names import scaling_names
 
 SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
+
+
+def scalable_target(endpoint_name: str) -> dict[str, str]:
+    """The endpoint's variant as Application Auto Scaling names it (its calls' common keyword arguments)."""
+    return {"ServiceNamespace": "sagemaker", "ResourceId": scaling_names(endpoint_name)["resource_id"],
+            "ScalableDimension": SCALABLE_DIMENSION}
 
 
 def configure_async_autoscaling(
@@ -30,9 +37,7 @@ def configure_async_autoscaling(
     """
     if not 0 <= min_capacity <= max_capacity or max_capacity < 1:
         raise ValueError(f"async autoscaling needs 0 <= min ({min_capacity}) <= max ({max_capacity}), max >= 1")
-    names = scaling_names(endpoint_name)
-    target = {"ServiceNamespace": "sagemaker", "ResourceId": names["resource_id"],
-              "ScalableDimension": SCALABLE_DIMENSION}
+    names, target = scaling_names(endpoint_name), scalable_target(endpoint_name)
     dimensions = [{"Name": "EndpointName", "Value": endpoint_name}]
     aas.register_scalable_target(**target, MinCapacity=min_capacity, MaxCapacity=max_capacity)
     tracking = aas.put_scaling_policy(
@@ -88,9 +93,7 @@ def configure_realtime_autoscaling(
         raise ValueError(f"real-time autoscaling needs 1 <= min ({min_capacity}) < max ({max_capacity}) instances")
     if target_invocations_per_instance <= 0:
         raise ValueError("the invocations-per-instance target must be > 0")
-    names = scaling_names(endpoint_name)
-    target = {"ServiceNamespace": "sagemaker", "ResourceId": names["resource_id"],
-              "ScalableDimension": SCALABLE_DIMENSION}
+    names, target = scaling_names(endpoint_name), scalable_target(endpoint_name)
     aas.register_scalable_target(**target, MinCapacity=min_capacity, MaxCapacity=max_capacity)
     policy = aas.put_scaling_policy(
         PolicyName=names["invocations_policy"], PolicyType="TargetTrackingScaling", **target,
@@ -108,21 +111,16 @@ def configure_realtime_autoscaling(
 
 def has_scalable_target(aas: Any, endpoint_name: str) -> bool:
     """True when the endpoint's variant is registered with Application Auto Scaling."""
-    response = aas.describe_scalable_targets(
-        ServiceNamespace="sagemaker", ResourceIds=[scaling_names(endpoint_name)["resource_id"]],
-        ScalableDimension=SCALABLE_DIMENSION)
+    target = scalable_target(endpoint_name)
+    resource = target.pop("ResourceId")
+    response = aas.describe_scalable_targets(**target, ResourceIds=[resource])
     return bool(response.get("ScalableTargets"))
 
 
 def remove_autoscaling(aas: Any, cw: Any, endpoint_name: str, *, out: IO[str] | None = None) -> None:
     """Delete the alarm, every policy and the scalable target (tolerant of absence)."""
-    names = scaling_names(endpoint_name)
-    target = {"ServiceNamespace": "sagemaker", "ResourceId": names["resource_id"],
-              "ScalableDimension": SCALABLE_DIMENSION}
-    if cw.describe_alarms(AlarmNames=[names["alarm"]]).get("MetricAlarms"):
-        tolerant(out, f"alarm {names['alarm']}", lambda: cw.delete_alarms(AlarmNames=[names["alarm"]]))
-    else:
-        say(out, f"alarm {names['alarm']}: already gone")
+    names, target = scaling_names(endpoint_name), scalable_target(endpoint_name)
+    remove_alarms(cw, [names["alarm"]], out=out)
     for policy in (names["target_policy"], names["step_policy"], names["invocations_policy"]):
         tolerant(out, f"scaling policy {policy}",
                   lambda policy=policy: aas.delete_scaling_policy(PolicyName=policy, **target))

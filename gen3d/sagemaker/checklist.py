@@ -213,17 +213,15 @@ def check_output(s3: Any, smoke: SmokeOutcome) -> Check:
         return Check(name, False, smoke.error or "no response")
     response = smoke.response
     try:
-        uris = verify_response(s3, response, smoke.bucket) if smoke.task != "segment" else []
+        found = verify_response(s3, response, smoke.bucket) if smoke.task != "segment" else {}
         blobs = {}
-        for uri in uris:
+        for output, uri in found.items():
             bucket, key = parse_s3_uri(uri)
-            blobs[uri] = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            blobs[output] = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         if smoke.task == "get_embedding":
-            detail = embedding_summary(blobs[uris[0]])
+            detail = embedding_summary(next(iter(blobs.values())))
         elif smoke.task == "generate_3d":
-            outputs = {k: v for k, v in (response.get("outputs") or {}).items() if v}
-            bucket = str(response.get("output_bucket") or smoke.bucket)
-            detail = sam3d_summary({kind: blobs[f"s3://{bucket}/{key}"] for kind, key in outputs.items()})
+            detail = sam3d_summary(blobs)  # by kind: ply, glb, pose
         else:
             masks = [m for m in response.get("masks") or [] if int(m.get("area", 0)) > 0]
             if not masks:

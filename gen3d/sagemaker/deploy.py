@@ -37,6 +37,7 @@ from gen3d.sagemaker.resources import (
 )
 from gen3d.sagemaker.timeouts import ArchiveNeeds, Timeouts, derive_timeouts, local_needs, s3_needs
 from gen3d.sagemaker.upload import upload_model_archive
+from gen3d.serving.buckets import ENV as BUCKETS_ENV
 
 MODES = ("realtime", "async")
 PROVISIONING_S = 900  # instance launch and image pull, before the model download starts
@@ -73,6 +74,17 @@ class DeploySpec:
     health_check_timeout_s: int | None = None
     download_timeout_s: int | None = None
 
+    def check(self) -> None:
+        """Everything the spec alone can be refused for, before any AWS call: the model and mode, the instance's GPU
+        memory (GpuMemoryError), the endpoint name, the instance counts and the container environment (ValueError
+        naming the flag)."""
+        if self.model not in MODELS or self.mode not in MODES:
+            raise ValueError(f"model must be one of {list(MODELS)} and mode one of {MODES}")
+        check_gpu_memory(self.model, self.instance_type)
+        validate_name(self.endpoint_name)
+        self.capacity()
+        self.container_environment()
+
     def s3_base(self, part: str) -> str:
         """``s3://bucket/prefix/<part>/``."""
         return f"s3://{self.bucket}/{'/'.join(x for x in (self.prefix.strip('/'), part) if x)}/"
@@ -98,7 +110,7 @@ class DeploySpec:
     def container_environment(self) -> dict[str, str]:
         """The Model's Environment: the model to serve, the buckets it may touch, the ready margin; --env wins."""
         buckets = self.allowed_buckets or [self.bucket]
-        env = {"GEN3D_MODEL": self.model, "GEN3D_ALLOWED_BUCKETS": ",".join(buckets),
+        env = {"GEN3D_MODEL": self.model, BUCKETS_ENV: ",".join(buckets),
                "GEN3D_READY_MARGIN_S": str(DEFAULT_READY_MARGIN_S), **self.environment}
         margin = env["GEN3D_READY_MARGIN_S"]
         if not margin.isdigit():
@@ -112,7 +124,6 @@ class DeployResult:
 
     endpoint_name: str
     model_name: str
-    endpoint_config_name: str
     model_data_s3_uri: str
     action: str
     endpoint: dict[str, Any]
@@ -120,6 +131,11 @@ class DeployResult:
     needs: ArchiveNeeds
     autoscaling: dict[str, str] = field(default_factory=dict)
     alarms: list[str] = field(default_factory=list)
+
+    @property
+    def endpoint_config_name(self) -> str:
+        """The endpoint config deploy made: named like its model (one stamped name for both)."""
+        return self.model_name
 
 
 def archive_needs(clients: Clients, spec: DeploySpec) -> ArchiveNeeds:
@@ -144,10 +160,7 @@ def deploy(
 ) -> DeployResult:
     """GPU check, timeouts, upload, Model, EndpointConfig, Endpoint, wait, autoscaling, failure alarms.
     ``wait_timeout_s`` defaults to provisioning + download + health-check timeouts."""
-    if spec.model not in MODELS or spec.mode not in MODES:
-        raise ValueError(f"model must be one of {list(MODELS)} and mode one of {MODES}")
-    check_gpu_memory(spec.model, spec.instance_type)
-    validate_name(spec.endpoint_name)
+    spec.check()
     low, high, scaled = spec.capacity()
     env = spec.container_environment()
     needs = archive_needs(clients, spec)
@@ -199,7 +212,7 @@ def deploy(
                                     spec.alarms, out=out)
     else:
         say(out, "no --sns-topic-arn: no failure alarms (existing ones are left as they are)")
-    return DeployResult(spec.endpoint_name, name, name, model_data, action, desc, timeouts, needs, scaling, alarms)
+    return DeployResult(spec.endpoint_name, name, model_data, action, desc, timeouts, needs, scaling, alarms)
 
 
 def run_smoke(

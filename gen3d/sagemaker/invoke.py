@@ -145,28 +145,28 @@ def invoke_async(
                       clock=clock)
 
 
-def verify_response(s3: Any, response: dict[str, Any], bucket: str) -> list[str]:
-    """Check status == "success" and that every S3 output it names exists; return their URIs."""
+def verify_response(s3: Any, response: dict[str, Any], bucket: str) -> dict[str, str]:
+    """Check status == "success" and that every S3 output it names exists; return their URIs by name
+    (``output_s3_key``, then each kind of ``outputs``: ply, glb, pose), in the answer's order."""
     if response.get("status") != "success":
         raise SmokeTestError(f"response status is {response.get('status')!r}, not 'success': {response}")
     bucket = str(response.get("output_bucket") or response.get("bucket") or bucket)
-    keys: list[str] = []
+    keys: dict[str, str] = {}
     if response.get("output_s3_key"):
-        keys.append(str(response["output_s3_key"]))
+        keys["output_s3_key"] = str(response["output_s3_key"])
     outputs = response.get("outputs")
     if isinstance(outputs, dict):
         if response.get("task") == "generate_3d":
             missing = [name for name in sam3d_outputs(response.get("decode_formats")) if not outputs.get(name)]
             if missing:
                 raise SmokeTestError(f"generate_3d response lacks outputs {missing}: {response}")
-        keys.extend(str(v) for v in outputs.values() if v)
+        keys.update({str(name): str(key) for name, key in outputs.items() if key})
     if not keys:
         raise SmokeTestError(f"response names no S3 output: {response}")
-    uris = [f"s3://{bucket}/{key}" for key in keys]
-    absent = [uri for uri, key in zip(uris, keys, strict=True) if not s3_object_exists(s3, bucket, key)]
+    absent = [f"s3://{bucket}/{key}" for key in keys.values() if not s3_object_exists(s3, bucket, key)]
     if absent:
         raise SmokeTestError(f"response claims outputs that do not exist: {', '.join(absent)}")
-    return uris
+    return {name: f"s3://{bucket}/{key}" for name, key in keys.items()}
 
 
 def seed_png(size: int = 256) -> bytes:

@@ -4,21 +4,15 @@ files an answer names written to a local folder (see README: get_embedding, segm
 from __future__ import annotations
 
 import base64
-import io
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from PIL import Image
-from pycocotools import mask as mask_utils
-
 from gen3d.models import model_serving
+from gen3d.serving.masks import mask_from_rle, mask_png
 
-SEGMENT_FIELDS = ("points", "boxes", "text", "embedding_id", "multimask", "score_threshold", "return_png_masks")
-GENERATE_FIELDS = ("mask_s3_key", "mask_rle", "mask_polygon", "seed", "decode_formats", "ss_steps", "slat_steps")
 SAM3D_FILE_NAMES = {"ply": "object.ply", "glb": "object.glb", "pose": "pose.json"}
 INPUT_PREFIX = "gen3d-inputs"
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -170,12 +164,7 @@ def save_outputs(s3: Any, response: dict[str, Any], folder: Path, bucket: str | 
         if entry.get("png_s3_key"):
             fetch(str(entry["png_s3_key"]), f"mask-{i}.png")
         elif entry.get("rle"):
-            rle = dict(entry["rle"])
-            counts = rle["counts"]
-            rle["counts"] = counts.encode() if isinstance(counts, str) else counts
-            buf = io.BytesIO()
-            Image.fromarray(np.asarray(mask_utils.decode(rle), dtype=np.uint8) * 255).save(buf, "PNG")
-            write(buf.getvalue(), f"mask-{i}.png")
+            write(mask_png(mask_from_rle(entry["rle"], field=f"masks[{i}].rle")), f"mask-{i}.png")
     for kind, key in (response.get("outputs") or {}).items():
         if key:
             fetch(str(key), SAM3D_FILE_NAMES.get(kind, Path(str(key)).name))

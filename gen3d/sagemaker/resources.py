@@ -122,11 +122,10 @@ def endpoint_exists(sm: Any, endpoint_name: str) -> bool:
 
 
 def create_or_update_endpoint(
-    sm: Any, endpoint_name: str, config_name: str, *, exists: bool | None = None, out: IO[str] | None = None
+    sm: Any, endpoint_name: str, config_name: str, *, exists: bool, out: IO[str] | None = None
 ) -> str:
-    """Create the endpoint, or point an existing one at ``config_name``; returns the action."""
-    if exists is None:
-        exists = endpoint_exists(sm, validate_name(endpoint_name))
+    """Create the endpoint (``exists`` False: see :func:`endpoint_exists`), or point the existing one at
+    ``config_name``; returns the action."""
     if exists:
         sm.update_endpoint(EndpointName=endpoint_name, EndpointConfigName=config_name)
         say(out, f"updating endpoint {endpoint_name} -> {config_name}")

@@ -46,11 +46,10 @@ class ArchiveNeeds:
 
 @dataclass(frozen=True)
 class Timeouts:
-    """The variant's timeouts, the ready margin the container is given, and how they were reached."""
+    """The variant's timeouts and how they were reached."""
 
     health_check_s: int
     download_s: int
-    ready_margin_s: int
     explanation: str
 
 
@@ -127,7 +126,7 @@ def derive_timeouts(
                 f"cannot derive the start-up timeouts: no model-config.yaml at {needs.source}; give "
                 "--health-check-timeout and --download-timeout (seconds, 60..3600)")
         return Timeouts(_in_range("--health-check-timeout", health_check_s),
-                        _in_range("--download-timeout", download_s), ready_margin_s,
+                        _in_range("--download-timeout", download_s),
                         f"from the flags (the archive's startupTimeout is unknown: {needs.source})")
     startup = math.ceil(needs.startup_timeout_s)
     need = startup + ready_margin_s + HEALTH_CHECK_SLACK_S
@@ -152,7 +151,7 @@ def derive_timeouts(
             f"--download-timeout {download_s} s is below the {size_need} s archive {needs.source} "
             f"({(needs.size_bytes or 0) / 2**30:.2f} GiB) needs at {DOWNLOAD_FLOOR_MIB_S} MiB/s")
     download = _in_range("--download-timeout", download_s or max(health, size_need))
-    return Timeouts(health, download, ready_margin_s, f"archive {needs.source}: {reason}")
+    return Timeouts(health, download, f"archive {needs.source}: {reason}")
 
 
 def invocation_timeout(needs: ArchiveNeeds | None, default_response_s: float, margin_s: int = 60) -> int:

@@ -20,9 +20,14 @@ class BucketPolicy:
     patterns: tuple[str, ...]
 
     @classmethod
+    def parse(cls, value: str | None) -> BucketPolicy:
+        """The allow-list a ``GEN3D_ALLOWED_BUCKETS`` value (or a flag taking one) spells: comma-separated, blanks
+        dropped."""
+        return cls(tuple(p.strip() for p in (value or "").split(",") if p.strip()))
+
+    @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> BucketPolicy:
-        value = (os.environ if env is None else env).get(ENV, "")
-        return cls(tuple(p.strip() for p in value.split(",") if p.strip()))
+        return cls.parse((os.environ if env is None else env).get(ENV))
 
     def allows(self, bucket: str) -> bool:
         return any(fnmatch.fnmatchcase(bucket, pattern) for pattern in self.patterns)

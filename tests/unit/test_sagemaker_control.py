@@ -185,8 +185,10 @@ def test_create_then_update_endpoint(stubbed):
     stub.add_response("update_endpoint", {"EndpointArn": "arn:aws:sagemaker:us-east-1:1:endpoint/sam3-rt"},
                       {"EndpointName": "sam3-rt", "EndpointConfigName": "c2"})
     sm = clients["sagemaker"]
-    assert resources.create_or_update_endpoint(sm, "sam3-rt", "c1", out=io.StringIO()) == "created"
-    assert resources.create_or_update_endpoint(sm, "sam3-rt", "c2", out=io.StringIO()) == "updated"
+    assert not resources.endpoint_exists(sm, "sam3-rt")
+    assert resources.create_or_update_endpoint(sm, "sam3-rt", "c1", exists=False, out=io.StringIO()) == "created"
+    assert resources.endpoint_exists(sm, "sam3-rt")
+    assert resources.create_or_update_endpoint(sm, "sam3-rt", "c2", exists=True, out=io.StringIO()) == "updated"
 
 
 def test_wait_prints_status_changes_until_in_service(stubbed):
@@ -426,7 +428,7 @@ def test_realtime_invoke_and_verify_against_moto(sm_moto):
     set_moto_realtime_results(sm_moto, [answer])
     got = invoke.invoke_realtime(rt, "sam3-rt", {"task": "get_embedding", "bucket": "iob"})
     assert got == answer
-    assert invoke.verify_response(s3, got, "other") == ["s3://iob/emb/1.safetensors"]
+    assert invoke.verify_response(s3, got, "other") == {"output_s3_key": "s3://iob/emb/1.safetensors"}
 
 
 def test_verify_response_rejects_bad_answers(sm_moto):
@@ -445,8 +447,8 @@ def test_verify_response_rejects_bad_answers(sm_moto):
     with pytest.raises(errors.SmokeTestError, match="names no S3 output"):
         invoke.verify_response(s3, {"status": "success", "task": "get_embedding"}, "iob")
     s3.put_object(Bucket="iob", Key="o/pose.json", Body=b"{}")
-    assert invoke.verify_response(s3, {"status": "success", "task": "generate_3d", "outputs": outputs}, "iob") == [
-        "s3://iob/o/a.ply", "s3://iob/o/a.glb", "s3://iob/o/pose.json"]
+    assert invoke.verify_response(s3, {"status": "success", "task": "generate_3d", "outputs": outputs}, "iob") == {
+        "ply": "s3://iob/o/a.ply", "glb": "s3://iob/o/a.glb", "pose": "s3://iob/o/pose.json"}
 
 
 # ----------------------------------------------------------------------------- full deploy (Stubber + moto)
@@ -467,7 +469,7 @@ def test_deploy_async_uploads_creates_waits_and_autoscales(sm_moto, stubbed, tmp
                           archive=archive, max_instances=2)
     out = io.StringIO()
     result = deploy.deploy(clients_from(made, s3=s3), spec, out=out, now=NOW, sleep=lambda s: None, progress=False)
-    assert result.action == "created" and result.model_name == name
+    assert result.action == "created" and result.model_name == result.endpoint_config_name == name
     assert result.model_data_s3_uri == f"s3://bkt/p/model/{name}/"
     assert s3.get_object(Bucket="bkt", Key=f"p/model/{name}/sam3/weights.bin")["Body"].read() == b"w" * 1000
     assert result.autoscaling["step_policy_arn"] == STEP_ARN and result.alarms == []
@@ -573,6 +575,10 @@ def test_deploy_refuses_a_health_check_below_the_archives_need(tmp_path, capsys)
     assert "--invocation-timeout must be 1..3600 s" in capsys.readouterr().err
     assert deploy_cli.main([*common, "--max-instances", "3"]) == 2  # real-time
     assert "needs --target-invocations" in capsys.readouterr().err
+    assert deploy_cli.main([*common, "--endpoint-name", "sam3d_async"]) == 2
+    assert "invalid SageMaker name 'sam3d_async'" in capsys.readouterr().err
+    assert deploy_cli.main([*common, "--env", "GEN3D_READY_MARGIN_S=soon"]) == 2
+    assert "GEN3D_READY_MARGIN_S must be whole seconds, got 'soon'" in capsys.readouterr().err
 
 
 def test_teardown_dry_run():

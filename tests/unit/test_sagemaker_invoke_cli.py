@@ -14,6 +14,7 @@ from botocore.stub import Stubber
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from gen3d.errors import InvalidField
 from gen3d.sagemaker import invoke, payloads
 from tests.conftest import png_bytes
 from tests.unit.sagemaker_support import client, run_script, set_moto_async_results, set_moto_realtime_results
@@ -84,6 +85,17 @@ def test_async_invocation_timeout_is_sent_and_bounded(sm_moto):
     assert started == invoke.AsyncInvocation("", "s3://iob/o.out", "s3://iob/f")
     with pytest.raises(ValueError, match=r"1..3600 s, got 3601"):
         invoke.start_async(rt, s3, "e", {}, input_s3_uri="s3://iob/in/y.json", invocation_timeout_s=3601)
+
+
+def test_invoke_script_invocation_timeout_defaults_to_the_tasks_response_timeout():
+    from gen3d.cli import invoke as invoke_cli
+
+    args = invoke_cli.parse_args(["--endpoint-name", "e"])
+    assert invoke_cli.invocation_timeout(args, {"task": "generate_3d"}) == 900 + 60
+    assert invoke_cli.invocation_timeout(args, {"task": "segment"}) == 300 + 60
+    assert invoke_cli.invocation_timeout(args, {}) == 300 + 60  # no task: the first model's
+    args = invoke_cli.parse_args(["--endpoint-name", "e", "--invocation-timeout", "42"])
+    assert invoke_cli.invocation_timeout(args, {"task": "generate_3d"}) == 42
 
 
 def test_invoke_script_generate_3d_uploads_inputs_and_writes_outputs(sm_moto, tmp_path):
@@ -160,6 +172,19 @@ def test_save_outputs_needs_a_bucket_for_s3_keys(tmp_path):
     assert json.loads((tmp_path / "response.json").read_text()) == {"output_s3_key": "a/b.safetensors"}
 
 
+def test_save_outputs_writes_rle_masks_as_png_and_names_a_bad_one(tmp_path):
+    truth = np.zeros((3, 4), dtype=bool)
+    truth[1, 1:3] = True
+    listed = {"size": [3, 4], "counts": [4, 1, 2, 1, 4]}  # uncompressed counts, column-major
+    written = payloads.save_outputs(None, {"masks": [{"rle": listed}]}, tmp_path, None)
+    assert [p.name for p in written] == ["response.json", "mask-0.png"]
+    with Image.open(tmp_path / "mask-0.png") as png:
+        assert png.mode == "L" and (np.array(png) == truth * 255).all()
+    with pytest.raises(InvalidField, match=r"masks\[1\]\.rle: size must be"):
+        payloads.save_outputs(None, {"masks": [{"rle": listed}, {"rle": {"size": [0, 4], "counts": ""}}]},
+                              tmp_path, None)
+
+
 def test_verify_response_follows_decode_formats(sm_moto):
     s3 = client("s3")
     s3.create_bucket(Bucket="iob")
@@ -167,5 +192,5 @@ def test_verify_response_follows_decode_formats(sm_moto):
         s3.put_object(Bucket="iob", Key=key, Body=io.BytesIO(b"x").read())
     splat_only = {"status": "success", "task": "generate_3d", "decode_formats": ["gaussian"],
                   "outputs": {"ply": "o/a.ply", "pose": "o/pose.json"}}
-    assert invoke.verify_response(s3, splat_only, "iob") == ["s3://iob/o/a.ply", "s3://iob/o/pose.json"]
+    assert invoke.verify_response(s3, splat_only, "iob") == {"ply": "s3://iob/o/a.ply", "pose": "s3://iob/o/pose.json"}
     assert invoke.sam3d_outputs(["gaussian", "mesh"]) == ["ply", "glb", "pose"]

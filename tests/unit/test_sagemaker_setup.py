@@ -15,6 +15,7 @@ import pytest
 
 from gen3d.cli import iam_policy
 from gen3d.sagemaker import iam
+from gen3d.serving.buckets import ENV, BucketPolicy
 from gen3d.serving.storage import DEFAULT_OUTPUT_PREFIX, output_key, output_prefix
 from tests.unit.sagemaker_support import IMAGE, ROLE, ROOT, TOPIC, dry_run_calls, run_script, write_archive
 
@@ -119,6 +120,15 @@ def test_policy_cli_reads_the_image_uri(capsys):
         "arn:aws:s3:::b/*", "arn:aws:s3:::in-*/*"]
     assert not any(s["Sid"] == "AsyncNotifications" for s in policy["Statement"])
     assert iam_policy.main(["--bucket", "b", "--image-uri", "docker.io/gen3d"]) == 2
+    assert iam_policy.main(["--bucket", "b", "--allowed-buckets", " , "]) == 0  # nothing listed: --bucket
+    assert next(s for s in json.loads(capsys.readouterr().out)["Statement"] if s["Sid"] == "InputsRead")[
+        "Resource"] == ["arn:aws:s3:::b/*"]
+
+
+def test_allowed_buckets_parse_like_the_servers_env():
+    listed = " b, ,in-* ,"
+    assert BucketPolicy.parse(listed) == BucketPolicy.from_env({ENV: listed}) == BucketPolicy(("b", "in-*"))
+    assert BucketPolicy.parse(None) == BucketPolicy.from_env({}) == BucketPolicy(())
 
 
 def test_local_serve_command_uses_the_venv():
