@@ -44,6 +44,17 @@ class Sam3Preset:
         g = self.grid
         return [(4 * g, 4 * g), (2 * g, 2 * g), (g, g)]
 
+    @property
+    def interactive_shapes(self) -> dict[str, tuple[int, int, int, int]]:
+        """Shapes (batch 1) of the interactive decoder's inputs, by name: what get_embedding returns and a click
+        reads. 32 and 64 are the channels of sam3's ``conv_s0``/``conv_s1`` projections."""
+        high_res_0, high_res_1, embed = self.feature_sizes
+        return {
+            "image_embed": (1, D_MODEL, *embed),
+            "high_res_feats.0": (1, 32, *high_res_0),
+            "high_res_feats.1": (1, 64, *high_res_1),
+        }
+
 
 PRESETS: dict[str, Sam3Preset] = {
     # The published architecture (facebook/sam3, 860 M parameters).
