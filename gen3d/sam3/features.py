@@ -40,15 +40,17 @@ class ImageFeatures:
         """The FPN levels as a name -> tensor dict (for the cache)."""
         return {f"{FPN_PREFIX}{i}": t for i, t in enumerate(self.backbone_fpn)}
 
-    def only(self, tier: str, device: torch.device) -> ImageFeatures:
-        """The ``interactive`` or ``concept`` part alone, on ``device``."""
-        if tier == "interactive":
-            return ImageFeatures(self.original_size, {k: v.to(device) for k, v in self.interactive.items()})
-        return ImageFeatures(self.original_size, backbone_fpn=[t.to(device) for t in self.backbone_fpn])
+    def interactive_on(self, device: torch.device) -> ImageFeatures:
+        """The ``interactive`` part alone, on ``device`` (what a worker keeps in its device cache)."""
+        return ImageFeatures(self.original_size, {k: v.to(device) for k, v in self.interactive.items()})
+
+    def tier_tensors(self, tier: str) -> dict[str, torch.Tensor]:
+        """The tensors the cache stores for ``tier`` (``interactive`` or ``concept``), by name."""
+        return dict(self.interactive) if tier == "interactive" else self.fpn_tensors()
 
     @classmethod
     def from_tier(cls, tier: str, tensors: dict[str, torch.Tensor], original_size: tuple[int, int]) -> ImageFeatures:
-        """Inverse of the cache's tier tensors (:meth:`fpn_tensors` or ``interactive``)."""
+        """Inverse of :meth:`tier_tensors`."""
         if tier == "interactive":
             return cls(original_size, {k: tensors[k] for k in EMBEDDING_TENSORS})
         levels = sorted(tensors, key=lambda k: int(k[len(FPN_PREFIX) :]))
