@@ -48,6 +48,11 @@ class CacheStats:
     disk_bytes_read: int = 0
     write_errors: int = 0
 
+    @property
+    def hits(self) -> int:
+        """Lookups that found the features: on the device, in memory (not yet written) or on disk."""
+        return self.device_hits + self.memory_hits + self.disk_hits
+
     def take(self) -> CacheStats:
         taken = CacheStats(**vars(self))
         for name in vars(self):

@@ -168,7 +168,6 @@ class Sam3Service(ModelService[Sam3Job]):
             if key in found or job.embedding_id in missing:
                 continue
             cached = self.cache.get(*key)
-            self.metric("EmbeddingCacheHits" if cached else "EmbeddingCacheMisses", 1)
             if cached is not None:
                 found[key] = cached
             elif job.image is not None:
@@ -187,6 +186,8 @@ class Sam3Service(ModelService[Sam3Job]):
                 job.reply = self.reply_for(job, "features", failed[job.embedding_id])
         stats = self.cache.stats.take()
         for name, value in (
+            ("EmbeddingCacheHits", stats.hits),
+            ("EmbeddingCacheMisses", stats.misses),
             ("DeviceCacheHits", stats.device_hits),
             ("EmbeddingCacheReadBytes", stats.disk_bytes_read),
             ("CacheWriteErrors", stats.write_errors),
