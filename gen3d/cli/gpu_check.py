@@ -231,7 +231,8 @@ def agreement(check: Check, loaded, args: argparse.Namespace) -> list[float]:
     """The service's outputs vs sam3's stock Sam3Processor on the same weights; returns the mask IoUs."""
     import numpy as np
 
-    from gen3d.sam3.features import encode_images, processor
+    from gen3d.sam3.features import encode_images
+    from gen3d.sam3.loading import sam3_processor
     from gen3d.sam3.prompting import segment_concept, segment_interactive
     from gen3d.sam3.request import SegmentPrompts
 
@@ -240,7 +241,7 @@ def agreement(check: Check, loaded, args: argparse.Namespace) -> list[float]:
     target = images[batch // 2]
     with check.watched():
         served = encode_images(loaded, images)[batch // 2]
-        stock = processor(loaded, confidence_threshold=0.0)
+        stock = sam3_processor(loaded, confidence_threshold=0.0)
         state = stock.set_image(target)
     levels = zip(served.backbone_fpn, state["backbone_out"]["backbone_fpn"], strict=True)
     diffs = [((ours.float() - theirs.float()).abs().max().item(), theirs.float().abs().max().item())

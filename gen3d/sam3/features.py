@@ -84,23 +84,11 @@ def _interactive_features(loaded: LoadedSam3, sam2_backbone_out: dict) -> dict[s
     return {"image_embed": feats[2], "high_res_feats.0": feats[0], "high_res_feats.1": feats[1]}
 
 
-def processor(loaded: LoadedSam3, confidence_threshold: float = 0.5):
-    """sam3's ``Sam3Processor`` for this model, with resolution and device passed (its defaults are 1008/"cuda")."""
-    from sam3.model.sam3_image_processor import Sam3Processor
-
-    return Sam3Processor(
-        loaded.model,
-        resolution=loaded.preset.resolution,
-        device=str(loaded.device),
-        confidence_threshold=confidence_threshold,
-    )
-
-
 @torch.inference_mode()
 def encode_images(loaded: LoadedSam3, images: list[Image.Image]) -> list[ImageFeatures]:
     """One encoder pass over all ``images`` (under the model's autocast); per-image features in input order."""
     with loaded.precision():
-        state = processor(loaded).set_image_batch(list(images))
+        state = loaded.processor.set_image_batch(list(images))
         backbone_out = state["backbone_out"]
         interactive = _interactive_features(loaded, backbone_out["sam2_backbone_out"])
     return [
