@@ -24,7 +24,6 @@ once; `make setup` installs this checkout in editable mode).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
 import shutil
@@ -58,22 +57,6 @@ def model_config(args: argparse.Namespace, handler: dict) -> dict:
     }
 
 
-def sam3d_demo_checkpoint(work: Path, preset_name: str, seed: int) -> Path:
-    """A random-weight checkpoint of the sam3d demo preset, made once per seed and version of its code."""
-    from gen3d.sam3d import demo
-    from gen3d.sam3d.demo.weights import demo_checkpoint_bytes
-    from gen3d.sam3d.presets import get_preset
-
-    code = hashlib.sha256()
-    for path in sorted(Path(demo.__file__).parent.rglob("*.py")):
-        code.update(path.read_bytes())
-    path = work / f"sam3d-{preset_name}-{code.hexdigest()[:12]}-seed{seed}.safetensors"
-    if not path.exists():
-        log.info("making demo checkpoint %s (random weights)", path)
-        path.write_bytes(demo_checkpoint_bytes(get_preset(preset_name), seed))
-    return path
-
-
 def check_pipeline_dir(pipeline_dir: Path) -> None:
     """Runs the serving-time checks of pipeline.yaml (targets, named files, staged DINOv2 and MoGe)."""
     import torch
@@ -92,6 +75,7 @@ def check_pipeline_dir(pipeline_dir: Path) -> None:
 
 def stage_sam3d(args: argparse.Namespace, stage: Path, work: Path) -> tuple[dict, Path | None, str, bool]:
     """The sam3d handler section; returns it, the directory to ship, the archive format and whether it is a demo."""
+    from gen3d.sam3d.demo.weights import demo_checkpoint
     from gen3d.sam3d.presets import get_preset
 
     if args.checkpoint:
@@ -103,7 +87,7 @@ def stage_sam3d(args: argparse.Namespace, stage: Path, work: Path) -> tuple[dict
         raise SystemExit(f"preset {preset.name} is {kind}: build it {need} --pipeline-dir")
     handler = {"preset": preset.name, "demo_weights": demo, "min_gpu_memory_gib": preset.min_gpu_memory_gib}
     if demo:
-        checkpoint = sam3d_demo_checkpoint(work, preset.name, args.seed)
+        checkpoint = demo_checkpoint(work, preset, args.seed)
         shutil.copy2(checkpoint, stage / checkpoint.name)
         handler["checkpoint"] = checkpoint.name
         return handler, None, "default" if args.archive_format == "auto" else args.archive_format, True

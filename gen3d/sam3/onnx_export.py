@@ -20,7 +20,7 @@ from pathlib import Path
 from gen3d.archives import ArchiveError, archive_contents
 from gen3d.checks import require_handler_keys
 from gen3d.errors import StartupError
-from gen3d.files import file_sha256
+from gen3d.files import file_sha256, sources_digest
 from gen3d.sam3.assets import BPE_VOCAB_NAME
 
 log = logging.getLogger(__name__)
@@ -196,10 +196,7 @@ def export_decoder(loaded, out: Path, multimask: bool, extra_metadata: dict[str,
 
 def code_digest() -> str:
     """The export code's own digest: a cached file made by other code is exported again."""
-    digest = hashlib.sha256()
-    for module in ("onnx_decoder.py", "onnx_export.py"):
-        digest.update((Path(__file__).parent / module).read_bytes())
-    return digest.hexdigest()
+    return sources_digest(Path(__file__).parent / module for module in ("onnx_decoder.py", "onnx_export.py"))
 
 
 def cached_decoder_path(cache_dir: Path, archive: Path) -> Path:

@@ -186,3 +186,16 @@ def test_archive_records_the_checkpoint_digest_while_copying(tmp_path):
     assert handler["checkpoint_sha256"] == file_sha256(checkpoint)
     assert handler["checkpoint_bytes"] == checkpoint.stat().st_size
     assert handler["assets"] == ["bpe_simple_vocab_16e6.txt.gz"]
+
+
+def test_demo_checkpoint_is_made_again_after_a_change_to_the_model_code(tmp_path, bpe_path, monkeypatch):
+    """build/ keeps demo checkpoints across builds: one made by other architecture or preset code is not reused."""
+    from gen3d.sam3 import demo_weights
+
+    made = []
+    monkeypatch.setattr(demo_weights, "random_sam3_state_dict", lambda *a, **k: made.append(1) or {"x": torch.zeros(1)})
+    first = demo_weights.demo_checkpoint(tmp_path, PRESETS["tiny"], bpe_path)
+    assert demo_weights.demo_checkpoint(tmp_path, PRESETS["tiny"], bpe_path) == first and len(made) == 1
+    monkeypatch.setattr(demo_weights, "sources_digest", lambda paths: "0" * 64)
+    again = demo_weights.demo_checkpoint(tmp_path, PRESETS["tiny"], bpe_path)
+    assert again != first and again.name == "sam3-tiny-demo-000000000000-seed0.safetensors" and len(made) == 2
