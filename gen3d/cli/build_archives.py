@@ -44,9 +44,9 @@ LARGE = 1 << 30  # checkpoints above 1 GiB go into an uncompressed archive direc
 PIPELINE_SUBDIR = "pipeline"
 
 
-def model_config(args: argparse.Namespace, handler: dict) -> dict:
-    """model-config.yaml: TorchServe's worker/batching settings plus the handler's own section."""
-    return {
+def write_model_config(folder: Path, args: argparse.Namespace, handler: dict) -> None:
+    """``folder``/model-config.yaml: TorchServe's worker/batching settings plus the handler's own section."""
+    config = {
         "minWorkers": args.workers,
         "maxWorkers": args.workers,
         "batchSize": args.batch_size,
@@ -55,6 +55,12 @@ def model_config(args: argparse.Namespace, handler: dict) -> dict:
         "startupTimeout": args.startup_timeout,
         "handler": handler,
     }
+    (folder / "model-config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def handler_file(args: argparse.Namespace) -> Path:
+    """The model's TorchServe handler in the checkout's handlers/ folder."""
+    return Path(args.handlers_dir) / f"{args.model}_handler.py"
 
 
 def check_pipeline_dir(pipeline_dir: Path) -> None:
@@ -104,7 +110,7 @@ def build_sam3d(args: argparse.Namespace, stage: Path, work: Path) -> Path:
     handler["require_gpu"] = not demo  # the production pipeline runs on CUDA only
     if args.output_prefix:
         handler["output_prefix"] = args.output_prefix
-    (stage / "model-config.yaml").write_text(yaml.safe_dump(model_config(args, handler), sort_keys=False))
+    write_model_config(stage, args, handler)
     target = run_archiver(args, stage, fmt)
     if pipeline_dir is not None:
         copy_tree_with_progress(pipeline_dir, target / PIPELINE_SUBDIR)
@@ -129,7 +135,7 @@ def build_sam3(args: argparse.Namespace, stage: Path, work: Path) -> Path:
         "checkpoint": checkpoint.name,
         "assets": [BPE_VOCAB_NAME],
         "demo_weights": demo,
-        "min_gpu_memory_gib": MODELS["sam3"].gpu_memory_gib if preset.name == "sam3" else 0,
+        "min_gpu_memory_gib": preset.min_gpu_memory_gib,
         # real weights belong on a GPU: a worker without CUDA stops instead of quietly running on the CPU
         "require_gpu": not demo and not args.allow_cpu,
     }
@@ -142,12 +148,11 @@ def build_sam3(args: argparse.Namespace, stage: Path, work: Path) -> Path:
     # the file to identify it (the model id and the embedding cache are keyed by it).
     if fmt == "default":
         record_checkpoint(handler, checkpoint, copy_with_progress(checkpoint, stage / checkpoint.name, progress=False))
-    config_text = yaml.safe_dump(model_config(args, handler), sort_keys=False)
-    (stage / "model-config.yaml").write_text(config_text)
+    write_model_config(stage, args, handler)
     target = run_archiver(args, stage, fmt)
     if fmt == "no-archive":
         record_checkpoint(handler, checkpoint, copy_with_progress(checkpoint, target / checkpoint.name))
-        (target / "model-config.yaml").write_text(yaml.safe_dump(model_config(args, handler), sort_keys=False))
+        write_model_config(target, args, handler)
     print(f"{'DEMO (random weights) ' if demo else ''}archive {target} preset={preset.name} checkpoint={checkpoint}")
     return target
 
@@ -174,9 +179,9 @@ def build(args: argparse.Namespace) -> Path:
         raise SystemExit("sam3d answers one request per batch: --batch-size must be 1")
     if args.model == "sam3" and args.pipeline_dir:
         raise SystemExit("--pipeline-dir is for sam3d; sam3 takes --checkpoint")
-    handler_file = Path(args.handlers_dir) / f"{args.model}_handler.py"
-    if not handler_file.is_file():
-        raise SystemExit(f"handler not found at {handler_file} (--handlers-dir: the checkout's handlers/)")
+    handler = handler_file(args)
+    if not handler.is_file():
+        raise SystemExit(f"handler not found at {handler} (--handlers-dir: the checkout's handlers/)")
 
     work = Path(args.work_dir)
     stage = work / "stage" / args.model
@@ -199,7 +204,7 @@ def run_archiver(args: argparse.Namespace, stage: Path, fmt: str) -> Path:
         "--version",
         args.version,
         "--handler",
-        str(Path(args.handlers_dir) / f"{args.model}_handler.py"),
+        str(handler_file(args)),
         "--extra-files",
         str(stage),
         "--config-file",

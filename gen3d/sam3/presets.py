@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gen3d.checks import preset_named
+from gen3d.models import SAM3
 
 D_MODEL = 256  # SAM 3's model width; the interactive decoder's feature shapes depend on it
 PATCH_SIZE = 14
@@ -32,6 +33,7 @@ class Sam3Preset:
     num_queries: int
     geometry_layers: int
     tracker_layers: int
+    min_gpu_memory_gib: int  # what a worker's GPU needs (the archive records it; SageMaker picks instances by it)
 
     @property
     def grid(self) -> int:
@@ -77,6 +79,7 @@ PRESETS: dict[str, Sam3Preset] = {
         num_queries=200,
         geometry_layers=3,
         tracker_layers=4,
+        min_gpu_memory_gib=SAM3.gpu_memory_gib,
     ),
     # Same classes, tiny widths and depths, 112 px: random-weight demo and tests (~15 M parameters).
     "tiny": Sam3Preset(
@@ -98,6 +101,7 @@ PRESETS: dict[str, Sam3Preset] = {
         num_queries=16,
         geometry_layers=1,
         tracker_layers=1,
+        min_gpu_memory_gib=0,
     ),
 }
 

@@ -186,6 +186,7 @@ def test_archive_records_the_checkpoint_digest_while_copying(tmp_path):
     assert handler["checkpoint_sha256"] == file_sha256(checkpoint)
     assert handler["checkpoint_bytes"] == checkpoint.stat().st_size
     assert handler["assets"] == ["bpe_simple_vocab_16e6.txt.gz"]
+    assert handler["min_gpu_memory_gib"] == 0 and PRESETS["sam3"].min_gpu_memory_gib == 16  # tiny runs anywhere
 
 
 def test_demo_checkpoint_is_made_again_after_a_change_to_the_model_code(tmp_path, bpe_path, monkeypatch):
