@@ -108,7 +108,7 @@ def load_sam3(
     state = read_state_dict(checkpoint)
     model = build_sam3_model_for_checkpoint(preset, bpe_path)
     load_sam3_weights(model, state, str(checkpoint))
-    model = model.to(device).eval()
+    model = model.to(device)  # in eval mode as built
     if device.type == "cuda" and torch.cuda.get_device_properties(device).major >= 8:
         # TF32 matmuls on Ampere and newer, as sam3.model_builder sets when `import sam3` runs it; set here so the
         # precision does not rest on an import side effect (float32 ops outside the bf16 autocast use it)

@@ -105,6 +105,7 @@ def test_weights_loaded_without_random_init_and_no_meta_left(tmp_path, bpe_path,
     loaded = load_sam3("tiny", path, bpe_path, torch.device("cpu"))
     assert not any(t.is_meta for t in loaded.model.state_dict().values())
     assert not any(b.is_meta for b in loaded.model.buffers())
+    assert not any(m.training for m in loaded.model.modules())  # built in eval mode, kept through loading
     assert loaded.model_id.startswith("sam3/tiny/")
 
 
