@@ -1,9 +1,10 @@
-"""Large files: copying with a progress bar, digests, safetensors metadata."""
+"""Large files: copying with a progress bar, digests, safetensors metadata; digests of our own source files."""
 
 from __future__ import annotations
 
 import hashlib
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 from tqdm import tqdm
@@ -47,6 +48,15 @@ def file_sha256(path: str | Path) -> str:
     """Hex SHA-256 of a file."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def sources_digest(paths: Iterable[str | Path]) -> str:
+    """Hex SHA-256 of the files' bytes, in the order given: names a file that code makes and caches (a demo
+    checkpoint, an ONNX export) after that code, so a change to the code makes the file again."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()
 
 
 def safetensors_metadata(path: str | Path) -> dict[str, str]:

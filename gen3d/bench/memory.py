@@ -14,14 +14,12 @@ import tempfile
 
 import torch
 
-GRID = 72  # 1008 px / 14
-INTERACTIVE_SHAPES = {
-    "image_embed": (1, 256, GRID, GRID),
-    "high_res_feats.0": (1, 32, 4 * GRID, 4 * GRID),
-    "high_res_feats.1": (1, 64, 2 * GRID, 2 * GRID),
-}
+from gen3d.sam3.presets import PRESETS
+
+PUBLISHED = PRESETS["sam3"]
+GRID = PUBLISHED.grid  # 72 at 1008 px
 FPN_SIDES = (4 * GRID, 2 * GRID, GRID, GRID // 2)  # Sam3DualViTDetNeck scale factors 4, 2, 1, 0.5
-QUERIES = 200  # DETR queries of the published model
+QUERIES = PUBLISHED.num_queries  # DETR queries of the published model (200)
 
 
 def published_features():
@@ -29,8 +27,8 @@ def published_features():
 
     gen = torch.Generator().manual_seed(0)
     return ImageFeatures(
-        original_size=(1008, 1008),
-        interactive={k: torch.randn(s, generator=gen).half() for k, s in INTERACTIVE_SHAPES.items()},
+        original_size=(PUBLISHED.resolution, PUBLISHED.resolution),
+        interactive={k: torch.randn(s, generator=gen).half() for k, s in PUBLISHED.interactive_shapes.items()},
         backbone_fpn=[torch.randn((1, 256, side, side), generator=gen).half() for side in FPN_SIDES],
     )
 

@@ -24,7 +24,6 @@ once; `make setup` installs this checkout in editable mode).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
 import shutil
@@ -45,9 +44,9 @@ LARGE = 1 << 30  # checkpoints above 1 GiB go into an uncompressed archive direc
 PIPELINE_SUBDIR = "pipeline"
 
 
-def model_config(args: argparse.Namespace, handler: dict) -> dict:
-    """model-config.yaml: TorchServe's worker/batching settings plus the handler's own section."""
-    return {
+def write_model_config(folder: Path, args: argparse.Namespace, handler: dict) -> None:
+    """``folder``/model-config.yaml: TorchServe's worker/batching settings plus the handler's own section."""
+    config = {
         "minWorkers": args.workers,
         "maxWorkers": args.workers,
         "batchSize": args.batch_size,
@@ -56,22 +55,12 @@ def model_config(args: argparse.Namespace, handler: dict) -> dict:
         "startupTimeout": args.startup_timeout,
         "handler": handler,
     }
+    (folder / "model-config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
-def sam3d_demo_checkpoint(work: Path, preset_name: str, seed: int) -> Path:
-    """A random-weight checkpoint of the sam3d demo preset, made once per seed and version of its code."""
-    from gen3d.sam3d import demo
-    from gen3d.sam3d.demo.weights import demo_checkpoint_bytes
-    from gen3d.sam3d.presets import get_preset
-
-    code = hashlib.sha256()
-    for path in sorted(Path(demo.__file__).parent.rglob("*.py")):
-        code.update(path.read_bytes())
-    path = work / f"sam3d-{preset_name}-{code.hexdigest()[:12]}-seed{seed}.safetensors"
-    if not path.exists():
-        log.info("making demo checkpoint %s (random weights)", path)
-        path.write_bytes(demo_checkpoint_bytes(get_preset(preset_name), seed))
-    return path
+def handler_file(args: argparse.Namespace) -> Path:
+    """The model's TorchServe handler in the checkout's handlers/ folder."""
+    return Path(args.handlers_dir) / f"{args.model}_handler.py"
 
 
 def check_pipeline_dir(pipeline_dir: Path) -> None:
@@ -92,6 +81,7 @@ def check_pipeline_dir(pipeline_dir: Path) -> None:
 
 def stage_sam3d(args: argparse.Namespace, stage: Path, work: Path) -> tuple[dict, Path | None, str, bool]:
     """The sam3d handler section; returns it, the directory to ship, the archive format and whether it is a demo."""
+    from gen3d.sam3d.demo.weights import demo_checkpoint
     from gen3d.sam3d.presets import get_preset
 
     if args.checkpoint:
@@ -103,7 +93,7 @@ def stage_sam3d(args: argparse.Namespace, stage: Path, work: Path) -> tuple[dict
         raise SystemExit(f"preset {preset.name} is {kind}: build it {need} --pipeline-dir")
     handler = {"preset": preset.name, "demo_weights": demo, "min_gpu_memory_gib": preset.min_gpu_memory_gib}
     if demo:
-        checkpoint = sam3d_demo_checkpoint(work, preset.name, args.seed)
+        checkpoint = demo_checkpoint(work, preset, args.seed)
         shutil.copy2(checkpoint, stage / checkpoint.name)
         handler["checkpoint"] = checkpoint.name
         return handler, None, "default" if args.archive_format == "auto" else args.archive_format, True
@@ -120,7 +110,7 @@ def build_sam3d(args: argparse.Namespace, stage: Path, work: Path) -> Path:
     handler["require_gpu"] = not demo  # the production pipeline runs on CUDA only
     if args.output_prefix:
         handler["output_prefix"] = args.output_prefix
-    (stage / "model-config.yaml").write_text(yaml.safe_dump(model_config(args, handler), sort_keys=False))
+    write_model_config(stage, args, handler)
     target = run_archiver(args, stage, fmt)
     if pipeline_dir is not None:
         copy_tree_with_progress(pipeline_dir, target / PIPELINE_SUBDIR)
@@ -145,7 +135,7 @@ def build_sam3(args: argparse.Namespace, stage: Path, work: Path) -> Path:
         "checkpoint": checkpoint.name,
         "assets": [BPE_VOCAB_NAME],
         "demo_weights": demo,
-        "min_gpu_memory_gib": MODELS["sam3"].gpu_memory_gib if preset.name == "sam3" else 0,
+        "min_gpu_memory_gib": preset.min_gpu_memory_gib,
         # real weights belong on a GPU: a worker without CUDA stops instead of quietly running on the CPU
         "require_gpu": not demo and not args.allow_cpu,
     }
@@ -158,12 +148,11 @@ def build_sam3(args: argparse.Namespace, stage: Path, work: Path) -> Path:
     # the file to identify it (the model id and the embedding cache are keyed by it).
     if fmt == "default":
         record_checkpoint(handler, checkpoint, copy_with_progress(checkpoint, stage / checkpoint.name, progress=False))
-    config_text = yaml.safe_dump(model_config(args, handler), sort_keys=False)
-    (stage / "model-config.yaml").write_text(config_text)
+    write_model_config(stage, args, handler)
     target = run_archiver(args, stage, fmt)
     if fmt == "no-archive":
         record_checkpoint(handler, checkpoint, copy_with_progress(checkpoint, target / checkpoint.name))
-        (target / "model-config.yaml").write_text(yaml.safe_dump(model_config(args, handler), sort_keys=False))
+        write_model_config(target, args, handler)
     print(f"{'DEMO (random weights) ' if demo else ''}archive {target} preset={preset.name} checkpoint={checkpoint}")
     return target
 
@@ -190,9 +179,9 @@ def build(args: argparse.Namespace) -> Path:
         raise SystemExit("sam3d answers one request per batch: --batch-size must be 1")
     if args.model == "sam3" and args.pipeline_dir:
         raise SystemExit("--pipeline-dir is for sam3d; sam3 takes --checkpoint")
-    handler_file = Path(args.handlers_dir) / f"{args.model}_handler.py"
-    if not handler_file.is_file():
-        raise SystemExit(f"handler not found at {handler_file} (--handlers-dir: the checkout's handlers/)")
+    handler = handler_file(args)
+    if not handler.is_file():
+        raise SystemExit(f"handler not found at {handler} (--handlers-dir: the checkout's handlers/)")
 
     work = Path(args.work_dir)
     stage = work / "stage" / args.model
@@ -215,7 +204,7 @@ def run_archiver(args: argparse.Namespace, stage: Path, fmt: str) -> Path:
         "--version",
         args.version,
         "--handler",
-        str(Path(args.handlers_dir) / f"{args.model}_handler.py"),
+        str(handler_file(args)),
         "--extra-files",
         str(stage),
         "--config-file",

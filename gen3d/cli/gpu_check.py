@@ -75,6 +75,7 @@ class Check:
         self.loaded = None  # the LoadedSam3, once loaded: its precision is the serving precision
         self.rows: list[tuple[str, str, str]] = []
         self.skipped_postprocessing: list[str] = []
+        self.run_peak_bytes = 0  # the highest of the peaks that reset_peak cleared
 
     def row(self, check: str, value: str, detail: str = "") -> None:
         self.rows.append((check, value, detail))
@@ -108,13 +109,19 @@ class Check:
             self.torch.cuda.synchronize(self.device)
 
     def reset_peak(self) -> None:
+        """Starts a new peak (one batch size's); the run's peak keeps the one cleared."""
         if self.cuda:
+            self.run_peak_bytes = max(self.run_peak_bytes, self.torch.cuda.max_memory_allocated(self.device))
             self.torch.cuda.reset_peak_memory_stats(self.device)
 
-    def peak_gib(self) -> str:
+    def peak_gib(self, whole_run: bool = False) -> str:
+        """The peak since the last :meth:`reset_peak`, or with ``whole_run`` since the start."""
         if not self.cuda:
             return "n/a (cpu)"
-        return f"{self.torch.cuda.max_memory_allocated(self.device) / 2**30:.2f} GiB"
+        peak = self.torch.cuda.max_memory_allocated(self.device)
+        if whole_run:
+            peak = max(peak, self.run_peak_bytes)
+        return f"{peak / 2**30:.2f} GiB"
 
 
 def pictures(count: int, width: int, height: int, seed: int) -> list:
@@ -127,27 +134,24 @@ def pictures(count: int, width: int, height: int, seed: int) -> list:
 
 
 def load(check: Check, args: argparse.Namespace, work: Path):
-    """Random weights of the preset -> safetensors file -> the project's loader, on the device."""
-    from safetensors.torch import save_file
-
+    """Random weights of the preset -> safetensors file (the demo archive's, kept in ``work``) -> the project's
+    loader, on the device."""
     from gen3d.sam3.assets import bpe_vocab_path
-    from gen3d.sam3.demo_weights import random_sam3_state_dict
+    from gen3d.sam3.demo_weights import demo_checkpoint
     from gen3d.sam3.loading import load_sam3
     from gen3d.sam3.presets import get_preset
 
     bpe = str(bpe_vocab_path())
     started = time.perf_counter()
-    state = random_sam3_state_dict(get_preset(args.preset), bpe, seed=args.seed)
-    params = sum(t.numel() for t in state.values()) / 1e6
-    checkpoint = work / f"sam3-{args.preset}-random-seed{args.seed}.safetensors"
-    save_file(state, str(checkpoint))
-    del state
+    checkpoint = demo_checkpoint(work, get_preset(args.preset), bpe, seed=args.seed)
     made = time.perf_counter() - started
     started = time.perf_counter()
     loaded = load_sam3(args.preset, checkpoint, bpe, check.device)
     check.sync()
+    values = sum(t.numel() for t in loaded.model.state_dict().values()) / 1e6
     check.row("load_sam3 (safetensors -> device)", f"{time.perf_counter() - started:.1f} s",
-              f"{params:.1f} M values, random weights made and written in {made:.1f} s")
+              f"{values:.1f} M values; random-weight checkpoint {checkpoint.name} made (or found in --work) "
+              f"in {made:.1f} s")
     check.loaded = loaded
     return loaded
 
@@ -231,7 +235,8 @@ def agreement(check: Check, loaded, args: argparse.Namespace) -> list[float]:
     """The service's outputs vs sam3's stock Sam3Processor on the same weights; returns the mask IoUs."""
     import numpy as np
 
-    from gen3d.sam3.features import encode_images, processor
+    from gen3d.sam3.features import encode_images
+    from gen3d.sam3.loading import sam3_processor
     from gen3d.sam3.prompting import segment_concept, segment_interactive
     from gen3d.sam3.request import SegmentPrompts
 
@@ -240,7 +245,7 @@ def agreement(check: Check, loaded, args: argparse.Namespace) -> list[float]:
     target = images[batch // 2]
     with check.watched():
         served = encode_images(loaded, images)[batch // 2]
-        stock = processor(loaded, confidence_threshold=0.0)
+        stock = sam3_processor(loaded, confidence_threshold=0.0)
         state = stock.set_image(target)
     levels = zip(served.backbone_fpn, state["backbone_out"]["backbone_fpn"], strict=True)
     diffs = [((ours.float() - theirs.float()).abs().max().item(), theirs.float().abs().max().item())
@@ -307,8 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         clicks(check, loaded, args, work)
         ious = agreement(check, loaded, args)
     if check.cuda:
-        check.row("peak GPU memory, whole run", f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB",
-                  "torch.cuda.max_memory_allocated (per-batch peaks above)")
+        check.row("peak GPU memory, whole run", check.peak_gib(whole_run=True),
+                  "torch.cuda.max_memory_allocated, the highest since start (per-batch peaks above)")
     skipped = sorted(set(check.skipped_postprocessing))
     check.row("mask post-processing (hole filling)", "SKIPPED" if skipped else "ran",
               "; ".join(skipped) if skipped else ("Triton kernel on CUDA" if check.cuda else "scikit-image on CPU"))

@@ -9,13 +9,9 @@ initialisation: parameters are created on the meta device and the checkpoint's t
 
 from __future__ import annotations
 
-import os
-
 from torch import nn
 
-from gen3d.errors import StartupError
 from gen3d.sam3 import compat
-from gen3d.sam3.assets import BPE_VOCAB_NAME
 from gen3d.sam3.presets import D_MODEL, PATCH_SIZE, Sam3Preset
 
 
@@ -289,12 +285,13 @@ def _interactive_predictor(p: Sam3Preset) -> nn.Module:
 
 
 def build_sam3_model(preset: Sam3Preset, bpe_path: str) -> nn.Module:
-    """A ``Sam3Image`` with the interactive predictor, randomly initialised, in eval mode, on the current device."""
+    """A ``Sam3Image`` with the interactive predictor, randomly initialised, in eval mode, on the current device.
+
+    ``bpe_path`` is checked by the callers, each with its own message: the archive's vocabulary by
+    ``Sam3Service.from_model_dir`` (before the checkpoint is read), the installed one by ``bpe_vocab_path``."""
     from sam3.model.sam3_image import Sam3Image
     from sam3.model.vl_combiner import SAM3VLBackbone
 
-    if not os.path.isfile(bpe_path):
-        raise StartupError(f"BPE vocabulary not found at {bpe_path} (looked for {BPE_VOCAB_NAME})")
     backbone = SAM3VLBackbone(visual=_vision_backbone(preset), text=_text_encoder(preset, bpe_path), scalp=1)
     model = Sam3Image(
         backbone=backbone,

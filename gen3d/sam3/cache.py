@@ -33,11 +33,6 @@ Tier = Literal["interactive", "concept"]
 TIERS: tuple[Tier, ...] = ("interactive", "concept")
 
 
-def tier_tensors(features: ImageFeatures, tier: Tier) -> dict[str, torch.Tensor]:
-    """The tensors of one tier, by name."""
-    return dict(features.interactive) if tier == "interactive" else features.fpn_tensors()
-
-
 def tensors_bytes(tensors: dict[str, torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in tensors.values())
 
@@ -52,6 +47,11 @@ class CacheStats:
     misses: int = 0
     disk_bytes_read: int = 0
     write_errors: int = 0
+
+    @property
+    def hits(self) -> int:
+        """Lookups that found the features: on the device, in memory (not yet written) or on disk."""
+        return self.device_hits + self.memory_hits + self.disk_hits
 
     def take(self) -> CacheStats:
         taken = CacheStats(**vars(self))
@@ -143,7 +143,7 @@ class FeatureStore:
 
     def put(self, embedding_id: str, features: ImageFeatures) -> None:
         """Keeps ``features`` (both tiers) for later requests; the disk write happens in the background."""
-        self._device.put(embedding_id, features.only("interactive", self.device))
+        self._device.put(embedding_id, features.interactive_on(self.device))
         with self._lock:
             self._pending[embedding_id] = features
         self._writes = [f for f in self._writes if not f.done()]
@@ -181,7 +181,7 @@ class FeatureStore:
         tag = f"{self.model_id}|{height}|{width}"
         try:
             for tier in TIERS:
-                tensors = {k: v.detach().to("cpu").contiguous() for k, v in tier_tensors(features, tier).items()}
+                tensors = {k: v.detach().to("cpu").contiguous() for k, v in features.tier_tensors(tier).items()}
                 self._disk[tier].set(embedding_id, save(tensors), tag=tag)
         except Exception:  # noqa: BLE001 - a failed write (disk full, ...) costs a later re-encode; logged, counted
             self.stats.write_errors += 1

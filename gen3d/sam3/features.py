@@ -40,15 +40,17 @@ class ImageFeatures:
         """The FPN levels as a name -> tensor dict (for the cache)."""
         return {f"{FPN_PREFIX}{i}": t for i, t in enumerate(self.backbone_fpn)}
 
-    def only(self, tier: str, device: torch.device) -> ImageFeatures:
-        """The ``interactive`` or ``concept`` part alone, on ``device``."""
-        if tier == "interactive":
-            return ImageFeatures(self.original_size, {k: v.to(device) for k, v in self.interactive.items()})
-        return ImageFeatures(self.original_size, backbone_fpn=[t.to(device) for t in self.backbone_fpn])
+    def interactive_on(self, device: torch.device) -> ImageFeatures:
+        """The ``interactive`` part alone, on ``device`` (what a worker keeps in its device cache)."""
+        return ImageFeatures(self.original_size, {k: v.to(device) for k, v in self.interactive.items()})
+
+    def tier_tensors(self, tier: str) -> dict[str, torch.Tensor]:
+        """The tensors the cache stores for ``tier`` (``interactive`` or ``concept``), by name."""
+        return dict(self.interactive) if tier == "interactive" else self.fpn_tensors()
 
     @classmethod
     def from_tier(cls, tier: str, tensors: dict[str, torch.Tensor], original_size: tuple[int, int]) -> ImageFeatures:
-        """Inverse of the cache's tier tensors (:meth:`fpn_tensors` or ``interactive``)."""
+        """Inverse of :meth:`tier_tensors`."""
         if tier == "interactive":
             return cls(original_size, {k: tensors[k] for k in EMBEDDING_TENSORS})
         levels = sorted(tensors, key=lambda k: int(k[len(FPN_PREFIX) :]))
@@ -82,23 +84,11 @@ def _interactive_features(loaded: LoadedSam3, sam2_backbone_out: dict) -> dict[s
     return {"image_embed": feats[2], "high_res_feats.0": feats[0], "high_res_feats.1": feats[1]}
 
 
-def processor(loaded: LoadedSam3, confidence_threshold: float = 0.5):
-    """sam3's ``Sam3Processor`` for this model, with resolution and device passed (its defaults are 1008/"cuda")."""
-    from sam3.model.sam3_image_processor import Sam3Processor
-
-    return Sam3Processor(
-        loaded.model,
-        resolution=loaded.preset.resolution,
-        device=str(loaded.device),
-        confidence_threshold=confidence_threshold,
-    )
-
-
 @torch.inference_mode()
 def encode_images(loaded: LoadedSam3, images: list[Image.Image]) -> list[ImageFeatures]:
     """One encoder pass over all ``images`` (under the model's autocast); per-image features in input order."""
     with loaded.precision():
-        state = processor(loaded).set_image_batch(list(images))
+        state = loaded.processor.set_image_batch(list(images))
         backbone_out = state["backbone_out"]
         interactive = _interactive_features(loaded, backbone_out["sam2_backbone_out"])
     return [

@@ -6,6 +6,7 @@ import logging
 import os
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -41,6 +42,12 @@ class LoadedSam3:
         on the CPU. Weights stay float32 either way."""
         return torch.bfloat16 if self.device.type == "cuda" else torch.float32
 
+    @cached_property
+    def processor(self):
+        """sam3's ``Sam3Processor`` for this model, made once: it keeps no state between calls (its ``find_stage``
+        is the constant one-image, one-text one), so every encoder batch and concept prompt shares it."""
+        return sam3_processor(self)
+
     def precision(self) -> AbstractContextManager:
         """The autocast every inference entry point runs under (a no-op on the CPU)."""
         if self.device.type == "cuda":
@@ -55,6 +62,19 @@ class LoadedSam3:
             "device": str(self.device),
             "compute_dtype": str(self.compute_dtype).removeprefix("torch."),
         }
+
+
+def sam3_processor(loaded: LoadedSam3, confidence_threshold: float = 0.5):
+    """A new sam3 ``Sam3Processor`` for ``loaded``, with resolution and device passed (its defaults are
+    1008/"cuda"); the service shares :attr:`LoadedSam3.processor`."""
+    from sam3.model.sam3_image_processor import Sam3Processor
+
+    return Sam3Processor(
+        loaded.model,
+        resolution=loaded.preset.resolution,
+        device=str(loaded.device),
+        confidence_threshold=confidence_threshold,
+    )
 
 
 def checkpoint_digest(checkpoint: Path, recorded_sha256: str | None = None, recorded_bytes: int | None = None) -> str:
@@ -88,7 +108,7 @@ def load_sam3(
     state = read_state_dict(checkpoint)
     model = build_sam3_model_for_checkpoint(preset, bpe_path)
     load_sam3_weights(model, state, str(checkpoint))
-    model = model.to(device).eval()
+    model = model.to(device)  # in eval mode as built
     if device.type == "cuda" and torch.cuda.get_device_properties(device).major >= 8:
         # TF32 matmuls on Ampere and newer, as sam3.model_builder sets when `import sam3` runs it; set here so the
         # precision does not rest on an import side effect (float32 ops outside the bf16 autocast use it)

@@ -20,7 +20,7 @@ from pathlib import Path
 from gen3d.archives import ArchiveError, archive_contents
 from gen3d.checks import require_handler_keys
 from gen3d.errors import StartupError
-from gen3d.files import file_sha256
+from gen3d.files import file_sha256, sources_digest
 from gen3d.sam3.assets import BPE_VOCAB_NAME
 
 log = logging.getLogger(__name__)
@@ -94,14 +94,13 @@ def load_archive_model(archive: Path, work: Path):
     )
 
 
-def _example_inputs(grid: int) -> tuple:
+def _example_inputs(preset) -> tuple:
+    """Example inputs in ``INPUT_NAMES`` order for ``preset`` (a :class:`~gen3d.sam3.presets.Sam3Preset`)."""
     import torch
 
-    g = grid
+    g = preset.grid
     return (
-        torch.randn(1, 256, g, g),
-        torch.randn(1, 32, 4 * g, 4 * g),
-        torch.randn(1, 64, 2 * g, 2 * g),
+        *(torch.randn(shape) for shape in preset.interactive_shapes.values()),  # image_embed, high_res_feats_0, _1
         torch.tensor([[[120.0, 100.0], [50.0, 60.0]]]),
         torch.tensor([[1.0, 0.0]]),
         torch.tensor([200, 300], dtype=torch.int64),
@@ -156,7 +155,7 @@ def export_decoder(loaded, out: Path, multimask: bool, extra_metadata: dict[str,
     started = time.perf_counter()
     program = torch.onnx.export(
         decoder,
-        _example_inputs(grid),
+        _example_inputs(loaded.preset),
         dynamo=True,
         opset_version=OPSET,
         input_names=list(INPUT_NAMES),
@@ -197,10 +196,7 @@ def export_decoder(loaded, out: Path, multimask: bool, extra_metadata: dict[str,
 
 def code_digest() -> str:
     """The export code's own digest: a cached file made by other code is exported again."""
-    digest = hashlib.sha256()
-    for module in ("onnx_decoder.py", "onnx_export.py"):
-        digest.update((Path(__file__).parent / module).read_bytes())
-    return digest.hexdigest()
+    return sources_digest(Path(__file__).parent / module for module in ("onnx_decoder.py", "onnx_export.py"))
 
 
 def cached_decoder_path(cache_dir: Path, archive: Path) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gen3d.checks import preset_named
+from gen3d.models import SAM3
 
 D_MODEL = 256  # SAM 3's model width; the interactive decoder's feature shapes depend on it
 PATCH_SIZE = 14
@@ -32,6 +33,7 @@ class Sam3Preset:
     num_queries: int
     geometry_layers: int
     tracker_layers: int
+    min_gpu_memory_gib: int  # what a worker's GPU needs (the archive records it; SageMaker picks instances by it)
 
     @property
     def grid(self) -> int:
@@ -43,6 +45,17 @@ class Sam3Preset:
         """(H, W) of the interactive decoder's features: high-res 4x and 2x, then the embedding."""
         g = self.grid
         return [(4 * g, 4 * g), (2 * g, 2 * g), (g, g)]
+
+    @property
+    def interactive_shapes(self) -> dict[str, tuple[int, int, int, int]]:
+        """Shapes (batch 1) of the interactive decoder's inputs, by name: what get_embedding returns and a click
+        reads. 32 and 64 are the channels of sam3's ``conv_s0``/``conv_s1`` projections."""
+        high_res_0, high_res_1, embed = self.feature_sizes
+        return {
+            "image_embed": (1, D_MODEL, *embed),
+            "high_res_feats.0": (1, 32, *high_res_0),
+            "high_res_feats.1": (1, 64, *high_res_1),
+        }
 
 
 PRESETS: dict[str, Sam3Preset] = {
@@ -66,6 +79,7 @@ PRESETS: dict[str, Sam3Preset] = {
         num_queries=200,
         geometry_layers=3,
         tracker_layers=4,
+        min_gpu_memory_gib=SAM3.gpu_memory_gib,
     ),
     # Same classes, tiny widths and depths, 112 px: random-weight demo and tests (~15 M parameters).
     "tiny": Sam3Preset(
@@ -87,6 +101,7 @@ PRESETS: dict[str, Sam3Preset] = {
         num_queries=16,
         geometry_layers=1,
         tracker_layers=1,
+        min_gpu_memory_gib=0,
     ),
 }
 

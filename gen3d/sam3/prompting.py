@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from gen3d.sam3.features import ImageFeatures, grounding_backbone_out, processor, widened
+from gen3d.sam3.features import ImageFeatures, grounding_backbone_out, widened
 from gen3d.sam3.loading import LoadedSam3
 from gen3d.sam3.request import SegmentPrompts
 from gen3d.serving.masks import box_of, mask_from_rle, rle_from_mask
@@ -103,9 +103,11 @@ def ground(loaded: LoadedSam3, features: ImageFeatures, prompts: SegmentPrompts)
             torch.tensor(boxes, device=device, dtype=torch.float32).view(-1, 1, 4),
             torch.tensor(list(prompts.box_labels), device=device, dtype=torch.bool).view(-1, 1),
         )
-    find_stage = processor(loaded).find_stage
     return model.forward_grounding(
-        backbone_out=backbone_out, find_input=find_stage, geometric_prompt=geometric_prompt, find_target=None
+        backbone_out=backbone_out,
+        find_input=loaded.processor.find_stage,
+        geometric_prompt=geometric_prompt,
+        find_target=None,
     )
 
 

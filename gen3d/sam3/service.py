@@ -63,12 +63,12 @@ class Sam3Job(Job):
     cache_hit: bool = False
     features: ImageFeatures | None = None
     model: GetEmbeddingRequest | SegmentRequest | None = None  # None: a raw image body (get_embedding defaults)
+    batch_size: int = 0  # requests of the batch that reached the encoder stage
 
     @property
     def tier(self) -> Tier:
         """The features this request needs: the detector's for concept prompts, else the prompt decoder's."""
         return "concept" if self.prompts is not None and self.prompts.concept else "interactive"
-    batch_size: int = 0  # requests of the batch that reached the encoder stage
 
 
 class Sam3Service(ModelService[Sam3Job]):
@@ -168,7 +168,6 @@ class Sam3Service(ModelService[Sam3Job]):
             if key in found or job.embedding_id in missing:
                 continue
             cached = self.cache.get(*key)
-            self.metric("EmbeddingCacheHits" if cached else "EmbeddingCacheMisses", 1)
             if cached is not None:
                 found[key] = cached
             elif job.image is not None:
@@ -187,6 +186,8 @@ class Sam3Service(ModelService[Sam3Job]):
                 job.reply = self.reply_for(job, "features", failed[job.embedding_id])
         stats = self.cache.stats.take()
         for name, value in (
+            ("EmbeddingCacheHits", stats.hits),
+            ("EmbeddingCacheMisses", stats.misses),
             ("DeviceCacheHits", stats.device_hits),
             ("EmbeddingCacheReadBytes", stats.disk_bytes_read),
             ("CacheWriteErrors", stats.write_errors),
@@ -284,7 +285,8 @@ class Sam3Service(ModelService[Sam3Job]):
 
     def _segment(self, job: Sam3Job, fields: dict[str, object]) -> dict[str, object]:
         req, prompts = job.request, job.prompts
-        check_in_image(prompts, *job.features.original_size)
+        if job.image is None:  # by embedding_id: now the image's size is known (decode checked a sent image)
+            check_in_image(prompts, *job.features.original_size)
         started = time.perf_counter()
         results = segment(self.loaded, job.features, prompts)
         job.timings_ms["prompt"] = elapsed_ms(started)

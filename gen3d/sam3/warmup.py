@@ -53,11 +53,7 @@ def warm_up(loaded: LoadedSam3) -> float:
     mask post-processing."""
     preset = loaded.preset
     generator = torch.Generator().manual_seed(0)
-    shapes = {
-        "image_embed": (1, 256, *preset.feature_sizes[2]),
-        "high_res_feats.0": (1, 32, *preset.feature_sizes[0]),
-        "high_res_feats.1": (1, 64, *preset.feature_sizes[1]),
-    }
+    shapes = preset.interactive_shapes
     features = ImageFeatures(
         original_size=(preset.resolution, preset.resolution),
         interactive={name: torch.randn(shape, generator=generator).to(loaded.device) for name, shape in shapes.items()},

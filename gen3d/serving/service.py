@@ -143,8 +143,7 @@ class ModelService(ABC, Generic[JobT]):
     def output_location(self, req: ParsedRequest, name: str) -> S3Location:
         """Where output ``name`` of the request goes: ``output_bucket`` (else the image's ``bucket``), under
         the request's prefix."""
-        image_bucket = req.image.s3.bucket if req.came_by_s3 else None
-        bucket = check_bucket(req.get("output_bucket") or image_bucket or req.get("bucket"), "bucket")
+        bucket = check_bucket(req.get("output_bucket") or req.get("bucket"), "bucket")
         return S3Location(bucket, output_key(self.output_prefix(req), name))
 
     def fetch(self, field_name: str, s3: S3Location | None, inline: bytes | None = None) -> bytes:
@@ -223,9 +222,8 @@ class ModelService(ABC, Generic[JobT]):
                 raise InvalidField("task", f"task {req.task} is served by model {other.name}, not {self.spec.name}")
             served = list(self.spec.tasks)
             raise InvalidField("task", f"unknown task {req.task!r}; model {self.spec.name} serves {served}")
-        # every bucket the request names is checked against the allow-list before any S3 call
-        if req.came_by_s3:
-            self.store.buckets.check(req.image.s3.bucket, "bucket")
+        # every bucket the request names is checked against the allow-list before any S3 call (an S3 image's
+        # bucket is the body's "bucket": parse_request builds its S3Location from that field)
         for name in ("bucket", "output_bucket"):
             if isinstance(req.get(name), str):
                 self.store.buckets.check(req.get(name), name)

@@ -92,7 +92,7 @@ class S3Store:
 
     def get_bytes(self, loc: S3Location, field: str, max_bytes: int = MAX_INPUT_BYTES) -> bytes:
         """The object's bytes; 404/403/413 naming ``field`` when it is missing, forbidden or too large."""
-        self.buckets.check(loc.bucket, "bucket" if field != "output_bucket" else field)
+        self.buckets.check(loc.bucket, "bucket")
         try:
             obj = self.client.get_object(Bucket=loc.bucket, Key=loc.key)
             if obj.get("ContentLength", 0) > max_bytes:

@@ -104,8 +104,12 @@ def model_store(tmp_path_factory, models) -> Path:
 
 
 @pytest.fixture(scope="session")
-def demo_checkpoint(model_store) -> Path:
-    return REPO / "build" / "sam3-tiny-demo-seed0.safetensors"
+def demo_checkpoint(model_store, bpe_path) -> Path:
+    """The checkpoint the sam3 demo archive was built from (build/, named by gen3d.sam3.demo_weights)."""
+    from gen3d.sam3.demo_weights import demo_checkpoint
+    from gen3d.sam3.presets import PRESETS
+
+    return demo_checkpoint(REPO / "build", PRESETS["tiny"], bpe_path)
 
 
 @pytest.fixture(scope="session")

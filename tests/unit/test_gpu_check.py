@@ -11,7 +11,7 @@ from gen3d.cli.gpu_check import main
 pytestmark = pytest.mark.sam3
 
 
-def test_gpu_check_runs_on_the_cpu_and_agrees_with_stock_sam3(capsys, tmp_path):
+def test_gpu_check_runs_on_the_cpu_and_agrees_with_stock_sam3(capsys, tmp_path, bpe_path):
     argv = ["--preset", "tiny", "--device", "cpu", "--batches", "1,2", "--repeats", "1", "--clicks", "1",
             "--image-size", "96x64", "--work", str(tmp_path)]
     assert main(argv) == 0
@@ -25,7 +25,12 @@ def test_gpu_check_runs_on_the_cpu_and_agrees_with_stock_sam3(capsys, tmp_path):
     assert float(rows["agreement: features max abs diff"]) < 2e-3
     assert float(rows["agreement: click mask IoU"]) >= 0.99 and float(rows["agreement: text masks mean IoU"]) >= 0.99
     assert rows["mask post-processing (hole filling)"] == "ran" and rows["verdict"] == "PASS"
-    assert list(tmp_path.glob("sam3-tiny-random-seed0.safetensors"))
+    # its checkpoint is the demo archive's: named by preset, seed and the model code
+    from gen3d.sam3.demo_weights import demo_checkpoint
+    from gen3d.sam3.presets import PRESETS
+
+    made = demo_checkpoint(tmp_path, PRESETS["tiny"], bpe_path, seed=0)
+    assert list(tmp_path.glob("*.safetensors")) == [made]
 
 
 def test_gpu_check_refuses_cuda_without_a_gpu(capsys):

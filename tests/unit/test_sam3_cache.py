@@ -38,6 +38,12 @@ def _put_from_another_process(directory: str, features: ImageFeatures) -> None:
     writing.flush()
 
 
+def test_the_preset_names_the_interactive_shapes_the_encoder_gives(features, tiny_loaded):
+    """Sam3Preset.interactive_shapes (the warm-up's, the ONNX export's and the benchmark's inputs), in order."""
+    shapes = {name: tuple(t.shape) for name, t in features.interactive.items()}
+    assert list(shapes.items()) == list(tiny_loaded.preset.interactive_shapes.items())
+
+
 def test_tiers_are_shared_between_processes_and_keyed_by_model(features, tmp_path):
     assert all(t.dtype == torch.float16 for t in [*features.interactive.values(), *features.backbone_fpn])
     spawn = multiprocessing.get_context("spawn")

@@ -105,6 +105,7 @@ def test_weights_loaded_without_random_init_and_no_meta_left(tmp_path, bpe_path,
     loaded = load_sam3("tiny", path, bpe_path, torch.device("cpu"))
     assert not any(t.is_meta for t in loaded.model.state_dict().values())
     assert not any(b.is_meta for b in loaded.model.buffers())
+    assert not any(m.training for m in loaded.model.modules())  # built in eval mode, kept through loading
     assert loaded.model_id.startswith("sam3/tiny/")
 
 
@@ -186,3 +187,17 @@ def test_archive_records_the_checkpoint_digest_while_copying(tmp_path):
     assert handler["checkpoint_sha256"] == file_sha256(checkpoint)
     assert handler["checkpoint_bytes"] == checkpoint.stat().st_size
     assert handler["assets"] == ["bpe_simple_vocab_16e6.txt.gz"]
+    assert handler["min_gpu_memory_gib"] == 0 and PRESETS["sam3"].min_gpu_memory_gib == 16  # tiny runs anywhere
+
+
+def test_demo_checkpoint_is_made_again_after_a_change_to_the_model_code(tmp_path, bpe_path, monkeypatch):
+    """build/ keeps demo checkpoints across builds: one made by other architecture or preset code is not reused."""
+    from gen3d.sam3 import demo_weights
+
+    made = []
+    monkeypatch.setattr(demo_weights, "random_sam3_state_dict", lambda *a, **k: made.append(1) or {"x": torch.zeros(1)})
+    first = demo_weights.demo_checkpoint(tmp_path, PRESETS["tiny"], bpe_path)
+    assert demo_weights.demo_checkpoint(tmp_path, PRESETS["tiny"], bpe_path) == first and len(made) == 1
+    monkeypatch.setattr(demo_weights, "sources_digest", lambda paths: "0" * 64)
+    again = demo_weights.demo_checkpoint(tmp_path, PRESETS["tiny"], bpe_path)
+    assert again != first and again.name == "sam3-tiny-demo-000000000000-seed0.safetensors" and len(made) == 2

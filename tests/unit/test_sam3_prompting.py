@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from gen3d.sam3 import prompting
-from gen3d.sam3.features import encode_images, grounding_backbone_out, processor
+from gen3d.sam3.features import encode_images, grounding_backbone_out
+from gen3d.sam3.loading import sam3_processor
 from gen3d.sam3.request import SegmentPrompts
 from gen3d.serving.images import decode_image
 from tests.conftest import png_bytes
@@ -36,7 +37,7 @@ def concept(text: str, boxes: list[list[float]], labels: list[bool], threshold: 
 
 def sequential(loaded, features, prompts: SegmentPrompts):
     """What gen3d did before: Sam3Processor.set_text_prompt, then add_geometric_prompt once per box."""
-    proc = processor(loaded, confidence_threshold=prompts.score_threshold)
+    proc = sam3_processor(loaded, confidence_threshold=prompts.score_threshold)
     height, width = features.original_size
     backbone_out = grounding_backbone_out(loaded, features)
     state = {"original_height": height, "original_width": width, "backbone_out": backbone_out}

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import torch
 
+from gen3d.files import sources_digest
 from gen3d.sam3d.demo import compat
 from gen3d.sam3d.demo.models import SS_OCCUPANCY, build_tiny_models
 from gen3d.sam3d.presets import DEMO_CHECKPOINT_FORMAT, Sam3dPreset
+
+log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -42,3 +48,14 @@ def demo_checkpoint_bytes(preset: Sam3dPreset, seed: int = 0) -> bytes:
 
     meta = {"format": DEMO_CHECKPOINT_FORMAT, "preset": preset.name, "demo": "true", "seed": str(seed)}
     return save(random_tiny_state_dict(seed), metadata=meta)
+
+
+def demo_checkpoint(work: Path, preset: Sam3dPreset, seed: int = 0) -> Path:
+    """The demo checkpoint of ``preset`` in ``work``, made once per seed and version of the demo code
+    (gen3d/sam3d/demo/)."""
+    code = sources_digest(sorted(Path(__file__).parent.rglob("*.py")))
+    path = work / f"sam3d-{preset.name}-{code[:12]}-seed{seed}.safetensors"
+    if not path.exists():
+        log.info("making demo checkpoint %s (random weights)", path)
+        path.write_bytes(demo_checkpoint_bytes(preset, seed))
+    return path
