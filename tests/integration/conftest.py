@@ -128,3 +128,13 @@ def torchserve(model_store, aws_env, tmp_path_factory, models, page_port):
     with loopback_torchserve(model_store, work, env, list(models), timeout=240, config_overrides=cors) as server:
         yield server
 
+
+@pytest.fixture(scope="session")
+def demo_sam3(demo_checkpoint, bpe_path):
+    """The served tiny SAM 3 (the demo archive's checkpoint) loaded once in this process, to compare served values
+    with. Users of its interactive predictor reset it after use."""
+    import torch
+
+    from gen3d.sam3.loading import load_sam3
+
+    return load_sam3("tiny", demo_checkpoint, bpe_path, torch.device("cpu"))

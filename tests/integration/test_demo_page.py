@@ -20,6 +20,7 @@ from PIL import Image
 from gen3d.sam3.onnx_export import read_metadata
 from gen3d.serving.masks import mask_from_rle, rle_from_mask
 from tests.conftest import REPO
+from tests.integration.http_support import post, post_ok
 from tests.integration.local_serve import serve_local
 
 pytestmark = [pytest.mark.sam3, pytest.mark.sam3d]  # the page uses both models
@@ -146,9 +147,7 @@ def server_mask(server, prompts: dict) -> np.ndarray:
     if prompts["box"]:
         b = prompts["box"]
         body["boxes"] = [[b["x0"], b["y0"], b["x1"], b["y1"]]]
-    resp = requests.post(f"{server.inference_url}/predictions/sam3", json=body, timeout=120)
-    assert resp.status_code == 200, resp.text
-    masks = resp.json()["masks"]
+    masks = post_ok(server, body).json()["masks"]
     assert len(masks) == 1
     return mask_from_rle(masks[0]["rle"])
 
@@ -221,7 +220,7 @@ def test_concept_segment_overlays_every_instance(page, torchserve):
         "text": "red ball",
         "score_threshold": 0,
     }
-    served = requests.post(f"{torchserve.inference_url}/predictions/sam3", json=body, timeout=120).json()["masks"]
+    served = post(torchserve, body).json()["masks"]
     # each instance's mask as the page decoded it, encoded again by rle.js (checked against pycocotools below)
     instances = page.evaluate(
         "window.gen3d.state.instances.map(i => ({score: i.score, rle: window.gen3d.rle.encodeRle(i.mask, 360, 480)}))"
