@@ -17,6 +17,7 @@ import pytest
 import requests
 from PIL import Image
 
+from gen3d.sam3.embedding_file import EMBEDDING_FORMAT
 from gen3d.sam3.onnx_export import read_metadata
 from gen3d.serving.masks import mask_from_rle, rle_from_mask
 from tests.conftest import REPO
@@ -254,15 +255,23 @@ def test_server_errors_are_shown_as_the_json_says(page):
     assert json.loads(shown.split("\n", 1)[1]) == error["body"]
 
 
-def test_the_page_refuses_an_embedding_of_another_model(page):
-    """The get_embedding answer is rewritten on its way to the page to name another model."""
+@pytest.mark.parametrize(
+    ("key", "value", "says"),
+    [
+        ("model_id", "sam3/sam3/0123456789abcdef", "this decoder to sam3/"),
+        ("format", "gen3d.sam3.other-embedding/v0", f"this decoder takes {EMBEDDING_FORMAT}"),  # the decoder file's
+    ],
+)
+def test_the_page_refuses_an_embedding_of_another_model(page, key, value, says):
+    """The get_embedding answer is rewritten on its way to the page to name another model (or another format than
+    the decoder file's embedding_format)."""
 
     def other_model(route):
         response = route.fetch()
         data = response.body()
         length = int.from_bytes(data[:8], "little")
         header = json.loads(data[8 : 8 + length])
-        header["__metadata__"]["model_id"] = "sam3/sam3/0123456789abcdef"
+        header["__metadata__"][key] = value
         encoded = json.dumps(header).encode()
         encoded += b" " * (-len(encoded) % 8)
         route.fulfill(response=response, body=len(encoded).to_bytes(8, "little") + encoded + data[8 + length :])
@@ -272,7 +281,8 @@ def test_the_page_refuses_an_embedding_of_another_model(page):
     page.click("[data-sample]")
     page.wait_for_function("window.gen3d.error", timeout=60_000)
     message = page.evaluate("window.gen3d.error.message")
-    assert "sam3/sam3/0123456789abcdef" in message and page.evaluate("window.gen3d.state.embedding") is None
+    assert value in message and says in message, message
+    assert page.evaluate("window.gen3d.state.embedding") is None
     assert "no embedding" in page.inner_text("#status")
 
 
