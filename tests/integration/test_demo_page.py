@@ -45,7 +45,7 @@ SAMPLE = REPO / "web" / "samples" / "still-life.png"
 def page_server(decoder_export, torchserve, decoder_onnx, page_port):
     from gen3d.web.page_server import PageServer
 
-    server = PageServer(decoder_onnx, torchserve.inference_url, page_port).start()
+    server = PageServer(torchserve.inference_url, page_port).start(decoder_onnx)
     yield server
     server.stop()
 
