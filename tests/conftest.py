@@ -1,36 +1,19 @@
-"""Fixtures of every test: paths, free ports, pictures, tiny SAM 3 weights. Integration fixtures (moto's S3
+"""Fixtures of every test: paths, pictures, tiny SAM 3 weights. Integration fixtures (moto's S3
 server, demo archives, a real TorchServe) are in tests/integration/conftest.py."""
 
 from __future__ import annotations
 
-import io
-import socket
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+
+from gen3d.bench.serving import png_bytes  # noqa: F401 - the tests' pictures (the bench's and load test's too)
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 
 REPO = Path(__file__).resolve().parent.parent
 BUCKET = "gen3d-data-bucket"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def png_bytes(seed: int, size: tuple[int, int] = (120, 160), mode: str = "RGB") -> bytes:
-    """A random picture of ``size`` (h, w) as PNG."""
-    rng = np.random.default_rng(seed)
-    img = Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).convert(mode)
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="session")

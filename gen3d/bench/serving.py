@@ -14,13 +14,14 @@ import io
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,11 +36,26 @@ from gen3d.torchserve import runner
 CHECKOUT = Path(__file__).resolve().parents[2]
 
 
-def png_base64(seed: int, size: tuple[int, int] = (120, 160)) -> str:
-    pixels = np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
+def png_bytes(seed: int, size: tuple[int, int] = (120, 160), mode: str = "RGB") -> bytes:
+    """A random picture of ``size`` (h, w) as PNG: the same bytes for the same arguments."""
+    rng = np.random.default_rng(seed)
+    img = Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).convert(mode)
     buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, "PNG")
-    return base64.b64encode(buf.getvalue()).decode()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def png_base64(seed: int, size: tuple[int, int] = (120, 160)) -> str:
+    return base64.b64encode(png_bytes(seed, size)).decode()
+
+
+class AnswerError(RuntimeError):
+    """A non-200 answer: its HTTP ``status`` and JSON ``answer``."""
+
+    def __init__(self, path: str, status: int, answer: dict) -> None:
+        super().__init__(f"{path} answered {status}: {answer}")
+        self.status = status
+        self.answer = answer
 
 
 class Client:
@@ -50,7 +66,7 @@ class Client:
         self.conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=300)
 
     def post(self, path: str, body: dict) -> tuple[float, dict]:
-        """(round trip in ms, JSON answer)."""
+        """(round trip in ms, JSON answer); :class:`AnswerError` for any other status than 200."""
         data = json.dumps(body).encode()
         started = time.perf_counter()
         self.conn.request("POST", path, body=data, headers={"Content-Type": "application/json"})
@@ -58,7 +74,7 @@ class Client:
         answer = json.loads(response.read())
         elapsed = (time.perf_counter() - started) * 1000
         if response.status != 200:
-            raise RuntimeError(f"{path} answered {response.status}: {answer}")
+            raise AnswerError(path, response.status, answer)
         return elapsed, answer
 
 
@@ -100,63 +116,111 @@ def build_store(store: Path, max_batch_delay_ms: int) -> None:
 BUCKET = "gen3d-bench"
 
 
+class MotoS3:
+    """moto's S3 server (a test dependency) in its own process on a free loopback port. It can be stopped and
+    started again (an S3 outage), with an empty state: moto keeps its objects in memory."""
+
+    def __init__(self) -> None:
+        self.port = runner.free_ports(1)[0]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def env(self) -> dict[str, str]:
+        """The standard AWS environment that reaches it."""
+        return {
+            "AWS_ENDPOINT_URL_S3": self.url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def start(self, timeout: float = 60) -> None:
+        """Returns once it answers; raises if it exits or does not answer within ``timeout`` s."""
+        self.process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/moto-api/", timeout=2):
+                    return
+            except urllib.error.HTTPError:
+                return  # it answered
+            except OSError:  # not listening yet (URLError is an OSError)
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.process.kill()
+                    raise RuntimeError(f"moto_server did not start on {self.url}") from None
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(30)
+
+
 @contextmanager
 def moto_s3() -> Iterator[dict[str, str]]:
-    """moto's S3 server (a test dependency) on a free loopback port, with one bucket: the standard AWS
-    environment that reaches it."""
+    """moto's S3 server with one bucket holding the bench's picture: the AWS environment that reaches it."""
     import boto3
 
-    port = runner.free_ports(1)[0]
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    env = {
-        "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}",
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
+    server = MotoS3()
+    server.start()
     try:
-        for _ in range(100):
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                time.sleep(0.2)
-        s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL_S3"], region_name="us-east-1",
-                          aws_access_key_id="bench", aws_secret_access_key="bench")  # fmt: skip
+        env = server.env()
+        s3 = boto3.client("s3", endpoint_url=server.url, region_name=env["AWS_DEFAULT_REGION"],
+                          aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])  # fmt: skip
         s3.create_bucket(Bucket=BUCKET)
-        s3.put_object(Bucket=BUCKET, Key="bench/image.png", Body=base64.b64decode(png_base64(0)))
+        s3.put_object(Bucket=BUCKET, Key="bench/image.png", Body=png_bytes(0))
         yield env
     finally:
-        server.terminate()
-        server.wait(30)
+        server.stop()
 
 
-def start_server(store: Path, work: Path, aws_env: dict[str, str]) -> runner.TorchServe:
+@contextmanager
+def loopback_torchserve(
+    store: Path,
+    work: Path,
+    env: dict[str, str],
+    models: list[str],
+    timeout: float,
+    config_overrides: dict[str, str] | None = None,
+) -> Iterator[runner.TorchServe]:
+    """A TorchServe serving ``store`` on free loopback ports, with ``env`` over this process's environment; its
+    config, logs, output (torchserve.out) and TMPDIR in ``work``. Yields once ``models`` are READY, stops it after.
+    Its own TMPDIR: the torchserve CLI refuses to start while the pid file in the temporary folder names a running
+    server (a test's TorchServe runs beside the suite's)."""
     config = runner.loopback_config(CHECKOUT, work / "config.properties", store)
+    if config_overrides:
+        runner.write_config(config, config, config_overrides)
     (work / "tmp").mkdir(exist_ok=True)
-    env = {
-        **os.environ,
-        **aws_env,
-        "GEN3D_CACHE_DIR": str(work / "cache"),
-        "TMPDIR": str(work / "tmp"),
-        "GEN3D_ALLOWED_BUCKETS": BUCKET,
-    }
-    out = open(work / "torchserve.out", "wb")  # noqa: SIM115 - closed with the process
-    server = runner.start(config, store, "all", work / "logs", env, stdout=out)
-    server.wait_ready(["sam3", "echo"], timeout=300)
-    return server
+    output = work / "torchserve.out"
+    run_env = {**os.environ, **env, "TMPDIR": str(work / "tmp")}
+    with open(output, "wb") as out:
+        server = runner.start(config, store, "all", work / "logs", run_env, stdout=out)
+        try:
+            try:
+                server.wait_ready(models, timeout)
+            except (RuntimeError, TimeoutError) as err:
+                err.add_note(f"{output} ends with:\n{output.read_text(errors='replace')[-5000:]}")
+                raise
+            yield server
+        finally:
+            server.stop()
 
 
-def metric_total(server: runner.TorchServe, name: str) -> float:
-    import urllib.request
-
+def metric_totals(server: runner.TorchServe) -> dict[str, float]:
+    """Every metric's value on the metrics API, summed over its labels (name -> total)."""
     with urllib.request.urlopen(f"{server.metrics_url}/metrics", timeout=10) as resp:
         text = resp.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+            totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return totals
 
 
 def measure(server: runner.TorchServe, requests_one: int, requests_many: int, clients: int) -> ServingReport:
@@ -176,14 +240,15 @@ def measure(server: runner.TorchServe, requests_one: int, requests_many: int, cl
     }
     for path, body in paths.values():
         overheads(one, path, [body] * 3)  # warm each path
-    before = {metric: metric_total(server, metric) for metric in ("DeviceCacheHits", "EmbeddingCacheReadBytes")}
+    before = metric_totals(server)
     samples: dict[str, list[float]] = {name: [] for name in paths}
     for _ in range(requests_one):  # interleaved, so the machine's load drifts alike for the floor and the rest
         for name, (path, body) in paths.items():
             samples[name] += overheads(one, path, [body])
     report.one_client_p50_ms = {name: round(statistics.median(values), 2) for name, values in samples.items()}
-    report.device_cache_hits = metric_total(server, "DeviceCacheHits") - before["DeviceCacheHits"]
-    report.cache_read_bytes = metric_total(server, "EmbeddingCacheReadBytes") - before["EmbeddingCacheReadBytes"]
+    after = metric_totals(server)
+    report.device_cache_hits = after.get("DeviceCacheHits", 0.0) - before.get("DeviceCacheHits", 0.0)
+    report.cache_read_bytes = after.get("EmbeddingCacheReadBytes", 0.0) - before.get("EmbeddingCacheReadBytes", 0.0)
 
     images = [png_base64(seed) for seed in range(1, requests_many + 1)]
     batches: list[int] = []
@@ -221,12 +286,12 @@ def run(
             work = Path(tempfile.mkdtemp(prefix=f"gen3d-bench-delay{delay}-"))
             store = work / "model-store"
             build_store(store, delay)
-            server = start_server(store, work, aws_env)
+            env = {**aws_env, "GEN3D_CACHE_DIR": str(work / "cache"), "GEN3D_ALLOWED_BUCKETS": BUCKET}
             try:
-                report = measure(server, requests_one, requests_many, clients)
+                with loopback_torchserve(store, work, env, ["sam3", "echo"], timeout=300) as server:
+                    report = measure(server, requests_one, requests_many, clients)
                 report.max_batch_delay_ms = delay
                 reports.append(report)
             finally:
-                server.stop()
                 shutil.rmtree(work, ignore_errors=True)
     return reports

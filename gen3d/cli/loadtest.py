@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
-from gen3d.bench.serving import Client, png_base64
+from gen3d.bench.serving import AnswerError, Client, png_base64, png_bytes
 
 KINDS = ("s3", "inline", "click")
 
@@ -77,15 +77,13 @@ def loopback_only(url: str) -> str:
 
 
 def upload_images(bucket: str, count: int) -> list[str]:
-    import base64
-
     import boto3
 
     s3 = boto3.client("s3")
     keys = []
     for i in range(count):
         key = f"loadtest/image-{i}.png"
-        s3.put_object(Bucket=bucket, Key=key, Body=base64.b64decode(png_base64(10_000 + i, (240, 320))))
+        s3.put_object(Bucket=bucket, Key=key, Body=png_bytes(10_000 + i, (240, 320)))
         keys.append(key)
     return keys
 
@@ -121,9 +119,8 @@ def run(args: argparse.Namespace) -> Report:
             try:
                 _, answer = conn.post(args.path, body(kind, i))
                 outcome = Outcome(kind, 200, (time.perf_counter() - started) * 1000)
-            except RuntimeError as err:  # a non-200 answer: its status is in the message
-                status = int(str(err).split(" answered ", 1)[1].split(":", 1)[0])
-                outcome = Outcome(kind, status, (time.perf_counter() - started) * 1000, str(err)[:300])
+            except AnswerError as err:  # a non-200 answer
+                outcome = Outcome(kind, err.status, (time.perf_counter() - started) * 1000, str(err)[:300])
                 conn = Client(url)
             with lock:
                 report.outcomes.append(outcome)

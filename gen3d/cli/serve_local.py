@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 
 from gen3d.archives import archive_name, archives_in
 from gen3d.errors import StartupError
-from gen3d.sam3.onnx_export import cached_decoder_path
+from gen3d.sam3.onnx_export import CACHED_DECODER, cached_decoder_path
 from gen3d.serving.buckets import BucketPolicy
 from gen3d.torchserve import runner
 from gen3d.web.page_server import DEFAULT_PORT, HOST, PageServer, torchserve_cors
@@ -57,7 +57,7 @@ class DecoderExport:
             code = self.process.wait()
             if code != 0:
                 raise RuntimeError(f"exporting the ONNX decoder failed (exit {code}); see {self.log_path}")
-            for old in self.path.parent.glob("sam3-decoder-k1-*.onnx"):
+            for old in self.path.parent.glob(CACHED_DECODER.format(key="*")):
                 if old != self.path:
                     old.unlink()
         return self.path
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     page = None
     if not args.no_page and sam3_archive is not None:
         try:  # bound now: a taken port or a missing `npm ci` stops start-up before TorchServe runs
-            page = PageServer(args.decoder_cache / "pending.onnx", f"http://127.0.0.1:{port}", args.page_port)
+            page = PageServer(f"http://127.0.0.1:{port}", args.page_port)
         except StartupError as err:
             print(f"gen3d-serve-local: {err}", file=sys.stderr)
             return 2
@@ -132,8 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             server.metrics_url,
         )
         if page is not None:
-            page.decoder = export.wait()
-            page.start()
+            page.start(export.wait())
             logging.info("demo page: open %s (click to mask, Make 3D)", page.url)
         return server.process.wait()
     except KeyboardInterrupt:

@@ -199,11 +199,14 @@ def code_digest() -> str:
     return sources_digest(Path(__file__).parent / module for module in ("onnx_decoder.py", "onnx_export.py"))
 
 
+CACHED_DECODER = "sam3-decoder-k1-{key}.onnx"  # a cached decoder's file name
+
+
 def cached_decoder_path(cache_dir: Path, archive: Path) -> Path:
     """Where the (K=1) decoder of ``archive`` is cached: keyed by its model (:func:`model_digest`) and the export
     code."""
     key = hashlib.sha256(f"{model_digest(archive)}|{code_digest()}".encode()).hexdigest()[:16]
-    return cache_dir / f"sam3-decoder-k1-{key}.onnx"
+    return cache_dir / CACHED_DECODER.format(key=key)
 
 
 def export_archive(archive: Path, out: Path, multimask_out: Path | None = None) -> list[dict[str, str]]:

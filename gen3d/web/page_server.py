@@ -62,10 +62,10 @@ class PageServer:
     """A threaded static server for the page, bound to 127.0.0.1:``port`` when created (so a taken port or a
     missing ``npm ci`` fails at once); :meth:`start` serves in a daemon thread once the decoder file exists."""
 
-    def __init__(self, decoder: Path, inference_url: str, port: int = DEFAULT_PORT, page_dir: Path = PAGE_DIR):
+    def __init__(self, inference_url: str, port: int = DEFAULT_PORT, page_dir: Path = PAGE_DIR):
         check_page_dir(page_dir)
         self.page_dir = page_dir.resolve()
-        self.decoder = decoder
+        self.decoder: Path | None = None  # given to start()
         self.config = json.dumps({"inference_url": inference_url, "decoder_url": "/decoder.onnx"}).encode()
         try:
             self.httpd = ThreadingHTTPServer((HOST, port), self._handler())
@@ -76,10 +76,11 @@ class PageServer:
         self.url = f"http://{HOST}:{self.port}/"
         self.thread: threading.Thread | None = None
 
-    def start(self) -> PageServer:
-        """Serves from now on; the decoder file must exist by then."""
-        if not self.decoder.is_file():
-            raise StartupError(f"ONNX decoder not found at {self.decoder}")
+    def start(self, decoder: Path) -> PageServer:
+        """Serves from now on, ``decoder`` (which must exist) at /decoder.onnx."""
+        if not decoder.is_file():
+            raise StartupError(f"ONNX decoder not found at {decoder}")
+        self.decoder = decoder
         self.thread = threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="page-server", daemon=True
         )

@@ -6,46 +6,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import BUCKET, REPO, free_port
-
-
-class MotoS3:
-    """moto's S3 server in its own process on a fixed loopback port; it can be stopped and started again (with
-    an empty state: moto keeps its objects in memory)."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        import requests
-
-        self.process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                requests.get(f"{self.url}/moto-api/", timeout=2)
-                return
-            except requests.ConnectionError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.process.kill()
-                    raise RuntimeError(f"moto_server did not start on {self.url}") from None
-                time.sleep(0.2)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(30)
+from gen3d.bench.serving import MotoS3
+from tests.conftest import BUCKET, REPO
 
 
 @pytest.fixture(scope="session")
@@ -61,12 +27,7 @@ def moto_s3():
 @pytest.fixture(scope="session")
 def aws_env(moto_s3):
     """The standard AWS environment pointing S3 at moto's server (set for this process too)."""
-    env = {
-        "AWS_ENDPOINT_URL_S3": moto_s3.url,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
+    env = moto_s3.env()
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     yield env
@@ -115,7 +76,9 @@ def demo_checkpoint(model_store, bpe_path) -> Path:
 @pytest.fixture(scope="session")
 def page_port() -> int:
     """The demo page's port in the tests (TorchServe's CORS is opened for its origin, as `make serve` does)."""
-    return free_port()
+    from gen3d.torchserve import runner
+
+    return runner.free_ports(1)[0]
 
 
 @pytest.fixture(scope="session")
@@ -156,29 +119,26 @@ def decoder_onnx_multimask(decoder_export) -> Path:
 @pytest.fixture(scope="session")
 def torchserve(model_store, aws_env, tmp_path_factory, models, page_port):
     """A real TorchServe (Java frontend + Python workers) on free ports, serving the demo archives."""
-    from gen3d.torchserve import runner
+    from gen3d.bench.serving import loopback_torchserve
     from gen3d.web.page_server import torchserve_cors
 
     work = tmp_path_factory.mktemp("torchserve")
-    config = runner.loopback_config(REPO, work / "config.properties", model_store)
-    runner.write_config(config, config, torchserve_cors(f"http://127.0.0.1:{page_port}"))  # as `make serve` does
-    # Its own TMPDIR: the torchserve CLI refuses to start while the pid file in the temporary folder names a
-    # running server, and tests/test_sagemaker_serve.py starts other TorchServes while this one runs.
-    (work / "tmp").mkdir()
-    env = dict(
-        os.environ,
+    env = {
         **aws_env,
-        GEN3D_CACHE_DIR=str(work / "embedding-cache"),
-        TMPDIR=str(work / "tmp"),
-        GEN3D_ALLOWED_BUCKETS=f"{BUCKET},gen3d-out-*",
-    )
-    with open(work / "torchserve.out", "wb") as out:
-        server = runner.start(config, model_store, "all", work / "logs", env, stdout=out)
-        try:
-            server.wait_ready(list(models), timeout=240)
-        except Exception:
-            server.stop()
-            print((work / "torchserve.out").read_text()[-5000:])
-            raise
+        "GEN3D_CACHE_DIR": str(work / "embedding-cache"),
+        "GEN3D_ALLOWED_BUCKETS": f"{BUCKET},gen3d-out-*",
+    }
+    cors = torchserve_cors(f"http://127.0.0.1:{page_port}")  # as `make serve` does
+    with loopback_torchserve(model_store, work, env, list(models), timeout=240, config_overrides=cors) as server:
         yield server
-        server.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_sam3(demo_checkpoint, bpe_path):
+    """The served tiny SAM 3 (the demo archive's checkpoint) loaded once in this process, to compare served values
+    with. Users of its interactive predictor reset it after use."""
+    import torch
+
+    from gen3d.sam3.loading import load_sam3
+
+    return load_sam3("tiny", demo_checkpoint, bpe_path, torch.device("cpu"))

@@ -17,9 +17,11 @@ import pytest
 import requests
 from PIL import Image
 
+from gen3d.sam3.embedding_file import EMBEDDING_FORMAT
 from gen3d.sam3.onnx_export import read_metadata
 from gen3d.serving.masks import mask_from_rle, rle_from_mask
 from tests.conftest import REPO
+from tests.integration.http_support import post, post_ok
 from tests.integration.local_serve import serve_local
 
 pytestmark = [pytest.mark.sam3, pytest.mark.sam3d]  # the page uses both models
@@ -43,7 +45,7 @@ SAMPLE = REPO / "web" / "samples" / "still-life.png"
 def page_server(decoder_export, torchserve, decoder_onnx, page_port):
     from gen3d.web.page_server import PageServer
 
-    server = PageServer(decoder_onnx, torchserve.inference_url, page_port).start()
+    server = PageServer(torchserve.inference_url, page_port).start(decoder_onnx)
     yield server
     server.stop()
 
@@ -146,9 +148,7 @@ def server_mask(server, prompts: dict) -> np.ndarray:
     if prompts["box"]:
         b = prompts["box"]
         body["boxes"] = [[b["x0"], b["y0"], b["x1"], b["y1"]]]
-    resp = requests.post(f"{server.inference_url}/predictions/sam3", json=body, timeout=120)
-    assert resp.status_code == 200, resp.text
-    masks = resp.json()["masks"]
+    masks = post_ok(server, body).json()["masks"]
     assert len(masks) == 1
     return mask_from_rle(masks[0]["rle"])
 
@@ -221,7 +221,7 @@ def test_concept_segment_overlays_every_instance(page, torchserve):
         "text": "red ball",
         "score_threshold": 0,
     }
-    served = requests.post(f"{torchserve.inference_url}/predictions/sam3", json=body, timeout=120).json()["masks"]
+    served = post(torchserve, body).json()["masks"]
     # each instance's mask as the page decoded it, encoded again by rle.js (checked against pycocotools below)
     instances = page.evaluate(
         "window.gen3d.state.instances.map(i => ({score: i.score, rle: window.gen3d.rle.encodeRle(i.mask, 360, 480)}))"
@@ -255,15 +255,23 @@ def test_server_errors_are_shown_as_the_json_says(page):
     assert json.loads(shown.split("\n", 1)[1]) == error["body"]
 
 
-def test_the_page_refuses_an_embedding_of_another_model(page):
-    """The get_embedding answer is rewritten on its way to the page to name another model."""
+@pytest.mark.parametrize(
+    ("key", "value", "says"),
+    [
+        ("model_id", "sam3/sam3/0123456789abcdef", "this decoder to sam3/"),
+        ("format", "gen3d.sam3.other-embedding/v0", f"this decoder takes {EMBEDDING_FORMAT}"),  # the decoder file's
+    ],
+)
+def test_the_page_refuses_an_embedding_of_another_model(page, key, value, says):
+    """The get_embedding answer is rewritten on its way to the page to name another model (or another format than
+    the decoder file's embedding_format)."""
 
     def other_model(route):
         response = route.fetch()
         data = response.body()
         length = int.from_bytes(data[:8], "little")
         header = json.loads(data[8 : 8 + length])
-        header["__metadata__"]["model_id"] = "sam3/sam3/0123456789abcdef"
+        header["__metadata__"][key] = value
         encoded = json.dumps(header).encode()
         encoded += b" " * (-len(encoded) % 8)
         route.fulfill(response=response, body=len(encoded).to_bytes(8, "little") + encoded + data[8 + length :])
@@ -273,7 +281,8 @@ def test_the_page_refuses_an_embedding_of_another_model(page):
     page.click("[data-sample]")
     page.wait_for_function("window.gen3d.error", timeout=60_000)
     message = page.evaluate("window.gen3d.error.message")
-    assert "sam3/sam3/0123456789abcdef" in message and page.evaluate("window.gen3d.state.embedding") is None
+    assert value in message and says in message, message
+    assert page.evaluate("window.gen3d.state.embedding") is None
     assert "no embedding" in page.inner_text("#status")
 
 

@@ -14,36 +14,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import requests
 
-from tests.conftest import BUCKET, REPO, png_bytes
-
-
-def post(server, body: dict, timeout: float = 120) -> requests.Response:
-    return requests.post(f"{server.inference_url}/predictions/sam3", json=body, timeout=timeout)
+from tests.conftest import BUCKET, png_bytes
+from tests.integration.http_support import post, wait_for_worker, worker_pids
 
 
 def inline(seed: int) -> dict:
     return {"task": "get_embedding", "image_base64": base64.b64encode(png_bytes(seed)).decode()}
 
 
-def ready_workers(server, model: str = "sam3") -> list[int]:
-    described = requests.get(f"{server.management_url}/models/{model}", timeout=10).json()
-    return [w["pid"] for w in described[0]["workers"] if w["status"] == "READY"]
-
-
-def wait_for_worker(server, not_pid: int, timeout: float = 180) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pids = [pid for pid in ready_workers(server) if pid != not_pid]
-        if pids:
-            return pids[0]
-        time.sleep(1)
-    raise AssertionError(f"no new READY sam3 worker within {timeout} s")
-
-
 def test_worker_killed_under_load_answers_every_request_and_recovers(torchserve):
-    pid = ready_workers(torchserve)[0]
+    pid = worker_pids(torchserve, status="READY")[0]
     bodies = [inline(1000 + i) for i in range(24)]
     with ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(post, torchserve, body) for body in bodies]
@@ -79,23 +60,19 @@ def test_s3_outage_answers_5xx_json_quickly_then_recovers(torchserve, s3, moto_s
 
 def test_full_cache_disk_still_serves_and_logs(model_store, aws_env, tmp_path):
     """A TorchServe of its own whose embedding cache sits on a 1 MiB tmpfs."""
-    from gen3d.torchserve import runner
+    from gen3d.bench.serving import loopback_torchserve
 
     cache = tmp_path / "cache"
     cache.mkdir()
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(cache)], capture_output=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs for the full-disk test here: {mounted.stderr.decode().strip()}")
-    store = tmp_path / "store"
-    store.mkdir()
-    shutil.copy(model_store / "sam3.mar", store / "sam3.mar")
-    config = runner.loopback_config(REPO, tmp_path / "config.properties", store)
-    (tmp_path / "tmp").mkdir()
-    env = dict(os.environ, **aws_env, GEN3D_CACHE_DIR=str(cache), TMPDIR=str(tmp_path / "tmp"))
-    with open(tmp_path / "torchserve.out", "wb") as out:
-        server = runner.start(config, store, "all", tmp_path / "logs", env, stdout=out)
-        try:
-            server.wait_ready(["sam3"], timeout=240)
+    try:
+        store = tmp_path / "store"
+        store.mkdir()
+        shutil.copy(model_store / "sam3.mar", store / "sam3.mar")
+        env = {**aws_env, "GEN3D_CACHE_DIR": str(cache)}
+        with loopback_torchserve(store, tmp_path, env, ["sam3"], timeout=240) as server:
             for seed in range(8):  # tiny features: ~0.8 MB per image on disk, the tmpfs fills after one or two
                 assert post(server, inline(3000 + seed)).status_code == 200
             time.sleep(2)  # writes happen after the answers
@@ -103,9 +80,8 @@ def test_full_cache_disk_still_serves_and_logs(model_store, aws_env, tmp_path):
             assert "requests are still served" in log
             clicks = {"task": "segment", "image_base64": inline(3007)["image_base64"], "points": [[5, 5]]}
             assert post(server, {**clicks, "point_labels": [1]}).status_code == 200
-        finally:
-            server.stop()
-            subprocess.run(["umount", "-l", str(cache)], check=False)
+    finally:
+        subprocess.run(["umount", "-l", str(cache)], check=False)
 
 
 def test_loadtest_mixes_s3_inline_and_clicks_with_no_failures(torchserve, s3, capsys):

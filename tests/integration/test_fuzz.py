@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 import string
 
-import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import BUCKET, REPO
+from tests.integration.http_support import post, worker_pids
 
 SCHEMA = json.loads((REPO / "docs" / "request-schema.json").read_text())
 FIELDS = {
@@ -60,18 +60,8 @@ def bodies(model: str):
     return build() | st.binary(max_size=200)
 
 
-def worker_pids(server, model: str) -> list[int]:
-    described = requests.get(f"{server.management_url}/models/{model}", timeout=10).json()
-    return sorted(w["pid"] for w in described[0]["workers"])
-
-
 def check_answers(server, model: str, data: bytes) -> None:
-    resp = requests.post(
-        f"{server.inference_url}/predictions/{model}",
-        data=data,
-        headers={"Content-Type": "application/json"},
-        timeout=120,
-    )
+    resp = post(server, data, {"Content-Type": "application/json"}, path=f"/predictions/{model}")
     assert resp.status_code < 500, (data[:300], resp.status_code, resp.text[:500])
     answer = resp.json()
     assert answer["status"] in ("success", "error") and answer.get("request_id")

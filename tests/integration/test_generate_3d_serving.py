@@ -18,6 +18,7 @@ from plyfile import PlyData
 
 from gen3d.serving.masks import mask_png, rle_from_mask
 from tests.conftest import BUCKET
+from tests.integration import http_support
 
 pytestmark = pytest.mark.sam3d
 
@@ -48,10 +49,7 @@ def png(array: np.ndarray) -> bytes:
 
 
 def post(server, body, headers=None) -> requests.Response:
-    url = server.inference_url + "/predictions/sam3d"
-    if isinstance(body, dict):
-        return requests.post(url, json=body, headers=headers, timeout=300)
-    return requests.post(url, data=body, headers=headers, timeout=300)
+    return http_support.post(server, body, headers, path="/predictions/sam3d", timeout=300)
 
 
 def read(s3, key: str) -> bytes:

@@ -14,44 +14,23 @@ import torch
 from PIL import Image
 from safetensors.torch import load as load_safetensors
 
+from gen3d.bench.serving import metric_totals
 from tests.conftest import BUCKET, png_bytes
+from tests.integration.http_support import SEED, post, put_image, safetensors_metadata
 
 pytestmark = pytest.mark.sam3
 
-SEED = {"task": "get_embedding", "bucket": BUCKET, "session_id": "test-v2-001", "user_id": "admin-test"}
-
 
 @pytest.fixture(scope="module")
-def direct(demo_checkpoint, bpe_path):
+def direct(demo_sam3):
     """The same tiny model loaded in this process, to compare served values with."""
     from gen3d.sam3.features import encode_images
-    from gen3d.sam3.loading import load_sam3
-
-    loaded = load_sam3("tiny", demo_checkpoint, bpe_path, torch.device("cpu"))
+    from gen3d.serving.images import decode_image
 
     def embed(data: bytes) -> dict[str, torch.Tensor]:
-        from gen3d.serving.images import decode_image
-
-        return encode_images(loaded, [decode_image(data, "x")])[0].interactive
+        return encode_images(demo_sam3, [decode_image(data, "x")])[0].interactive
 
     return embed
-
-
-def post(server, body, headers=None, path="/predictions/sam3"):
-    if isinstance(body, dict):
-        return requests.post(server.inference_url + path, json=body, headers=headers, timeout=120)
-    return requests.post(server.inference_url + path, data=body, headers=headers, timeout=120)
-
-
-def put_image(s3, key: str, data: bytes) -> str:
-    s3.put_object(Bucket=BUCKET, Key=key, Body=data)
-    return key
-
-
-def safetensors_metadata(data: bytes) -> dict[str, str]:
-    """The ``__metadata__`` of a safetensors file (its JSON header)."""
-    header_len = int.from_bytes(data[:8], "little")
-    return json.loads(data[8 : 8 + header_len]).get("__metadata__", {})
 
 
 def read_embedding(s3, key: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -110,7 +89,7 @@ def test_float32_equals_direct_computation_and_images_differ(torchserve, s3, dir
 
 
 def test_batch_runs_encoder_once_and_changes_no_value(torchserve, s3, direct):
-    before = metric_values(torchserve)
+    before = metric_totals(torchserve)
     images = {seed: png_bytes(seed, size=(90 + seed, 100)) for seed in range(10, 14)}
     for seed, data in images.items():
         put_image(s3, f"test-data/batch-{seed}.png", data)
@@ -124,23 +103,11 @@ def test_batch_runs_encoder_once_and_changes_no_value(torchserve, s3, direct):
     for seed, body in zip(images, bodies, strict=True):
         tensors, _ = read_embedding(s3, body["output_s3_key"])
         assert_close(tensors, direct(images[seed]), atol=1e-4)
-    after = metric_values(torchserve)
+    after = metric_totals(torchserve)
     requests_seen = after["BatchRequests"] - before.get("BatchRequests", 0)
     passes = after["EncoderPasses"] - before.get("EncoderPasses", 0)
     assert requests_seen == 4 and passes < 4
     assert after["EncodedImages"] - before.get("EncodedImages", 0) == 4
-
-
-def metric_values(server) -> dict[str, float]:
-    text = requests.get(server.metrics_url + "/metrics", timeout=5).text
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith(
-            ("EncoderPasses{", "EncodedImages{", "BatchRequests{", "Batches{", "EmbeddingCache", "DeviceCacheHits{")
-        ):
-            name, value = line.split("{")[0], float(line.rsplit(" ", 1)[1])
-            values[name] = values.get(name, 0) + value
-    return values
 
 
 def test_raw_bytes_binary_and_base64_forms(torchserve, direct):
@@ -216,7 +183,7 @@ def test_bad_requests_in_a_batch_leave_the_others_and_the_worker_alone(torchserv
 
 def test_invocations_route_reaches_the_named_model(torchserve, s3):
     # The fixture serves sam3 and sam3d, so /invocations needs model_name (a SageMaker container serves one
-    # model, where the bare route works: tests/test_sagemaker_serve.py).
+    # model, where the bare route works: tests/integration/test_sagemaker_serve.py).
     put_image(s3, "test-data/test-image.png", png_bytes(1))
     resp = post(torchserve, {**SEED, "image_s3_key": "test-data/test-image.png"}, path="/invocations?model_name=sam3")
     assert resp.status_code == 200 and resp.json()["status"] == "success"

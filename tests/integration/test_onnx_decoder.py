@@ -12,44 +12,29 @@ Hole filling is exact in the graph (no tolerance needed for it).
 from __future__ import annotations
 
 import base64
-import json
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import requests
 from safetensors.numpy import load as load_safetensors
 
 from gen3d.sam3.embedding_file import EMBEDDING_FORMAT
 from gen3d.sam3.onnx_export import DECODER_FORMAT
 from gen3d.serving.masks import mask_from_rle
 from tests.conftest import REPO, png_bytes
+from tests.integration.http_support import post_ok, safetensors_metadata
 
 pytestmark = pytest.mark.sam3
 TIE = 1e-4  # |logit| below which float rounding may decide the pixel
 SAMPLE = (REPO / "web" / "samples" / "still-life.png").read_bytes()
 
 
-def post(server, body: dict) -> dict:
-    resp = requests.post(f"{server.inference_url}/predictions/sam3", json=body, timeout=120)
-    assert resp.status_code == 200, resp.text
-    return resp.json()
-
-
 def embedding_file(server, image: bytes) -> tuple[dict[str, np.ndarray], dict]:
     """get_embedding as the binary safetensors answer (what the page asks for): tensors and metadata."""
-    resp = requests.post(
-        f"{server.inference_url}/predictions/sam3",
-        data=image,
-        headers={"Content-Type": "image/png", "Accept": "application/octet-stream"},
-        timeout=120,
-    )
-    assert resp.status_code == 200, resp.text
-    header_length = int.from_bytes(resp.content[:8], "little")
-    metadata = json.loads(resp.content[8 : 8 + header_length])["__metadata__"]
-    return load_safetensors(resp.content), metadata
+    data = post_ok(server, image, {"Content-Type": "image/png", "Accept": "application/octet-stream"}).content
+    return load_safetensors(data), safetensors_metadata(data)
 
 
 def session(path) -> ort.InferenceSession:
@@ -58,8 +43,20 @@ def session(path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def run_decoder(sess, tensors, metadata, points=(), labels=(), box=None):
-    """The decoder's masks (logits [K, H, W]) and scores for one prompt, fed as a client feeds it."""
+@pytest.fixture(scope="module")
+def decoder(decoder_onnx) -> ort.InferenceSession:
+    """The K=1 decoder's session, made once for the module."""
+    return session(decoder_onnx)
+
+
+@pytest.fixture(scope="module")
+def multimask_decoder(decoder_onnx_multimask) -> ort.InferenceSession:
+    return session(decoder_onnx_multimask)
+
+
+def run_decoder(sess, tensors, metadata, points=(), labels=(), box=None, extra_feeds=None):
+    """The decoder's masks (logits [K, H, W]) and scores for one prompt, fed as a client feeds it (with
+    ``extra_feeds``: the optional inputs, mask_input and has_mask_input)."""
     coords, labs = [], []
     if box is not None:
         coords += [box[:2], box[2:]]
@@ -73,6 +70,7 @@ def run_decoder(sess, tensors, metadata, points=(), labels=(), box=None):
         "point_coords": np.array([coords], np.float32),
         "point_labels": np.array([labs], np.float32),
         "orig_im_size": np.array([int(metadata["original_height"]), int(metadata["original_width"])], np.int64),
+        **(extra_feeds or {}),
     }
     masks, scores, low_res = sess.run(None, feeds)
     return masks[0], scores[0], low_res[0]
@@ -98,8 +96,8 @@ def pictures(decoder_export, torchserve):
     return out
 
 
-def test_the_file_records_the_served_model(torchserve, decoder_onnx, model_store, pictures):
-    metadata = session(decoder_onnx).get_modelmeta().custom_metadata_map
+def test_the_file_records_the_served_model(torchserve, decoder_onnx, decoder, model_store, pictures):
+    metadata = decoder.get_modelmeta().custom_metadata_map
     _, _, embedding_meta = pictures["noise"]
     assert metadata["model_id"] == embedding_meta["model_id"]
     assert metadata["checkpoint_sha256"] == embedding_meta["checkpoint_sha256"]
@@ -111,36 +109,29 @@ def test_the_file_records_the_served_model(torchserve, decoder_onnx, model_store
     assert {o.domain or "ai.onnx" for o in model.opset_import} == {"ai.onnx"}  # what onnxruntime-web runs
 
 
-def test_interface_dynamic_points_and_optional_mask_input(decoder_onnx, pictures):
-    sess = session(decoder_onnx)
-    inputs = {i.name: i for i in sess.get_inputs()}
+def test_interface_dynamic_points_and_optional_mask_input(decoder, pictures):
+    inputs = {i.name: i for i in decoder.get_inputs()}
     assert list(inputs) == [
         "image_embed", "high_res_feats_0", "high_res_feats_1", "point_coords", "point_labels", "orig_im_size",
     ]
     assert inputs["point_coords"].shape == [1, "num_points", 2] and inputs["point_labels"].shape == [1, "num_points"]
     assert inputs["orig_im_size"].type == "tensor(int64)"
-    assert sorted(i.name for i in sess.get_overridable_initializers()) == ["has_mask_input", "mask_input"]
-    assert [o.name for o in sess.get_outputs()] == ["masks", "iou_predictions", "low_res_masks"]
+    assert sorted(i.name for i in decoder.get_overridable_initializers()) == ["has_mask_input", "mask_input"]
+    assert [o.name for o in decoder.get_outputs()] == ["masks", "iou_predictions", "low_res_masks"]
     _, tensors, metadata = pictures["noise"]
     for n in (1, 2, 7, 40):  # N is free: one graph for any number of points
         points = [(10 + 6 * i, 20 + 4 * i) for i in range(n)]
-        masks, scores, low_res = run_decoder(sess, tensors, metadata, points, [1 - i % 2 for i in range(n)])
+        masks, scores, low_res = run_decoder(decoder, tensors, metadata, points, [1 - i % 2 for i in range(n)])
         assert masks.shape == (1, 200, 300) and scores.shape == (1,) and low_res.shape == (1, 32, 32)
     # refinement: an earlier low_res_masks as mask_input changes the answer; has_mask_input 0 ignores it
-    base = run_decoder(sess, tensors, metadata, [(100, 60)], [1])
-    feeds = {
-        "image_embed": tensors["image_embed"].astype(np.float32),
-        "high_res_feats_0": tensors["high_res_feats.0"].astype(np.float32),
-        "high_res_feats_1": tensors["high_res_feats.1"].astype(np.float32),
-        "point_coords": np.array([[[100, 60]]], np.float32),
-        "point_labels": np.array([[1]], np.float32),
-        "orig_im_size": np.array([200, 300], np.int64),
-        "mask_input": base[2][None, :1].astype(np.float32),
-    }
-    ignored = sess.run(None, {**feeds, "has_mask_input": np.zeros(1, np.float32)})
-    np.testing.assert_array_equal(ignored[0][0], base[0])
-    refined = sess.run(None, {**feeds, "has_mask_input": np.ones(1, np.float32)})
-    assert not np.array_equal(refined[0][0], base[0])
+    base = run_decoder(decoder, tensors, metadata, [(100, 60)], [1])
+    mask_input = {"mask_input": base[2][None, :1].astype(np.float32)}
+    ignored = run_decoder(decoder, tensors, metadata, [(100, 60)], [1],
+                          extra_feeds={**mask_input, "has_mask_input": np.zeros(1, np.float32)})  # fmt: skip
+    np.testing.assert_array_equal(ignored[0], base[0])
+    refined = run_decoder(decoder, tensors, metadata, [(100, 60)], [1],
+                          extra_feeds={**mask_input, "has_mask_input": np.ones(1, np.float32)})  # fmt: skip
+    assert not np.array_equal(refined[0], base[0])
 
 
 PROMPTS = {
@@ -164,44 +155,43 @@ def served(torchserve, pictures) -> dict[tuple[str, str], dict]:
     def ask(case):
         picture, prompt = case
         image = base64.b64encode(pictures[picture][0]).decode()
-        return post(torchserve, {"task": "segment", "image_base64": image, **PROMPTS[prompt]})
+        return post_ok(torchserve, {"task": "segment", "image_base64": image, **PROMPTS[prompt]}).json()
 
     with ThreadPoolExecutor(8) as pool:
         return dict(zip(CASES, pool.map(ask, CASES), strict=True))
 
 
 @pytest.mark.parametrize(("picture", "prompt"), CASES)
-def test_masks_equal_the_servers_segment(decoder_onnx, pictures, served, picture, prompt):
+def test_masks_equal_the_servers_segment(decoder, pictures, served, picture, prompt):
     _, tensors, metadata = pictures[picture]
     request = PROMPTS[prompt]
     answer = served[(picture, prompt)]
-    sess = session(decoder_onnx)
     points = request.get("points", [])
     labels = request.get("point_labels", [])
     boxes = request.get("boxes") or [None]
     assert len(answer["masks"]) == len(boxes)
     for entry, box in zip(sorted(answer["masks"], key=lambda m: m["prompt_index"]), boxes, strict=True):
-        masks, scores, _ = run_decoder(sess, tensors, metadata, points, labels, box)
+        masks, scores, _ = run_decoder(decoder, tensors, metadata, points, labels, box)
         assert_same_mask(masks[0], mask_from_rle(entry["rle"]))
         assert entry["score"] == pytest.approx(float(scores[0]), abs=1e-5)
 
 
-def test_multimask_file_equals_the_servers_three_candidates(torchserve, decoder_onnx_multimask, pictures):
+def test_multimask_file_equals_the_servers_three_candidates(torchserve, multimask_decoder, pictures):
     """--multimask: K=3 candidates, as segment's ``multimask: true`` (which sorts them by score)."""
-    sess = session(decoder_onnx_multimask)
-    assert sess.get_modelmeta().custom_metadata_map["outputs_k"] == "3"
+    assert multimask_decoder.get_modelmeta().custom_metadata_map["outputs_k"] == "3"
     image, tensors, metadata = pictures["still-life"]
     requests_ = ({"points": [[150, 110]], "point_labels": [1]}, {"boxes": [[40, 30, 230, 170]]})
     image_b64 = base64.b64encode(image).decode()
+
+    def ask(request: dict) -> dict:
+        return post_ok(torchserve, {"task": "segment", "image_base64": image_b64, "multimask": True, **request}).json()
+
     with ThreadPoolExecutor(2) as pool:
-        answers = list(
-            pool.map(lambda r: post(torchserve, {"task": "segment", "image_base64": image_b64, "multimask": True, **r}),
-                     requests_)
-        )
+        answers = list(pool.map(ask, requests_))
     for request, answer in zip(requests_, answers, strict=True):
         box = request.get("boxes", [None])[0]
         masks, scores, low_res = run_decoder(
-            sess, tensors, metadata, request.get("points", []), request.get("point_labels", []), box
+            multimask_decoder, tensors, metadata, request.get("points", []), request.get("point_labels", []), box
         )
         assert masks.shape[0] == 3 and low_res.shape[0] == 3
         assert len(answer["masks"]) == 3

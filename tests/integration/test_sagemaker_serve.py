@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import BUCKET, REPO, free_port, png_bytes
+from gen3d.torchserve import runner
+from tests.conftest import BUCKET, REPO, png_bytes
 from tests.integration.local_serve import serve_local
 
 pytestmark = pytest.mark.sam3
@@ -22,15 +23,15 @@ SERVE = [sys.executable, str(REPO / "scripts" / "serve"), "serve"]
 
 
 def serve_env(model_dir: Path, aws_env: dict, **extra: str) -> tuple[dict, int]:
-    port = free_port()
+    port, management, metrics, *grpc = runner.free_ports(5)
     env = dict(
         os.environ,
         **aws_env,
         SM_MODEL_DIR=str(model_dir),
         SAGEMAKER_BIND_TO_PORT=str(port),
-        GEN3D_MANAGEMENT_PORT=str(free_port()),
-        GEN3D_METRICS_PORT=str(free_port()),
-        GEN3D_GRPC_PORTS=f"{free_port()},{free_port()}",  # the defaults could be held by another TorchServe
+        GEN3D_MANAGEMENT_PORT=str(management),
+        GEN3D_METRICS_PORT=str(metrics),
+        GEN3D_GRPC_PORTS=",".join(map(str, grpc)),  # the defaults could be held by another TorchServe
         GEN3D_CACHE_DIR=str(model_dir.parent / "embedding-cache"),
         GEN3D_ALLOWED_BUCKETS=BUCKET,
         # its own TMPDIR: the torchserve CLI refuses to start while the pid file in the temporary folder names

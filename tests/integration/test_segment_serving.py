@@ -11,13 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import requests
-import torch
 from PIL import Image
 from safetensors.torch import load as load_safetensors
 
+from gen3d.bench.serving import metric_totals
 from gen3d.serving.masks import box_of, mask_from_rle
 from tests.conftest import BUCKET, png_bytes
-from tests.integration.test_get_embedding_serving import SEED, metric_values, post, put_image
+from tests.integration.http_support import SEED, post, put_image, wait_for_worker
 
 pytestmark = pytest.mark.sam3
 
@@ -113,7 +113,7 @@ def test_embedded_image_is_never_encoded_again(torchserve, s3):
     key = put_image(s3, "segment/embed-once.png", png_bytes(41))
     first = post(torchserve, {**SEED, "image_s3_key": key}).json()
     assert first["cache_hit"] is False
-    before = metric_values(torchserve)
+    before = metric_totals(torchserve)
     for x in (10, 50, 90):
         body = post(
             torchserve, {**SEGMENT, "embedding_id": first["embedding_id"], "points": [[x, 30]], "point_labels": [1]}
@@ -122,7 +122,7 @@ def test_embedded_image_is_never_encoded_again(torchserve, s3):
         assert body["embedding_id"] == first["embedding_id"] and body["original_size"] == [120, 160]
     again = post(torchserve, {**SEED, "image_s3_key": key}).json()
     assert again["cache_hit"] is True and again["embedding_id"] == first["embedding_id"]
-    after = metric_values(torchserve)
+    after = metric_totals(torchserve)
     assert delta(before, after, "EncodedImages") == 0 and delta(before, after, "EncoderPasses") == 0
     assert delta(before, after, "EmbeddingCacheHits") == 4
     assert delta(before, after, "DeviceCacheHits") == 4  # every click found the features on the worker's device
@@ -132,25 +132,23 @@ def test_embedded_image_is_never_encoded_again(torchserve, s3):
 def test_concurrent_requests_share_encoder_passes(torchserve, s3):
     keys = [put_image(s3, f"segment/concurrent-{i}.png", png_bytes(50 + i)) for i in range(3)]
     same = put_image(s3, "segment/same.png", png_bytes(60))
-    before = metric_values(torchserve)
+    before = metric_totals(torchserve)
     payloads = [{**SEGMENT, "image_s3_key": k, "points": [[20, 20]], "point_labels": [1]} for k in keys]
     with ThreadPoolExecutor(3) as pool:
         assert all(r.status_code == 200 for r in pool.map(lambda p: post(torchserve, p), payloads))
-    mid = metric_values(torchserve)
+    mid = metric_totals(torchserve)
     assert delta(before, mid, "EncodedImages") == 3 and delta(before, mid, "EncoderPasses") < 3
     payloads = [{**SEGMENT, "image_s3_key": same, "points": [[20 + 10 * i, 20]], "point_labels": [1]} for i in range(3)]
     with ThreadPoolExecutor(3) as pool:
         bodies = [r.json() for r in pool.map(lambda p: post(torchserve, p), payloads)]
     assert all(b["status"] == "success" for b in bodies)
-    assert delta(mid, metric_values(torchserve), "EncodedImages") == 1
+    assert delta(mid, metric_totals(torchserve), "EncodedImages") == 1
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
-def test_client_decodes_get_embedding_file_like_the_server(torchserve, s3, demo_checkpoint, bpe_path, dtype):
+def test_client_decodes_get_embedding_file_like_the_server(torchserve, s3, demo_sam3, dtype):
     """A client holding the safetensors file (either dtype: the server itself holds float16 features) runs SAM 3's
     prompt encoder + mask decoder without the image encoder and gets the server's mask."""
-    from gen3d.sam3.loading import load_sam3
-
     key = put_image(s3, "segment/client.png", png_bytes(42))
     emb = post(torchserve, {**SEED, "image_s3_key": key, "embedding_dtype": dtype}).json()
     tensors = load_safetensors(s3.get_object(Bucket=BUCKET, Key=emb["output_s3_key"])["Body"].read())
@@ -159,16 +157,19 @@ def test_client_decodes_get_embedding_file_like_the_server(torchserve, s3, demo_
         torchserve, {**SEGMENT, "embedding_id": emb["embedding_id"], "points": points, "point_labels": [1, 0]}
     ).json()
 
-    predictor = load_sam3("tiny", demo_checkpoint, bpe_path, torch.device("cpu")).model.inst_interactive_predictor
+    predictor = demo_sam3.model.inst_interactive_predictor
     predictor._features = {
         "image_embed": tensors["image_embed"].float(),
         "high_res_feats": [tensors["high_res_feats.0"].float(), tensors["high_res_feats.1"].float()],
     }
     predictor._orig_hw = [tuple(emb["original_size"])]
     predictor._is_image_set = True
-    masks, scores, _ = predictor.predict(
-        point_coords=np.array(points), point_labels=np.array([1, 0]), multimask_output=False
-    )
+    try:
+        masks, scores, _ = predictor.predict(
+            point_coords=np.array(points), point_labels=np.array([1, 0]), multimask_output=False
+        )
+    finally:
+        predictor.reset_predictor()  # the shared model holds no image's features
     assert len(served["masks"]) == 1
     np.testing.assert_array_equal(mask_from_rle(served["masks"][0]["rle"]), masks[0] > 0)
     assert served["masks"][0]["score"] == pytest.approx(float(scores[0]), abs=1e-5)
@@ -207,11 +208,11 @@ def test_bad_prompts_name_the_field(torchserve, image_key, prompt, status, field
 
 
 def test_nan_and_unknown_embedding_id(torchserve, image_key):
-    nan = requests.post(
-        torchserve.inference_url + "/predictions/sam3",
-        headers={"Content-Type": "application/json"},
-        data=f'{{"task": "segment", "image_s3_key": "{image_key}", "bucket": "{BUCKET}", '
-        '"user_id": "u", "session_id": "s", "points": [[NaN, 3]], "point_labels": [1]}',
+    nan = post(
+        torchserve,
+        f'{{"task": "segment", "image_s3_key": "{image_key}", "bucket": "{BUCKET}", '
+        '"user_id": "u", "session_id": "s", "points": [[NaN, 3]], "point_labels": [1]}'.encode(),
+        {"Content-Type": "application/json"},
         timeout=60,
     )
     assert nan.status_code == 400 and nan.json()["error"]["field"] == "points"
@@ -228,15 +229,10 @@ def test_cache_survives_a_worker_restart(torchserve, s3):
     pid = first["worker_pid"]
     time.sleep(2)  # the features reach the disk in the background, after the answer
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        time.sleep(1)
-        workers = requests.get(f"{torchserve.management_url}/models/sam3", timeout=5).json()[0]["workers"]
-        if any(w["status"] == "READY" and w["pid"] != pid for w in workers):
-            break
-    before = metric_values(torchserve)
+    wait_for_worker(torchserve, pid, timeout=120)
+    before = metric_totals(torchserve)
     body = post(
         torchserve, {**SEGMENT, "embedding_id": first["embedding_id"], "points": [[5, 5]], "point_labels": [1]}
     ).json()
     assert body["status"] == "success" and body["cache_hit"] is True and body["worker_pid"] != pid
-    assert delta(before, metric_values(torchserve), "EncodedImages") == 0
+    assert delta(before, metric_totals(torchserve), "EncodedImages") == 0

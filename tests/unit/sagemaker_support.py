@@ -17,9 +17,9 @@ import yaml
 from botocore.stub import ANY, Stubber
 
 from gen3d.sagemaker import clients as aws
+from tests.conftest import REPO
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = ROOT / "scripts"
+SCRIPTS = REPO / "scripts"
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account: its ECR registry id
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/sagemaker-exec"

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-DOCKERFILE = ROOT / "Dockerfile"
+from tests.conftest import REPO
+
+DOCKERFILE = REPO / "Dockerfile"
 
 
 def hadolint() -> str:
@@ -33,7 +34,7 @@ def instructions() -> list[tuple[str, str]]:
 
 def test_hadolint_passes():
     proc = subprocess.run([hadolint(), "--no-color", str(DOCKERFILE)], capture_output=True, text=True,
-                          cwd=ROOT, timeout=60)
+                          cwd=REPO, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip() == ""
 
@@ -52,7 +53,7 @@ def test_serve_contract_and_no_weights():
     assert copies.count("--chmod=0755 scripts/serve /usr/local/bin/serve") == 2
     sources = {word for args in copies for word in args.split()[:-1] if not word.startswith("--")}
     assert not [s for s in sources if re.search(r"model-store|checkpoint|\.(pt|pth|safetensors|mar)$", s)]
-    missing = sorted(s for s in sources if not (ROOT / s).exists())
+    missing = sorted(s for s in sources if not (REPO / s).exists())
     assert missing == [], f"COPY sources missing from the build context: {missing}"
 
 

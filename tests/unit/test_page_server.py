@@ -41,7 +41,7 @@ def page_dir(tmp_path):
 def server(page_dir, tmp_path):
     decoder = tmp_path / "decoder.onnx"
     decoder.write_bytes(b"onnx")
-    page = PageServer(decoder, "http://127.0.0.1:8080", port=0, page_dir=page_dir).start()
+    page = PageServer("http://127.0.0.1:8080", port=0, page_dir=page_dir).start(decoder)
     yield page
     page.stop()
 
@@ -123,21 +123,21 @@ def test_bound_to_loopback(server):
 def test_without_npm_ci_start_up_names_the_missing_file(page_dir, tmp_path):
     (page_dir / "node_modules/three/build/three.module.js").unlink()
     with pytest.raises(StartupError, match=r"three\.module\.js not found: run `make web`"):
-        PageServer(tmp_path / "decoder.onnx", "http://127.0.0.1:8080", port=0, page_dir=page_dir)
+        PageServer("http://127.0.0.1:8080", port=0, page_dir=page_dir)
 
 
 def test_a_missing_decoder_stops_start(page_dir, tmp_path):
-    page = PageServer(tmp_path / "none.onnx", "http://127.0.0.1:8080", port=0, page_dir=page_dir)
+    page = PageServer("http://127.0.0.1:8080", port=0, page_dir=page_dir)
     try:
         with pytest.raises(StartupError, match="ONNX decoder not found"):
-            page.start()
+            page.start(tmp_path / "none.onnx")
     finally:
         page.stop()
 
 
 def test_a_taken_port_is_one_line(page_dir, tmp_path, server):
     with pytest.raises(StartupError, match=f"cannot listen on 127.0.0.1:{server.port}"):
-        PageServer(tmp_path / "decoder.onnx", "x", port=server.port, page_dir=page_dir)
+        PageServer("x", port=server.port, page_dir=page_dir)
 
 
 def test_cors_is_opened_by_make_serve_only():

@@ -17,11 +17,12 @@ from gen3d.cli import iam_policy
 from gen3d.sagemaker import iam
 from gen3d.serving.buckets import ENV, BucketPolicy
 from gen3d.serving.storage import DEFAULT_OUTPUT_PREFIX, output_key, output_prefix
-from tests.unit.sagemaker_support import IMAGE, ROLE, ROOT, TOPIC, dry_run_calls, run_script, write_archive
+from tests.conftest import REPO
+from tests.unit.sagemaker_support import IMAGE, ROLE, TOPIC, dry_run_calls, run_script, write_archive
 
 pytestmark = pytest.mark.usefixtures("isolated_aws")
 
-POLICY_FILE = ROOT / "deploy" / "execution-role-policy.json"
+POLICY_FILE = REPO / "deploy" / "execution-role-policy.json"
 EXAMPLE_ARGS = ["--bucket", "my-gen3d-bucket", "--image-uri", IMAGE, "--sns-topic-arn", TOPIC]
 # boto3 S3 calls of the container's storage module -> the IAM action each needs
 S3_CALL_ACTIONS = {"get_object": "s3:GetObject", "head_object": "s3:GetObject", "put_object": "s3:PutObject"}
@@ -48,7 +49,7 @@ def test_policy_file_is_the_generators_output(tmp_path):
     assert (tmp_path / "p.json").read_text() == POLICY_FILE.read_text(), (
         "regenerate: gen3d-iam-policy " + " ".join(EXAMPLE_ARGS) + " --out deploy/execution-role-policy.json")
     policy = json.loads(POLICY_FILE.read_text())
-    readme = (ROOT / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
     assert "deploy/execution-role-policy.json" in readme and "gen3d-iam-policy" in readme
     assert POLICY_FILE.read_text().strip() in readme  # README shows the file as it is
     assert {s["Sid"] for s in policy["Statement"]} >= {"ModelDataList", "ModelDataRead", "AsyncResultsWrite",
@@ -101,7 +102,7 @@ def test_policy_covers_what_a_deployment_makes_the_role_do(tmp_path):
 def test_policy_covers_every_s3_call_of_the_container():
     """The serving storage module's boto3 calls map to the actions the policy grants (a new call fails here
     until the policy and this table say what it needs)."""
-    tree = ast.parse((ROOT / "gen3d" / "serving" / "storage.py").read_text())
+    tree = ast.parse((REPO / "gen3d" / "serving" / "storage.py").read_text())
     calls = {node.func.attr for node in ast.walk(tree) if isinstance(node, ast.Call)
              and isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Attribute)
              and node.func.value.attr == "client"}
@@ -134,10 +135,10 @@ def test_allowed_buckets_parse_like_the_servers_env():
 def test_local_serve_command_uses_the_venv():
     """README's local command runs the venv's gen3d-serve (a bare `scripts/serve` finds whatever python3 is
     first on PATH)."""
-    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["gen3d-serve"] == "gen3d.cli.serve:console"
     assert scripts["gen3d-iam-policy"] == "gen3d.cli.iam_policy:console"
-    dry = subprocess.run(["make", "-n", "-C", str(ROOT), "sagemaker-local", "MODEL_DIR=/models/ms", "PORT=9100",
+    dry = subprocess.run(["make", "-n", "-C", str(REPO), "sagemaker-local", "MODEL_DIR=/models/ms", "PORT=9100",
                           "MODEL=sam3", "BUCKETS=b1,b2"], capture_output=True, text=True, timeout=60)
     assert dry.returncode == 0, dry.stderr
     command = dry.stdout.replace("\\\n", " ")
@@ -146,6 +147,6 @@ def test_local_serve_command_uses_the_venv():
                      r"GEN3D_MANAGEMENT_PORT=\$\(\( 9100 \+ 1 \)\) GEN3D_METRICS_PORT=\$\(\( 9100 \+ 2 \)\)\s+"
                      r"GEN3D_GRPC_PORTS=\$\(\( 9100 \+ 3 \)\),\$\(\( 9100 \+ 4 \)\) \.venv/bin/gen3d-serve",
                      command), command
-    readme = (ROOT / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
     assert "make sagemaker-local" in readme and "SM_MODEL_DIR=/path/with/archives SAGEMAKER_BIND_TO_PORT=9080 " \
                                                  "scripts/serve" not in readme

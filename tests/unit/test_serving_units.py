@@ -15,7 +15,7 @@ from gen3d.errors import ServingError, StartupError
 from gen3d.serving.images import decode_image, image_digest
 from gen3d.serving.schema import RawRequest, parse_request
 from gen3d.serving.storage import output_key, output_prefix
-from tests.conftest import png_bytes
+from tests.conftest import REPO, png_bytes
 
 
 def field_of(fn, *args) -> str:
@@ -122,11 +122,10 @@ def test_scripts_have_help():
     import subprocess
     import sys
 
-    repo = Path(__file__).resolve().parents[2]
     scripts = ("build_archives.py", "serve_local.py", "serve", "bench.py", "sam3d_gpu_benchmark.py", "gpu_check.py")
     for script in scripts:
         done = subprocess.run(
-            [sys.executable, str(repo / "scripts" / script), "--help"], capture_output=True, text=True
+            [sys.executable, str(REPO / "scripts" / script), "--help"], capture_output=True, text=True
         )
         assert done.returncode == 0 and "usage" in done.stdout.lower(), script
 

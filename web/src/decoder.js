@@ -5,8 +5,6 @@ import { readOnnxMetadata } from "./onnx_metadata.js";
 
 ort.env.wasm.wasmPaths = "/vendor/onnxruntime-web/"; // served from web/node_modules, never a CDN
 
-export const EMBEDDING_FORMAT = "gen3d.sam3.interactive-embedding/v1";
-
 /** {session, metadata} of the decoder file at url. */
 export async function loadDecoder(url) {
   const response = await fetch(url);
@@ -18,11 +16,15 @@ export async function loadDecoder(url) {
   return { session, metadata };
 }
 
-/** Throws unless the embedding file belongs to the decoder's model (and is the format the decoder takes). */
+/**
+ * Throws unless the embedding file belongs to the decoder's model and is the format the decoder takes (both
+ * recorded in the decoder file's metadata: model_id, embedding_format).
+ */
 export function checkEmbedding(decoder, embedding) {
   const meta = embedding.metadata;
-  if (meta.format !== EMBEDDING_FORMAT) {
-    throw new Error(`the embedding's format is ${meta.format}; this decoder takes ${EMBEDDING_FORMAT}`);
+  const format = decoder.metadata.embedding_format;
+  if (meta.format !== format) {
+    throw new Error(`the embedding's format is ${meta.format}; this decoder takes ${format}`);
   }
   if (meta.model_id !== decoder.metadata.model_id) {
     throw new Error(`the embedding belongs to model ${meta.model_id}; this decoder to ${decoder.metadata.model_id}`);
