@@ -29,15 +29,24 @@ UV_DEV_INDEXES = --index-strategy unsafe-best-match $(addprefix --extra-index-ur
   $(addprefix --find-links ,$(sort $(call PIP_CONFIG,find-links) $(PIP_FIND_LINKS))) $(addprefix -c ,$(call PIP_CONFIG,constraint))
 
 # Image locks: PyPI only, for the images' platform (Ubuntu 22.04 = manylinux_2_35, x86_64, CPython 3.11), with
-# hashes. LOCK_DATE makes a resolve repeatable: releases uploaded later are not seen, so `make check-images`
-# fails only when an input changed, not when PyPI did. Move it forward to take newer releases, then `make locks`.
+# hashes. LOCK_DATE hides releases uploaded later, but the registry reachable here gains releases late with
+# earlier upload dates, so the date alone does not freeze a resolve: `make check-locks` starts from the committed
+# locks and fails only when an input changed. Move LOCK_DATE forward, then `make locks UPGRADE=1`, to update.
+# An existing lock's pins are kept where its inputs allow (uv's preferences): `make locks UPGRADE=1` takes the
+# newest releases up to LOCK_DATE instead.
 LOCK_DATE := 2026-11-28T00:00:00Z
+UPGRADE ?=
 UV_COMPILE = $(UV) pip compile --no-config --quiet --python-version 3.11 --python-platform x86_64-manylinux_2_35 \
-  --generate-hashes --emit-index-url --exclude-newer $(LOCK_DATE) --custom-compile-command "make locks"
+  --generate-hashes --emit-index-url --exclude-newer $(LOCK_DATE) --custom-compile-command "make locks" \
+  $(if $(UPGRADE),--upgrade)
 # sam3d: what cannot come from PyPI stays out of the lock (locks/sam3d-image.excludes.txt, cuda121.txt, builds.txt)
 SAM3D_LOCK_ARGS := --overrides locks/sam3d-image.overrides.txt --excludes locks/sam3d-image.excludes.txt \
   $(addprefix --no-emit-package ,torch torchvision torchaudio xformers)
 LOCK_OUT ?= locks
+LOCK_NAMES ?= image-tools sam3-image sam3-image-test sam3d-image
+LOCK_ARGS_sam3-image := --overrides locks/sam3-image.overrides.txt
+LOCK_ARGS_sam3-image-test = -c $(LOCK_OUT)/sam3-image.lock
+LOCK_ARGS_sam3d-image := $(SAM3D_LOCK_ARGS)
 # The sam3 image's locked environment here (its CUDA wheels run on the CPU), with the test tools.
 IMAGE_VENV := .venv-sam3-image
 IMAGE_STAMP := $(IMAGE_VENV)/.installed-$(shell cat locks/sam3-image.lock locks/sam3-image-test.lock pyproject.toml 2>/dev/null | sha1sum | cut -c1-12)
@@ -57,7 +66,7 @@ MODEL ?=
 # the demo page's npm packages (onnxruntime-web, three), exactly as web/package-lock.json pins them
 WEB_STAMP := web/node_modules/.installed-$(shell cat web/package-lock.json | sha1sum | cut -c1-12)
 
-.PHONY: setup java node chromium web archives serve sagemaker-local test unit bench lint clean locks check-images \
+.PHONY: setup java node chromium web archives serve sagemaker-local test unit bench lint clean locks check-locks check-images \
   gpu-check-wheels
 
 java:
@@ -117,11 +126,9 @@ lint: setup
 	$(BIN)/ruff check .
 
 # Writes the image locks from their inputs (locks/*.in, third_party/sam-3d-objects/); commit the result.
+# LOCK_NAMES picks some of them (the test-lock resolves against $(LOCK_OUT)'s sam3-image.lock).
 locks: setup
-	$(UV_COMPILE) locks/image-tools.in -o $(LOCK_OUT)/image-tools.lock
-	$(UV_COMPILE) locks/sam3-image.in --overrides locks/sam3-image.overrides.txt -o $(LOCK_OUT)/sam3-image.lock
-	$(UV_COMPILE) locks/sam3-image-test.in -c locks/sam3-image.lock -o $(LOCK_OUT)/sam3-image-test.lock
-	$(UV_COMPILE) locks/sam3d-image.in $(SAM3D_LOCK_ARGS) -o $(LOCK_OUT)/sam3d-image.lock
+	$(foreach lock,$(LOCK_NAMES),$(UV_COMPILE) locks/$(lock).in $(LOCK_ARGS_$(lock)) -o $(LOCK_OUT)/$(lock).lock &&) true
 
 $(IMAGE_STAMP): locks/sam3-image.lock locks/sam3-image-test.lock pyproject.toml | setup
 	rm -rf $(IMAGE_VENV)
@@ -134,12 +141,18 @@ $(IMAGE_STAMP): locks/sam3-image.lock locks/sam3-image-test.lock pyproject.toml 
 
 # Both image environments resolve from their inputs to exactly the committed locks (any conflict or drift
 # fails), and the sam3 tests pass under the sam3 image's own locked environment (torch 2.7.1+cu126 on the CPU).
-check-images: setup java
+# The drift check resolves starting from the committed locks: uv keeps an existing output file's pins as
+# preferences, so a lock changes only when an input did. `--exclude-newer` alone does not freeze a resolve here:
+# the registry gains releases late, with upload dates before LOCK_DATE (shared/FACTS.md).
+check-locks: setup
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && start=$$SECONDS && \
+	  cp $(foreach lock,$(LOCK_NAMES),locks/$(lock).lock) $$tmp/ && \
 	  $(MAKE) --no-print-directory locks LOCK_OUT=$$tmp && \
-	  for lock in image-tools sam3-image sam3-image-test sam3d-image; do \
+	  for lock in $(LOCK_NAMES); do \
 	    diff -u locks/$$lock.lock $$tmp/$$lock.lock >&2 || { echo "locks/$$lock.lock is not what its inputs resolve to: run make locks" >&2; exit 1; }; \
-	  done && echo "check-images: the four locks resolve unchanged from their inputs ($$((SECONDS - start)) s)"
+	  done && echo "check-locks: $(LOCK_NAMES) resolve unchanged from their inputs ($$((SECONDS - start)) s)"
+
+check-images: setup java check-locks
 	@$(MAKE) --no-print-directory $(IMAGE_STAMP)
 	$(IMAGE_VENV)/bin/python -c "import torch, sam3; print('sam3 image environment: torch', torch.__version__)"
 	$(IMAGE_VENV)/bin/python -m pytest -q --models sam3 $(SAM3_TESTS)
