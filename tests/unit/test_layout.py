@@ -21,7 +21,13 @@ ALLOWED = {
     "gen3d.sagemaker": ("gen3d.torchserve", "gen3d.serving"),
     "gen3d.web": (),
     "gen3d.cli": (
-        "gen3d.serving", "gen3d.torchserve", "gen3d.sam3", "gen3d.sam3d", "gen3d.sagemaker", "gen3d.bench", "gen3d.web",
+        "gen3d.serving",
+        "gen3d.torchserve",
+        "gen3d.sam3",
+        "gen3d.sam3d",
+        "gen3d.sagemaker",
+        "gen3d.bench",
+        "gen3d.web",
     ),
     "gen3d.bench": ("gen3d.serving", "gen3d.torchserve", "gen3d.sam3", "gen3d.sam3d"),
 }
@@ -116,3 +122,11 @@ def test_readme_error_table_is_generated_from_the_error_classes():
     assert error_table() in (REPO / "README.md").read_text()
     statuses = [cls.status for cls in ERROR_TYPES]
     assert len(set(statuses)) == len(statuses)
+    types = [cls.error_type for cls in ERROR_TYPES]
+    assert len(set(types)) == len(types) and all(re.fullmatch(r"[a-z]+(_[a-z]+)*", t) for t in types)
+    assert ERROR_TYPES[0]("image", "bad").to_dict() == {
+        "code": 400,
+        "type": "invalid_field",
+        "field": "image",
+        "message": "bad",
+    }
