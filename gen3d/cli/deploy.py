@@ -8,6 +8,8 @@ S3 output/failure paths and SNS notifications); Endpoint (create or update); wai
 --sns-topic-arn; one real invocation; then the deployment checklist, one PASS/FAIL line each: image in ECR,
 endpoint InService, each model's READY line in the endpoint's logs, no ERROR/Skipping start-up lines, real
 smoke output, (async) nothing in the failure path. Exit 0 only when every check passes.
+Every resource it creates is tagged (project=gen3d, gen3d:endpoint=<endpoint>, each --tag); the endpoint's log
+group is created first with --log-retention-days; --kms-key-id encrypts the model data and the async output.
 --dry-run prints every AWS call instead of sending it. Credentials and region: boto3's default chain.
 """
 
@@ -22,7 +24,7 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 
 from gen3d.models import MODELS
-from gen3d.sagemaker import checklist, deploy, errors, invoke, names, timeouts
+from gen3d.sagemaker import checklist, deploy, errors, invoke, log_group, names, tags, timeouts
 from gen3d.sagemaker import clients as aws
 from gen3d.sagemaker.alarms import AlarmSettings
 from gen3d.serving.buckets import BucketPolicy
@@ -41,7 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--prefix", help="S3 key prefix (default: gen3d/<endpoint-name>)")
     p.add_argument("--allowed-buckets", help="comma-separated bucket names or globs the container may read and "
                    "write (GEN3D_ALLOWED_BUCKETS; default: --bucket)")
-    p.add_argument("--image-uri", required=True, help="ECR image URI of the sam3 or sam3d target")
+    p.add_argument("--image-uri", required=True, help="ECR image URI of the sam3 or sam3d target; gen3d-push prints "
+                   "one pinned by digest (REPOSITORY@sha256:...)")
     p.add_argument("--role-arn", required=True, help="SageMaker execution role ARN (gen3d-iam-policy: its policy)")
     p.add_argument("--instance-type", help=f"default: {DEFAULT_INSTANCE}")
     p.add_argument("--instance-count", type=int, default=1, help="initial instance count (default 1)")
@@ -89,17 +92,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "logs:FilterLogEvents)")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="container environment")
     p.add_argument("--inference-ami-version", help="ProductionVariant InferenceAmiVersion (GPU driver choice)")
+    g = p.add_argument_group("platform")
+    g.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="tag every resource the deploy "
+                   "creates (repeatable; project=gen3d and gen3d:endpoint=<endpoint> are added; 10 in all)")
+    g.add_argument("--log-retention-days", type=int, default=log_group.DEFAULT_RETENTION_DAYS,
+                   help="retention of the endpoint's log group /aws/sagemaker/Endpoints/<endpoint> (default "
+                   f"{log_group.DEFAULT_RETENTION_DAYS}; 0 keeps events forever)")
+    g.add_argument("--kms-key-id", help="KMS key (id, ARN or alias) for the uploaded model data, the async output "
+                   "and, on instance types without NVMe instance storage, the endpoint's volume")
     return p.parse_args(argv)
-
-
-def _env(pairs: list[str]) -> dict[str, str]:
-    env = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--env expects KEY=VALUE, got {pair!r}")
-        env[key] = value
-    return env
 
 
 def _smoke_payload(args: argparse.Namespace, clients: aws.Clients, spec: deploy.DeploySpec) -> dict:
@@ -121,12 +122,14 @@ def make_spec(args: argparse.Namespace, endpoint: str, instance_type: str) -> de
         model_data_s3_uri=args.model_data_s3, instance_count=args.instance_count,
         max_concurrency=args.max_concurrency, min_instances=args.min_instances, max_instances=args.max_instances,
         target_invocations=args.target_invocations, async_output_s3=args.async_output_s3,
-        async_failure_s3=args.async_failure_s3, environment=_env(args.env),
+        async_failure_s3=args.async_failure_s3, environment=tags.parse_pairs("--env", args.env),
         allowed_buckets=list(BucketPolicy.parse(args.allowed_buckets).patterns) or None,
         inference_ami_version=args.inference_ami_version, autoscaling=not args.no_autoscaling,
         sns_topic_arn=args.sns_topic_arn, sns_success_topic_arn=args.sns_success_topic_arn,
         alarms=AlarmSettings(args.alarm_errors, args.alarm_oldest_request),
-        health_check_timeout_s=args.health_check_timeout, download_timeout_s=args.download_timeout)
+        health_check_timeout_s=args.health_check_timeout, download_timeout_s=args.download_timeout,
+        tags=tags.parse_pairs("--tag", args.tag), log_retention_days=args.log_retention_days,
+        kms_key_id=args.kms_key_id)
     spec.check()
     if args.sns_success_topic_arn and not args.sns_topic_arn:
         raise ValueError("--sns-success-topic-arn needs --sns-topic-arn (errors and alarms go there)")

@@ -2,11 +2,12 @@
 
 Real-time endpoints: ``Invocation5XXErrors`` (the container answered 5xx) and ``InvocationModelErrors`` (no 2xx
 answer: 4xx/5xx, socket errors, timeouts). Async endpoints publish neither per request, so they get
-``InvocationFailures`` (an invocation failed for any reason: its failure object was written) and
-``ApproximateAgeOfOldestRequest`` (the queue is not drained: no capacity, or a stuck worker). Metric names and
-dimensions are those of AWS's "Monitor SageMaker AI with Amazon CloudWatch" and "Alarms and logs for tracking
-metrics from asynchronous endpoints" pages. Names are :func:`gen3d.sagemaker.names.alarm_names`, so teardown
-finds every alarm deploy made.
+``InvocationFailures`` (an invocation failed for any reason: its failure object was written),
+``ApproximateAgeOfOldestRequest`` (the queue is not drained: no capacity, or a stuck worker) and
+``NotificationFailures`` (SageMaker could not publish a success or error notification to SNS, so callers waiting
+on the topic never hear of their requests). Metric names and dimensions are those of AWS's "Monitor SageMaker AI
+with Amazon CloudWatch" and "Alarms and logs for tracking metrics from asynchronous endpoints" pages. Names are
+:func:`gen3d.sagemaker.names.alarm_names`, so teardown finds every alarm deploy made.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from gen3d.sagemaker.names import alarm_names, log_group
 
 NAMESPACE = "AWS/SageMaker"
 PERIOD_S = 300
-MODE_ALARMS = {"realtime": ("invocation_5xx", "model_errors"), "async": ("async_failures", "oldest_request")}
+MODE_ALARMS = {"realtime": ("invocation_5xx", "model_errors"),
+               "async": ("async_failures", "oldest_request", "notification_failures")}
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,10 @@ def failure_alarms(endpoint_name: str, mode: str, topic_arn: str, settings: Alar
         "async_failures": {**errors, "MetricName": "InvocationFailures", "AlarmDescription":
                            f"{endpoint_name}: >= {settings.errors} async invocations failed in 5 minutes (their "
                            f"failure objects are in the S3 failure path); {logs}"},
+        "notification_failures": {**errors, "MetricName": "NotificationFailures", "Threshold": 1.0,
+                                  "AlarmDescription": f"{endpoint_name}: SageMaker failed to publish async success or "
+                                  f"error notifications to SNS in 5 minutes (topic deleted, or its policy or KMS key "
+                                  f"refuses SageMaker); {logs}"},
         "oldest_request": {"MetricName": "ApproximateAgeOfOldestRequest", "Statistic": "Maximum",
                            "Threshold": float(settings.oldest_request_s), "ComparisonOperator": "GreaterThanThreshold",
                            "Dimensions": endpoint, "AlarmDescription":

@@ -18,6 +18,19 @@ def scalable_target(endpoint_name: str) -> dict[str, str]:
             "ScalableDimension": SCALABLE_DIMENSION}
 
 
+def register_target(
+    aas: Any, endpoint_name: str, *, min_capacity: int, max_capacity: int, tags: dict[str, str] | None = None
+) -> None:
+    """Register (or update) the variant's scalable target, tagged ``tags``. RegisterScalableTarget takes tags only
+    when it creates the target (for an existing one it answers ValidationException "use the TagResource API")."""
+    target = scalable_target(endpoint_name)
+    existed = bool(tags) and has_scalable_target(aas, endpoint_name)
+    response = aas.register_scalable_target(**target, MinCapacity=min_capacity, MaxCapacity=max_capacity,
+                                            **({"Tags": tags} if tags and not existed else {}))
+    if existed:
+        aas.tag_resource(ResourceARN=response["ScalableTargetARN"], Tags=tags)
+
+
 def configure_async_autoscaling(
     aas: Any,
     cw: Any,
@@ -28,6 +41,7 @@ def configure_async_autoscaling(
     target_backlog_per_instance: float = 5.0,
     scale_in_cooldown_s: int = 600,
     scale_out_cooldown_s: int = 300,
+    tags: dict[str, str] | None = None,
     out: IO[str] | None = None,
 ) -> dict[str, str]:
     """Scale an async endpoint between ``min_capacity`` (default 0) and ``max_capacity`` instances.
@@ -39,7 +53,7 @@ def configure_async_autoscaling(
         raise ValueError(f"async autoscaling needs 0 <= min ({min_capacity}) <= max ({max_capacity}), max >= 1")
     names, target = scaling_names(endpoint_name), scalable_target(endpoint_name)
     dimensions = [{"Name": "EndpointName", "Value": endpoint_name}]
-    aas.register_scalable_target(**target, MinCapacity=min_capacity, MaxCapacity=max_capacity)
+    register_target(aas, endpoint_name, min_capacity=min_capacity, max_capacity=max_capacity, tags=tags)
     tracking = aas.put_scaling_policy(
         PolicyName=names["target_policy"], PolicyType="TargetTrackingScaling", **target,
         TargetTrackingScalingPolicyConfiguration={
@@ -82,6 +96,7 @@ def configure_realtime_autoscaling(
     target_invocations_per_instance: float,
     scale_in_cooldown_s: int = 600,
     scale_out_cooldown_s: int = 300,
+    tags: dict[str, str] | None = None,
     out: IO[str] | None = None,
 ) -> dict[str, str]:
     """Scale a real-time endpoint between ``min_capacity`` (>= 1) and ``max_capacity`` instances.
@@ -94,7 +109,7 @@ def configure_realtime_autoscaling(
     if target_invocations_per_instance <= 0:
         raise ValueError("the invocations-per-instance target must be > 0")
     names, target = scaling_names(endpoint_name), scalable_target(endpoint_name)
-    aas.register_scalable_target(**target, MinCapacity=min_capacity, MaxCapacity=max_capacity)
+    register_target(aas, endpoint_name, min_capacity=min_capacity, max_capacity=max_capacity, tags=tags)
     policy = aas.put_scaling_policy(
         PolicyName=names["invocations_policy"], PolicyType="TargetTrackingScaling", **target,
         TargetTrackingScalingPolicyConfiguration={

@@ -12,6 +12,7 @@ import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,6 +26,7 @@ BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 10})
 # A real-time invocation may run for 60 s server-side; botocore's default read timeout is 60 s.
 RUNTIME_CONFIG = BOTO_CONFIG.merge(Config(read_timeout=120))
 VARIANT_NAME = "AllTraffic"
+DRY_RUN_TIME = datetime(2000, 1, 1, tzinfo=UTC)  # creation time of whatever a dry run assumes exists
 
 
 @dataclass
@@ -36,12 +38,14 @@ class Clients:
     runtime: Any
     autoscaling: Any
     cloudwatch: Any
-    ecr: Any = None  # the deployment checklist's image and log checks
-    logs: Any = None
+    ecr: Any = None  # the deployment checklist's image check, gen3d-push
+    logs: Any = None  # the endpoint's log group: made by the deploy, read by the checklist
+    tagging: Any = None  # Resource Groups Tagging API: teardown finds configs and models by tag
 
 
 _SERVICES = {"s3": "s3", "sagemaker": "sagemaker", "runtime": "sagemaker-runtime",
-             "autoscaling": "application-autoscaling", "cloudwatch": "cloudwatch", "ecr": "ecr", "logs": "logs"}
+             "autoscaling": "application-autoscaling", "cloudwatch": "cloudwatch", "ecr": "ecr", "logs": "logs",
+             "tagging": "resourcegroupstaggingapi"}
 
 
 def make_clients(
@@ -118,9 +122,10 @@ class DryRunClient:
         line = json.dumps(params, default=json_default, sort_keys=True)
         print(f"DRY-RUN {self.service} {operation} {line}", file=self._rec.out or sys.stdout, flush=True)
 
-    def _upload_file(self, Filename: str, Bucket: str, Key: str, **_: Any) -> None:  # noqa: N803
+    def _upload_file(self, Filename: str, Bucket: str, Key: str, ExtraArgs: dict | None = None,  # noqa: N803
+                     **_: Any) -> None:
         self._record("upload_file", {"Bucket": Bucket, "Key": Key, "Filename": Filename,
-                                     "Bytes": Path(Filename).stat().st_size})
+                                     "Bytes": Path(Filename).stat().st_size, **(ExtraArgs or {})})
 
     def _respond(self, op: str, p: dict[str, Any]) -> dict[str, Any]:
         arn = f"arn:aws:sagemaker:{self.meta.region_name}:000000000000"
@@ -137,7 +142,7 @@ class DryRunClient:
                                      "EndpointConfigName": linked, "EndpointStatus": "InService"},
                 "DescribeEndpointConfig": {"EndpointConfigName": name, "ProductionVariants": [
                     {"VariantName": VARIANT_NAME, "ModelName": linked}]},
-            }.get(op, {"ModelName": name})
+            }.get(op, {"ModelName": name, "CreationTime": DRY_RUN_TIME})
         if op == "CreateModel":
             created[name] = ""
             return {"ModelArn": f"{arn}:model/{name}"}
@@ -158,8 +163,11 @@ class DryRunClient:
             base = f"s3://dry-run-bucket/{uuid.uuid4()}"
             return {"InferenceId": "dry-run", "OutputLocation": f"{base}.out",
                     "FailureLocation": f"{base}-error.out"}
+        if op == "PutMetricAlarm":
+            created[p["AlarmName"]] = f"arn:aws:cloudwatch:{self.meta.region_name}:000000000000:alarm:{p['AlarmName']}"
         if op == "DescribeAlarms":  # teardown dry runs (assume_exists) show the delete
-            return {"MetricAlarms": [{"AlarmName": n} for n in p["AlarmNames"]] if self._rec.assume_exists else []}
+            return {"MetricAlarms": [{"AlarmName": n, "AlarmArn": created.get(n, n)} for n in p["AlarmNames"]
+                                     if n in created or self._rec.assume_exists]}
         return {"ListEndpointConfigs": {"EndpointConfigs": []},
                 "DescribeScalableTargets": {"ScalableTargets": []}}.get(op, {})
 

@@ -1,5 +1,5 @@
-"""Deploy: GPU check, start-up timeouts from the archive, upload, Model, EndpointConfig, Endpoint, wait,
-autoscaling, failure alarms; and the smoke request the deployment checklist then judges."""
+"""Deploy: GPU check, start-up timeouts from the archive, log group, upload, Model, EndpointConfig, Endpoint, wait,
+autoscaling, failure alarms, every resource tagged; and the smoke request the deployment checklist then judges."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ from gen3d.sagemaker.entrypoint import DEFAULT_READY_MARGIN_S
 from gen3d.sagemaker.errors import DeployError
 from gen3d.sagemaker.gpus import check_gpu_memory
 from gen3d.sagemaker.invoke import invoke_realtime, start_async, wait_async
+from gen3d.sagemaker.kms import volume_kms_key
+from gen3d.sagemaker.log_group import DEFAULT_RETENTION_DAYS, check_retention, prepare_log_group
 from gen3d.sagemaker.names import parse_s3_uri, unique_name, validate_name
 from gen3d.sagemaker.resources import (
     AsyncConfig,
@@ -35,6 +37,7 @@ from gen3d.sagemaker.resources import (
     endpoint_exists,
     wait_for_endpoint,
 )
+from gen3d.sagemaker.tags import resource_tags, s3_tagging, tag_alarms
 from gen3d.sagemaker.timeouts import ArchiveNeeds, Timeouts, derive_timeouts, local_needs, s3_needs
 from gen3d.sagemaker.upload import upload_model_archive
 from gen3d.serving.buckets import ENV as BUCKETS_ENV
@@ -73,6 +76,9 @@ class DeploySpec:
     alarms: AlarmSettings = field(default_factory=AlarmSettings)
     health_check_timeout_s: int | None = None
     download_timeout_s: int | None = None
+    tags: dict[str, str] = field(default_factory=dict)  # --tag; resource_tags() adds project and the endpoint
+    log_retention_days: int = DEFAULT_RETENTION_DAYS
+    kms_key_id: str | None = None  # model data upload, async output, and the volume where allowed (kms.py)
 
     def check(self) -> None:
         """Everything the spec alone can be refused for, before any AWS call: the model and mode, the instance's GPU
@@ -84,6 +90,12 @@ class DeploySpec:
         validate_name(self.endpoint_name)
         self.capacity()
         self.container_environment()
+        self.resource_tags()
+        check_retention(self.log_retention_days)
+
+    def resource_tags(self) -> dict[str, str]:
+        """The tags of every resource the deploy creates (ValueError naming --tag)."""
+        return resource_tags(self.endpoint_name, self.tags)
 
     def s3_base(self, part: str) -> str:
         """``s3://bucket/prefix/<part>/``."""
@@ -169,49 +181,58 @@ def deploy(
     say(out, f"start-up timeouts: health check {timeouts.health_check_s} s, model download {timeouts.download_s} s "
              f"({timeouts.explanation})")
     name = unique_name(spec.endpoint_name, now)
+    tags = spec.resource_tags()
+    prepare_log_group(clients.logs, spec.endpoint_name, spec.log_retention_days, tags, out=out)
     if spec.archive is not None:
         # A fresh prefix per deployment: no stale files, and old configs keep their data.
         upload_prefix = parse_s3_uri(spec.s3_base(f"model/{name}"))[1]
-        model_data = upload_model_archive(clients.s3, spec.archive, spec.bucket, upload_prefix,
-                                          progress=progress).s3_uri
+        model_data = upload_model_archive(clients.s3, spec.archive, spec.bucket, upload_prefix, progress=progress,
+                                          tagging=s3_tagging(tags), kms_key_id=spec.kms_key_id).s3_uri
     else:
         model_data = str(spec.model_data_s3_uri).rstrip("/") + "/"
     create_model(clients.sagemaker, name, image_uri=spec.image_uri, model_data_s3_uri=model_data,
-                 role_arn=spec.role_arn, environment=env, out=out)
+                 role_arn=spec.role_arn, environment=env, tags=tags, out=out)
     async_config = None
     if spec.mode == "async":
         async_config = AsyncConfig(spec.async_output_s3 or spec.s3_base("async/output"),
                                    spec.async_failure_s3 or spec.s3_base("async/failure"), spec.max_concurrency,
                                    success_topic=spec.sns_success_topic_arn or spec.sns_topic_arn,
-                                   error_topic=spec.sns_topic_arn)
+                                   error_topic=spec.sns_topic_arn, kms_key_id=spec.kms_key_id)
+    volume_key = volume_kms_key(spec.instance_type, spec.kms_key_id)
+    if spec.kms_key_id and not volume_key:
+        say(out, f"--kms-key-id: {spec.instance_type}'s volume is NVMe instance storage, encrypted by the instance "
+                 "(SageMaker refuses a KmsKeyId for it); the key encrypts the model data and async output")
     create_endpoint_config(clients.sagemaker, name, model_name=name, instance_type=spec.instance_type,
                            instance_count=spec.instance_count, async_config=async_config,
                            startup_timeout_s=timeouts.health_check_s, download_timeout_s=timeouts.download_s,
-                           inference_ami_version=spec.inference_ami_version, out=out)
+                           inference_ami_version=spec.inference_ami_version, kms_key_id=volume_key, tags=tags,
+                           out=out)
     exists = endpoint_exists(clients.sagemaker, spec.endpoint_name)
     if exists and has_scalable_target(clients.autoscaling, spec.endpoint_name):
         # An update that changes the instance type of a scaled variant is rejected.
         say(out, "removing autoscaling before the update; it is re-applied afterwards")
         remove_autoscaling(clients.autoscaling, clients.cloudwatch, spec.endpoint_name, out=out)
-    action = create_or_update_endpoint(clients.sagemaker, spec.endpoint_name, name, exists=exists, out=out)
+    action = create_or_update_endpoint(clients.sagemaker, spec.endpoint_name, name, exists=exists, tags=tags,
+                                       out=out)
     wait_s = wait_timeout_s or PROVISIONING_S + timeouts.download_s + timeouts.health_check_s
     desc = wait_for_endpoint(clients.sagemaker, spec.endpoint_name, expected_config=name,
                              timeout_s=wait_s, poll_s=poll_s, out=out, sleep=sleep)
     scaling: dict[str, str] = {}
     if scaled and spec.mode == "async":
         scaling = configure_async_autoscaling(clients.autoscaling, clients.cloudwatch, spec.endpoint_name,
-                                              min_capacity=low, max_capacity=high, out=out)
+                                              min_capacity=low, max_capacity=high, tags=tags, out=out)
     elif scaled:
         scaling = configure_realtime_autoscaling(clients.autoscaling, spec.endpoint_name, min_capacity=low,
                                                  max_capacity=high,
                                                  target_invocations_per_instance=float(spec.target_invocations or 0),
-                                                 out=out)
+                                                 tags=tags, out=out)
     alarms: list[str] = []
     if spec.sns_topic_arn:
         alarms = put_failure_alarms(clients.cloudwatch, spec.endpoint_name, spec.mode, spec.sns_topic_arn,
                                     spec.alarms, out=out)
     else:
         say(out, "no --sns-topic-arn: no failure alarms (existing ones are left as they are)")
+    tag_alarms(clients.cloudwatch, spec.endpoint_name, tags, out=out)
     return DeployResult(spec.endpoint_name, name, model_data, action, desc, timeouts, needs, scaling, alarms)
 
 

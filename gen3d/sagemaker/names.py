@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import UTC, datetime
 
@@ -37,11 +38,17 @@ def validate_name(name: str) -> str:
 
 
 def name_base(base: str) -> str:
-    return base[: 63 - 16].rstrip("-")  # room for "-YYYYmmdd-HHMMSS"
+    """``base`` in lower case (as SageMaker writes names in ARNs, where teardown reads them), cut to 47 characters
+    to leave room for "-YYYYmmdd-HHMMSS"; a longer one ends in a hash of all of it, so two endpoints whose names
+    share 47 characters never share model or config names."""
+    base = base.lower()
+    if len(base) <= 63 - 16:
+        return base
+    return f"{base[:40].rstrip('-')}-{hashlib.sha256(base.encode()).hexdigest()[:6]}"
 
 
 def unique_name(base: str, now: datetime | None = None) -> str:
-    """``<base>-YYYYmmdd-HHMMSS`` (UTC), trimmed to SageMaker's 63-character limit."""
+    """``<name_base(base)>-YYYYmmdd-HHMMSS`` (UTC), within SageMaker's 63-character limit."""
     stamp = (now or datetime.now(UTC)).strftime(SUFFIX_FMT)
     return validate_name(f"{name_base(base)}-{stamp}")
 
@@ -68,5 +75,6 @@ def alarm_names(endpoint_name: str) -> dict[str, str]:
         "invocation_5xx": f"{endpoint_name}-invocation-5xx-errors",
         "model_errors": f"{endpoint_name}-invocation-model-errors",
         "async_failures": f"{endpoint_name}-invocation-failures",
+        "notification_failures": f"{endpoint_name}-notification-failures",
         "oldest_request": f"{endpoint_name}-oldest-request-age",
     }

@@ -12,8 +12,14 @@ from botocore.exceptions import ClientError
 from gen3d.sagemaker.clients import VARIANT_NAME, is_not_found, say
 from gen3d.sagemaker.errors import EndpointFailedError
 from gen3d.sagemaker.names import log_group, validate_name
+from gen3d.sagemaker.tags import tag_list
 
 FAILED_STATUSES = ("Failed", "UpdateRollbackFailed")
+
+
+def tag_param(tags: dict[str, str] | None) -> dict[str, Any]:
+    """``Tags=[...]`` for a SageMaker create call, or nothing."""
+    return {"Tags": tag_list(tags)} if tags else {}
 
 
 def create_model(
@@ -24,9 +30,10 @@ def create_model(
     model_data_s3_uri: str,
     role_arn: str,
     environment: dict[str, str] | None = None,
+    tags: dict[str, str] | None = None,
     out: IO[str] | None = None,
 ) -> str:
-    """Create a Model whose data is the uncompressed S3 prefix; an existing one is replaced."""
+    """Create a Model whose data is the uncompressed S3 prefix, tagged ``tags``; an existing one is replaced."""
     if not model_data_s3_uri.endswith("/"):
         raise ValueError("an S3Prefix model data URI must end with '/'")
     try:
@@ -47,6 +54,7 @@ def create_model(
                                                  "CompressionType": "None"}},
             "Environment": dict(environment or {}),
         },
+        **tag_param(tags),
     )
     say(out, f"created model {name}")
     return str(response["ModelArn"])
@@ -54,14 +62,15 @@ def create_model(
 
 @dataclass
 class AsyncConfig:
-    """Async inference settings: S3 output and failure paths, concurrency per instance, and the SNS topics
-    SageMaker notifies when a request succeeds or fails (none: no notifications)."""
+    """Async inference settings: S3 output and failure paths, concurrency per instance, the SNS topics
+    SageMaker notifies when a request succeeds or fails (none: no notifications), and the KMS key of the output."""
 
     output_s3: str
     failure_s3: str
     max_concurrency: int = 1
     success_topic: str | None = None
     error_topic: str | None = None
+    kms_key_id: str | None = None
 
     def to_api(self) -> dict[str, Any]:
         """The ``AsyncInferenceConfig`` request structure."""
@@ -69,6 +78,8 @@ class AsyncConfig:
         topics = {"SuccessTopic": self.success_topic, "ErrorTopic": self.error_topic}
         if any(topics.values()):
             output["NotificationConfig"] = {key: arn for key, arn in topics.items() if arn}
+        if self.kms_key_id:
+            output["KmsKeyId"] = self.kms_key_id
         return {
             "OutputConfig": output,
             "ClientConfig": {"MaxConcurrentInvocationsPerInstance": self.max_concurrency},
@@ -86,10 +97,13 @@ def create_endpoint_config(
     download_timeout_s: int,
     async_config: AsyncConfig | None = None,
     inference_ami_version: str | None = None,
+    kms_key_id: str | None = None,
+    tags: dict[str, str] | None = None,
     out: IO[str] | None = None,
 ) -> str:
-    """Create a one-variant EndpointConfig (real-time, or async when ``async_config``); the timeouts come from
-    :func:`gen3d.sagemaker.timeouts.derive_timeouts`."""
+    """Create a one-variant EndpointConfig (real-time, or async when ``async_config``), tagged ``tags``; the
+    timeouts come from :func:`gen3d.sagemaker.timeouts.derive_timeouts`; ``kms_key_id`` encrypts the ML storage
+    volume (see :func:`gen3d.sagemaker.kms.volume_kms_key`)."""
     variant: dict[str, Any] = {
         "VariantName": VARIANT_NAME,
         "ModelName": model_name,
@@ -103,7 +117,9 @@ def create_endpoint_config(
     params: dict[str, Any] = {"EndpointConfigName": validate_name(name), "ProductionVariants": [variant]}
     if async_config is not None:
         params["AsyncInferenceConfig"] = async_config.to_api()
-    response = sm.create_endpoint_config(**params)
+    if kms_key_id:
+        params["KmsKeyId"] = kms_key_id
+    response = sm.create_endpoint_config(**params, **tag_param(tags))
     say(out, f"created endpoint config {name} ({'async' if async_config else 'realtime'}, "
               f"{instance_count}x {instance_type}, health check {startup_timeout_s} s, "
               f"download {download_timeout_s} s)")
@@ -122,15 +138,24 @@ def endpoint_exists(sm: Any, endpoint_name: str) -> bool:
 
 
 def create_or_update_endpoint(
-    sm: Any, endpoint_name: str, config_name: str, *, exists: bool, out: IO[str] | None = None
+    sm: Any,
+    endpoint_name: str,
+    config_name: str,
+    *,
+    exists: bool,
+    tags: dict[str, str] | None = None,
+    out: IO[str] | None = None,
 ) -> str:
     """Create the endpoint (``exists`` False: see :func:`endpoint_exists`), or point the existing one at
-    ``config_name``; returns the action."""
+    ``config_name``; either way it carries ``tags`` (an update adds them: UpdateEndpoint takes none); returns the
+    action."""
     if exists:
-        sm.update_endpoint(EndpointName=endpoint_name, EndpointConfigName=config_name)
+        arn = sm.update_endpoint(EndpointName=endpoint_name, EndpointConfigName=config_name)["EndpointArn"]
+        if tags:
+            sm.add_tags(ResourceArn=arn, Tags=tag_list(tags))
         say(out, f"updating endpoint {endpoint_name} -> {config_name}")
         return "updated"
-    sm.create_endpoint(EndpointName=endpoint_name, EndpointConfigName=config_name)
+    sm.create_endpoint(EndpointName=endpoint_name, EndpointConfigName=config_name, **tag_param(tags))
     say(out, f"creating endpoint {endpoint_name} with {config_name}")
     return "created"
 

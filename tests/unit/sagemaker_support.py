@@ -84,10 +84,11 @@ class FakeClock:
         self.t += seconds
 
 
-def clients_from(made: dict, s3=None, runtime=None, ecr=None, logs=None) -> aws.Clients:
+def clients_from(made: dict, s3=None, runtime=None, ecr=None, logs=None, tagging=None) -> aws.Clients:
     """Clients from the ``stubbed`` fixture's stubbed clients plus real (moto) ones."""
     return aws.Clients(s3=s3, sagemaker=made["sagemaker"], runtime=runtime,
-                       autoscaling=made["application-autoscaling"], cloudwatch=made["cloudwatch"], ecr=ecr, logs=logs)
+                       autoscaling=made["application-autoscaling"], cloudwatch=made["cloudwatch"], ecr=ecr, logs=logs,
+                       tagging=tagging)
 
 
 def write_archive(folder: Path, name: str = "sam3", startup: float = 600, response: float = 300,
@@ -130,21 +131,45 @@ def set_moto_realtime_results(url: str, bodies: list[dict]) -> None:
                                       for b in bodies]}).raise_for_status()
 
 
+def deploy_tags(endpoint: str, **extra: str) -> list[dict[str, str]]:
+    """The tags a deploy puts on every resource it creates, in SageMaker's form."""
+    tags = {"project": "gen3d", **extra, "gen3d:endpoint": endpoint}
+    return [{"Key": key, "Value": value} for key, value in tags.items()]
+
+
+def expect_alarm_tagging(cw: Stubber, endpoint: str, present: list[str] | None = None,
+                         tags: list | None = None) -> None:
+    """The deploy's last step: the endpoint's alarms that exist (``present``) tagged like the rest."""
+    names = [f"{endpoint}-{kind}" for kind in ("invocation-5xx-errors", "invocation-model-errors",
+                                              "invocation-failures", "notification-failures", "oldest-request-age",
+                                              "has-backlog-without-capacity")]
+    arns = {name: f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{name}" for name in present or []}
+    cw.add_response("describe_alarms", {"MetricAlarms": [{"AlarmName": n, "AlarmArn": a} for n, a in arns.items()]},
+                    {"AlarmNames": names})
+    for arn in arns.values():
+        cw.add_response("tag_resource", {}, {"ResourceARN": arn, "Tags": tags or deploy_tags(endpoint)})
+
+
 def expect_deploy(stubs: dict, endpoint: str, name: str, instance_type: str, *, exists: bool,
                   timeouts: tuple[int, int], env=ANY, async_paths: tuple[str, str] | None = None,
-                  notification: dict | None = None, image: str = IMAGE) -> None:
+                  notification: dict | None = None, image: str = IMAGE, tags: list | None = None,
+                  output_kms_key: str | None = None) -> None:
     """The SageMaker calls of one deploy (up to InService), stubbed in order."""
     sm = stubs["sagemaker"]
+    tags = tags or deploy_tags(endpoint)
     not_found(sm, "describe_model", {"ModelName": name}, "model")
     sm.add_response("create_model", {"ModelArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model/{name}"}, {
         "ModelName": name, "ExecutionRoleArn": ROLE,
-        "PrimaryContainer": {"Image": image, "ModelDataSource": model_data_source(ANY), "Environment": env}})
+        "PrimaryContainer": {"Image": image, "ModelDataSource": model_data_source(ANY), "Environment": env},
+        "Tags": tags})
     config = {"EndpointConfigName": name, "ProductionVariants": [
-        variant(name, instance_type, health=timeouts[0], download=timeouts[1])]}
+        variant(name, instance_type, health=timeouts[0], download=timeouts[1])], "Tags": tags}
     if async_paths:
         output = {"S3OutputPath": async_paths[0], "S3FailurePath": async_paths[1]}
         if notification:
             output["NotificationConfig"] = notification
+        if output_kms_key:
+            output["KmsKeyId"] = output_kms_key
         config["AsyncInferenceConfig"] = {"OutputConfig": output,
                                           "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 1}}
     sm.add_response("create_endpoint_config",
@@ -157,8 +182,10 @@ def expect_deploy(stubs: dict, endpoint: str, name: str, instance_type: str, *, 
             {"ServiceNamespace": "sagemaker", "ResourceIds": [f"endpoint/{endpoint}/variant/AllTraffic"],
              "ScalableDimension": "sagemaker:variant:DesiredInstanceCount"})
         sm.add_response("update_endpoint", endpoint_arn, {"EndpointName": endpoint, "EndpointConfigName": name})
+        sm.add_response("add_tags", {"Tags": tags}, {"ResourceArn": endpoint_arn["EndpointArn"], "Tags": tags})
     else:
         not_found(sm, "describe_endpoint", {"EndpointName": endpoint}, "endpoint")
-        sm.add_response("create_endpoint", endpoint_arn, {"EndpointName": endpoint, "EndpointConfigName": name})
+        sm.add_response("create_endpoint", endpoint_arn, {"EndpointName": endpoint, "EndpointConfigName": name,
+                                                          "Tags": tags})
     sm.add_response("describe_endpoint", endpoint_desc(endpoint, "Creating", name), {"EndpointName": endpoint})
     sm.add_response("describe_endpoint", endpoint_desc(endpoint, "InService", name), {"EndpointName": endpoint})

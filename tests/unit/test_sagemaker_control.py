@@ -15,6 +15,7 @@ from botocore.stub import ANY, Stubber
 from gen3d.sagemaker import autoscaling, deploy, errors, gpus, invoke, names, resources, teardown, upload
 from gen3d.sagemaker import clients as aws
 from tests.unit.sagemaker_support import (
+    ACCOUNT,
     IMAGE,
     NOW,
     REGION,
@@ -26,6 +27,7 @@ from tests.unit.sagemaker_support import (
     FakeClock,
     client,
     clients_from,
+    deploy_tags,
     dry_run_calls,
     endpoint_desc,
     expect_deploy,
@@ -48,10 +50,15 @@ STEP_ARN = ("arn:aws:autoscaling:us-east-1:123456789012:scalingPolicy:1:resource
 TRACK_ARN = STEP_ARN.replace("scale-out-from-zero", "backlog-target-tracking")
 
 
-def expect_autoscaling(aas: Stubber, cw: Stubber, max_capacity: int = 1, min_capacity: int = 0) -> None:
+def expect_autoscaling(aas: Stubber, cw: Stubber, max_capacity: int = 1, min_capacity: int = 0,
+                       tags: dict | None = None) -> None:
     dims = [{"Name": "EndpointName", "Value": "sam3-async"}]
+    if tags:  # a new target takes its tags when registered
+        aas.add_response("describe_scalable_targets", {"ScalableTargets": []}, {
+            "ServiceNamespace": "sagemaker", "ResourceIds": [SCALING_TARGET["ResourceId"]],
+            "ScalableDimension": SCALING_TARGET["ScalableDimension"]})
     aas.add_response("register_scalable_target", {}, {**SCALING_TARGET, "MinCapacity": min_capacity,
-                                                      "MaxCapacity": max_capacity})
+                                                      "MaxCapacity": max_capacity, **({"Tags": tags} if tags else {})})
     aas.add_response("put_scaling_policy", {"PolicyARN": TRACK_ARN}, {
         **SCALING_TARGET, "PolicyName": "sam3-async-backlog-target-tracking", "PolicyType": "TargetTrackingScaling",
         "TargetTrackingScalingPolicyConfiguration": {
@@ -273,7 +280,8 @@ def _expect_autoscaling_removal(aas: Stubber, cw: Stubber, present: bool) -> Non
 
 
 FAILURE_ALARMS = ["sam3-async-invocation-5xx-errors", "sam3-async-invocation-model-errors",
-                  "sam3-async-invocation-failures", "sam3-async-oldest-request-age"]
+                  "sam3-async-invocation-failures", "sam3-async-notification-failures",
+                  "sam3-async-oldest-request-age"]
 
 
 def _expect_failure_alarm_removal(cw: Stubber, present: list[str]) -> None:
@@ -283,33 +291,52 @@ def _expect_failure_alarm_removal(cw: Stubber, present: list[str]) -> None:
         cw.add_response("delete_alarms", {}, {"AlarmNames": [alarm]})
 
 
+def _expect_tagged(tagging: Stubber, endpoint: str, configs: list[str], models: list[str]) -> None:
+    arn = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}"
+    tagging.add_response("get_resources", {"ResourceTagMappingList": [
+        {"ResourceARN": f"{arn}:{kind}/{name}", "Tags": [{"Key": "gen3d:endpoint", "Value": endpoint}]}
+        for kind, names in (("endpoint-config", configs), ("model", models)) for name in names]},
+        {"TagFilters": [{"Key": "gen3d:endpoint", "Values": [endpoint]}],
+         "ResourceTypeFilters": ["sagemaker:endpoint-config", "sagemaker:model"]})
+
+
+def _model_desc(name: str) -> dict:
+    return {"ModelName": name, "ModelArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model/{name}", "CreationTime": T0,
+            "PrimaryContainer": {"Image": IMAGE}}
+
+
 def test_teardown_deletes_everything(stubbed):
+    """Configs and models are found by their gen3d:endpoint tag, a model whose config was never made included."""
     clients, stubs = stubbed
     sm = stubs["sagemaker"]
+    tagging = client("resourcegroupstaggingapi")
     _expect_failure_alarm_removal(stubs["cloudwatch"], FAILURE_ALARMS[2:])
     _expect_autoscaling_removal(stubs["application-autoscaling"], stubs["cloudwatch"], present=True)
     current, older = "sam3-async-20251128-130509", "sam3-async-20251101-000000"
+    orphan = "sam3-async-20251127-000000"  # its endpoint config failed: only the tag leads to it
     sm.add_response("describe_endpoint", endpoint_desc("sam3-async", "InService", current),
                     {"EndpointName": "sam3-async"})
     sm.add_response("delete_endpoint", {}, {"EndpointName": "sam3-async"})
-    sm.add_response("list_endpoint_configs", {"EndpointConfigs": [
-        {"EndpointConfigName": n, "EndpointConfigArn": f"arn:aws:sagemaker:us-east-1:1:endpoint-config/{n}",
-         "CreationTime": T0} for n in (current, older, "sam3-async-other")]},
-        {"NameContains": "sam3-async", "MaxResults": 100})
-    for config in (current, older):
-        sm.add_response("describe_endpoint_config", {
-            "EndpointConfigName": config,
-            "EndpointConfigArn": f"arn:aws:sagemaker:us-east-1:1:endpoint-config/{config}",
-            "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": config}], "CreationTime": T0},
-            {"EndpointConfigName": config})
-        sm.add_response("delete_endpoint_config", {}, {"EndpointConfigName": config})
-    sm.add_response("delete_model", {}, {"ModelName": current})
-    not_found(sm, "delete_model", {"ModelName": older}, "model")
-    out = io.StringIO()
-    deleted = teardown.teardown(clients_from(clients), "sam3-async", out=out)
+    with Stubber(tagging) as tag_stub:
+        _expect_tagged(tag_stub, "sam3-async", [older, current], [older, orphan, current])
+        for config in (current, older):
+            sm.add_response("describe_endpoint_config", {
+                "EndpointConfigName": config,
+                "EndpointConfigArn": f"arn:aws:sagemaker:us-east-1:1:endpoint-config/{config}",
+                "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": config}], "CreationTime": T0},
+                {"EndpointConfigName": config})
+            sm.add_response("delete_endpoint_config", {}, {"EndpointConfigName": config})
+        for model in (current, older, orphan):
+            sm.add_response("describe_model", _model_desc(model), {"ModelName": model})
+        sm.add_response("delete_model", {}, {"ModelName": current})
+        not_found(sm, "delete_model", {"ModelName": older}, "model")
+        sm.add_response("delete_model", {}, {"ModelName": orphan})
+        out = io.StringIO()
+        deleted = teardown.teardown(clients_from(clients, tagging=tagging), "sam3-async", out=out)
     assert deleted == {"alarm": FAILURE_ALARMS[2:], "endpoint": ["sam3-async"],
-                       "endpoint_config": [current, older], "model": [current]}
+                       "endpoint_config": [current, older], "model": [current, orphan], "model_data": []}
     assert f"model {older}: already gone" in out.getvalue()
+    assert "tagged gen3d:endpoint=sam3-async: 2 endpoint configs, 3 models" in out.getvalue()
     for alarm in ("sam3-async-has-backlog-without-capacity", *FAILURE_ALARMS[2:]):
         assert f"alarm {alarm}: deleted" in out.getvalue()
     assert "alarm sam3-async-invocation-5xx-errors: already gone" in out.getvalue()
@@ -318,17 +345,19 @@ def test_teardown_deletes_everything(stubbed):
 def test_teardown_when_already_gone(stubbed):
     clients, stubs = stubbed
     sm = stubs["sagemaker"]
+    tagging = client("resourcegroupstaggingapi")
     _expect_failure_alarm_removal(stubs["cloudwatch"], [])
     _expect_autoscaling_removal(stubs["application-autoscaling"], stubs["cloudwatch"], present=False)
     not_found(sm, "describe_endpoint", {"EndpointName": "sam3-async"}, "endpoint")
-    sm.add_response("list_endpoint_configs", {"EndpointConfigs": []}, {"NameContains": "sam3-async", "MaxResults": 100})
     out = io.StringIO()
-    assert teardown.teardown(clients_from(clients), "sam3-async", out=out) == {
-        "alarm": [], "endpoint": [], "endpoint_config": [], "model": []}
+    with Stubber(tagging) as tag_stub:
+        _expect_tagged(tag_stub, "sam3-async", [], [])
+        assert teardown.teardown(clients_from(clients, tagging=tagging), "sam3-async", out=out) == {
+            "alarm": [], "endpoint": [], "endpoint_config": [], "model": [], "model_data": []}
     text = out.getvalue()
     assert "endpoint sam3-async: already gone" in text
     assert "scalable target endpoint/sam3-async/variant/AllTraffic: already gone" in text
-    assert text.count("already gone") == 4 + 1 + 3 + 1 + 1  # failure alarms, scaling alarm, policies, target, endpoint
+    assert text.count("already gone") == 5 + 1 + 3 + 1 + 1  # failure alarms, scaling alarm, policies, target, endpoint
 
 
 # ----------------------------------------------------------------------------- moto: S3 upload, async polling
@@ -455,27 +484,49 @@ def test_verify_response_rejects_bad_answers(sm_moto):
 
 
 def test_deploy_async_uploads_creates_waits_and_autoscales(sm_moto, stubbed, tmp_path):
+    """Also: every resource tagged (project, the endpoint, --tag), the log group made first with its retention,
+    the KMS key on the uploaded objects and the async output, not on the NVMe volume of ml.g6e."""
     made, stubs = stubbed
-    s3 = client("s3")
+    s3, logs = client("s3"), client("logs")
     s3.create_bucket(Bucket="bkt")
     archive = write_archive(tmp_path, "sam3", startup=600)
     name = "sam3-async-20251128-130509"
+    key = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    tags = deploy_tags("sam3-async", team="vision")
     expect_deploy(stubs, "sam3-async", name, "ml.g6e.xlarge", exists=False, timeouts=(720, 720),
                   env={"GEN3D_MODEL": "sam3", "GEN3D_ALLOWED_BUCKETS": "bkt", "GEN3D_READY_MARGIN_S": "60"},
-                  async_paths=("s3://bkt/p/async/output/", "s3://bkt/p/async/failure/"))
-    expect_autoscaling(stubs["application-autoscaling"], stubs["cloudwatch"], max_capacity=2)
+                  async_paths=("s3://bkt/p/async/output/", "s3://bkt/p/async/failure/"), tags=tags,
+                  output_kms_key=key)
+    expect_autoscaling(stubs["application-autoscaling"], stubs["cloudwatch"], max_capacity=2,
+                       tags={t["Key"]: t["Value"] for t in tags})
+    alarm = {"AlarmName": "sam3-async-has-backlog-without-capacity",
+             "AlarmArn": f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:sam3-async-has-backlog-without-capacity"}
+    stubs["cloudwatch"].add_response("describe_alarms", {"MetricAlarms": [alarm]},
+                                     {"AlarmNames": [*FAILURE_ALARMS, alarm["AlarmName"]]})
+    stubs["cloudwatch"].add_response("tag_resource", {}, {"ResourceARN": alarm["AlarmArn"], "Tags": tags})
     spec = deploy.DeploySpec(model="sam3", bucket="bkt", prefix="p", image_uri=IMAGE, role_arn=ROLE,
                           instance_type="ml.g6e.xlarge", endpoint_name="sam3-async", mode="async",
-                          archive=archive, max_instances=2)
+                          archive=archive, max_instances=2, tags={"team": "vision"}, log_retention_days=14,
+                          kms_key_id=key)
     out = io.StringIO()
-    result = deploy.deploy(clients_from(made, s3=s3), spec, out=out, now=NOW, sleep=lambda s: None, progress=False)
+    result = deploy.deploy(clients_from(made, s3=s3, logs=logs), spec, out=out, now=NOW, sleep=lambda s: None,
+                           progress=False)
     assert result.action == "created" and result.model_name == result.endpoint_config_name == name
     assert result.model_data_s3_uri == f"s3://bkt/p/model/{name}/"
-    assert s3.get_object(Bucket="bkt", Key=f"p/model/{name}/sam3/weights.bin")["Body"].read() == b"w" * 1000
+    weights = f"p/model/{name}/sam3/weights.bin"
+    assert s3.get_object(Bucket="bkt", Key=weights)["Body"].read() == b"w" * 1000
+    assert s3.get_object_tagging(Bucket="bkt", Key=weights)["TagSet"] == tags
+    head = s3.head_object(Bucket="bkt", Key=weights)
+    assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms", key)
+    group = logs.describe_log_groups(logGroupNamePrefix="/aws/sagemaker/Endpoints/sam3-async")["logGroups"][0]
+    assert (group["logGroupName"], group["retentionInDays"]) == ("/aws/sagemaker/Endpoints/sam3-async", 14)
+    assert logs.list_tags_for_resource(resourceArn=group["logGroupArn"])["tags"] == {
+        t["Key"]: t["Value"] for t in tags}
     assert result.autoscaling["step_policy_arn"] == STEP_ARN and result.alarms == []
     assert (result.timeouts.health_check_s, result.timeouts.download_s) == (720, 720)
     assert "endpoint sam3-async: Creating\nendpoint sam3-async: InService" in out.getvalue()
     assert "no --sns-topic-arn: no failure alarms" in out.getvalue()
+    assert "ml.g6e.xlarge's volume is NVMe instance storage" in out.getvalue()
 
 
 def test_deploy_refuses_sam3d_on_g5_before_any_call(stubbed, tmp_path):
@@ -512,14 +563,27 @@ def test_deploy_dry_run_prints_calls(tmp_path):
                       "--prefix", "gen3d/prod", "--image-uri", IMAGE, "--role-arn", ROLE,
                       "--instance-type", "ml.g6e.2xlarge", "--mode", "async", "--endpoint-name", "sam3d-async",
                       "--max-concurrency", "2", "--async-output-s3", "s3://bkt/results/", "--sns-topic-arn", TOPIC,
-                      "--dry-run")
+                      "--tag", "team=vision", "--tag", "cost-center=42", "--dry-run")
     assert proc.returncode == 0, proc.stderr
     calls = dry_run_calls(proc.stdout)
     ops = [op for _, op, _ in calls]
-    assert ops[:9] == [*["upload_file"] * 3, "DescribeModel", "CreateModel", "CreateEndpointConfig",
-                       "DescribeEndpoint", "CreateEndpoint", "DescribeEndpoint"]
-    assert ops[9:16] == ["RegisterScalableTarget", "PutScalingPolicy", "PutScalingPolicy", "PutMetricAlarm",
-                         "PutMetricAlarm", "PutMetricAlarm", "DescribeAlarms"]
+    assert ops[:12] == ["DescribeLogGroups", "CreateLogGroup", "PutRetentionPolicy", *["upload_file"] * 3,
+                        "DescribeModel", "CreateModel", "CreateEndpointConfig", "DescribeEndpoint", "CreateEndpoint",
+                        "DescribeEndpoint"]
+    assert ops[12:26] == ["DescribeScalableTargets", "RegisterScalableTarget", "PutScalingPolicy",
+                          "PutScalingPolicy", "PutMetricAlarm", "PutMetricAlarm", "PutMetricAlarm", "PutMetricAlarm",
+                          "DescribeAlarms", "DescribeAlarms", *["TagResource"] * 4]
+    tags = {"project": "gen3d", "team": "vision", "cost-center": "42", "gen3d:endpoint": "sam3d-async"}
+    tag_list = [{"Key": k, "Value": v} for k, v in tags.items()]
+    by_op = {op: p for _, op, p in calls}
+    assert by_op["CreateLogGroup"] == {"logGroupName": "/aws/sagemaker/Endpoints/sam3d-async", "tags": tags}
+    assert by_op["PutRetentionPolicy"]["retentionInDays"] == 30
+    for op in ("CreateModel", "CreateEndpointConfig", "CreateEndpoint"):
+        assert by_op[op]["Tags"] == tag_list, op
+    assert by_op["RegisterScalableTarget"]["Tags"] == tags
+    assert all(p["Tags"] == tag_list for _, op, p in calls if op == "TagResource")
+    assert all(p["Tagging"] == "project=gen3d&team=vision&cost-center=42&gen3d%3Aendpoint=sam3d-async"
+               for _, op, p in calls if op == "upload_file")
     assert "InvokeEndpointAsync" in ops
     create_model = next(p for _, op, p in calls if op == "CreateModel")
     assert create_model["PrimaryContainer"]["Environment"] == {
@@ -545,6 +609,7 @@ def test_deploy_dry_run_prints_calls(tmp_path):
     alarms = {p["AlarmName"]: p for _, op, p in calls if op == "PutMetricAlarm" and TOPIC in p["AlarmActions"]}
     assert {a: (p["MetricName"], p["Statistic"], p["Threshold"]) for a, p in alarms.items()} == {
         "sam3d-async-invocation-failures": ("InvocationFailures", "Sum", 1.0),
+        "sam3d-async-notification-failures": ("NotificationFailures", "Sum", 1.0),
         "sam3d-async-oldest-request-age": ("ApproximateAgeOfOldestRequest", "Maximum", 3600.0)}
     invoke_async = next(p for _, op, p in calls if op == "InvokeEndpointAsync")
     assert invoke_async["InvocationTimeoutSeconds"] == 960  # the archive's responseTimeout 900 + 60
@@ -585,12 +650,11 @@ def test_teardown_dry_run():
     proc = run_script("sagemaker_teardown.py", "--endpoint-name", "sam3-async", "--dry-run")
     assert proc.returncode == 0, proc.stderr
     ops = [op for _, op, _ in dry_run_calls(proc.stdout)]
-    assert ops == ["DescribeAlarms", *["DeleteAlarms"] * 4, "DescribeAlarms", "DeleteAlarms",
+    assert ops == ["DescribeAlarms", *["DeleteAlarms"] * 5, "DescribeAlarms", "DeleteAlarms",
                    *["DeleteScalingPolicy"] * 3, "DeregisterScalableTarget", "DescribeEndpoint", "DeleteEndpoint",
-                   "ListEndpointConfigs", "DescribeEndpointConfig", "DeleteEndpointConfig", "DeleteModel"]
+                   "GetResources", "DescribeEndpointConfig", "DeleteEndpointConfig", "DescribeModel", "DeleteModel"]
     deleted = json.loads(proc.stdout.split("RESULT ", 1)[1])["alarm"]
-    assert deleted == ["sam3-async-invocation-5xx-errors", "sam3-async-invocation-model-errors",
-                       "sam3-async-invocation-failures", "sam3-async-oldest-request-age"]
+    assert deleted == FAILURE_ALARMS
 
 
 def test_invoke_script_async_against_moto(sm_moto, tmp_path):

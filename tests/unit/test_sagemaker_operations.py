@@ -28,7 +28,9 @@ from tests.unit.sagemaker_support import (
     FakeClock,
     client,
     clients_from,
+    deploy_tags,
     endpoint_desc,
+    expect_alarm_tagging,
     expect_deploy,
     not_found,
     set_moto_async_results,
@@ -109,7 +111,7 @@ def test_realtime_failure_alarms_notify_the_topic(stubbed):
                           ("sam3-rt-invocation-model-errors", "InvocationModelErrors")):
         cw.add_response("put_metric_alarm", {}, {**common, "AlarmName": alarm, "MetricName": metric,
                                                  "AlarmDescription": ANY})
-    stale = ["sam3-rt-invocation-failures", "sam3-rt-oldest-request-age"]
+    stale = ["sam3-rt-invocation-failures", "sam3-rt-notification-failures", "sam3-rt-oldest-request-age"]
     cw.add_response("describe_alarms", {"MetricAlarms": [{"AlarmName": stale[0]}]}, {"AlarmNames": stale})
     cw.add_response("delete_alarms", {}, {"AlarmNames": [stale[0]]})
     out = io.StringIO()
@@ -123,7 +125,8 @@ def test_realtime_failure_alarms_notify_the_topic(stubbed):
 def test_async_alarm_definitions():
     requests = alarms.failure_alarms("sam3d-async", "async", TOPIC, alarms.AlarmSettings(oldest_request_s=1800))
     by_metric = {r["MetricName"]: r for r in requests}
-    assert set(by_metric) == {"InvocationFailures", "ApproximateAgeOfOldestRequest"}
+    assert set(by_metric) == {"InvocationFailures", "NotificationFailures", "ApproximateAgeOfOldestRequest"}
+    assert by_metric["NotificationFailures"]["Dimensions"][1] == {"Name": "VariantName", "Value": "AllTraffic"}
     age = by_metric["ApproximateAgeOfOldestRequest"]
     assert age["Dimensions"] == [{"Name": "EndpointName", "Value": "sam3d-async"}]  # published per endpoint only
     assert (age["Statistic"], age["Threshold"], age["ComparisonOperator"]) == ("Maximum", 1800.0,
@@ -143,12 +146,12 @@ def test_alarms_follow_the_mode_and_teardown_removes_them_in_moto(sm_moto):
                         MetricName="InvocationFailures", Statistic="Sum", EvaluationPeriods=1, Threshold=1.0,
                         ComparisonOperator="GreaterThanOrEqualToThreshold")  # another endpoint's: left alone
     listed = {a["AlarmName"]: a for a in cw.describe_alarms()["MetricAlarms"]}
-    assert set(listed) == {"sam3-ep-invocation-failures", "sam3-ep-oldest-request-age",
-                           "sam3-ep-2-invocation-failures"}
+    assert set(listed) == {"sam3-ep-invocation-failures", "sam3-ep-notification-failures",
+                           "sam3-ep-oldest-request-age", "sam3-ep-2-invocation-failures"}
     assert listed["sam3-ep-oldest-request-age"]["AlarmActions"] == [TOPIC]
     out = io.StringIO()
-    assert alarms.remove_failure_alarms(cw, "sam3-ep", out=out) == ["sam3-ep-invocation-failures",
-                                                                     "sam3-ep-oldest-request-age"]
+    assert alarms.remove_failure_alarms(cw, "sam3-ep", out=out) == [
+        "sam3-ep-invocation-failures", "sam3-ep-notification-failures", "sam3-ep-oldest-request-age"]
     assert [a["AlarmName"] for a in cw.describe_alarms()["MetricAlarms"]] == ["sam3-ep-2-invocation-failures"]
     assert "alarm sam3-ep-invocation-5xx-errors: already gone" in out.getvalue()
 
@@ -216,11 +219,15 @@ def test_deploy_realtime_with_autoscaling_and_alarms(sm_moto, stubbed, tmp_path)
     spec = _spec(archive=write_archive(tmp_path, "sam3", startup=600), max_instances=3, target_invocations=90,
                  sns_topic_arn=TOPIC, allowed_buckets=["bkt", "inputs-*"], download_timeout_s=900,
                  environment={"GEN3D_READY_MARGIN_S": "90"})
-    clients = aws.Clients(s3=s3, sagemaker=made["sagemaker"], runtime=None, autoscaling=aas, cloudwatch=cw)
+    clients = aws.Clients(s3=s3, sagemaker=made["sagemaker"], runtime=None, autoscaling=aas, cloudwatch=cw,
+                          logs=client("logs"))
     result = deploy.deploy(clients, spec, out=io.StringIO(), now=NOW, sleep=lambda s: None, progress=False)
     assert (result.timeouts.health_check_s, result.timeouts.download_s) == (750, 900)  # 600 + 90 + 60
     assert result.alarms == ["sam3-rt-invocation-5xx-errors", "sam3-rt-invocation-model-errors"]
-    assert sorted(a["AlarmName"] for a in cw.describe_alarms()["MetricAlarms"]) == result.alarms
+    made_alarms = cw.describe_alarms()["MetricAlarms"]
+    assert sorted(a["AlarmName"] for a in made_alarms) == result.alarms
+    assert all(cw.list_tags_for_resource(ResourceARN=a["AlarmArn"])["Tags"] == deploy_tags("sam3-rt")
+               for a in made_alarms)
     assert aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"][0]["MaxCapacity"] == 3
 
 
@@ -232,8 +239,8 @@ def test_teardown_removes_alarms_and_autoscaling_in_moto(sm_moto, stubbed):
     alarms.put_failure_alarms(cw, "sam3-rt", "realtime", TOPIC, alarms.AlarmSettings(), out=io.StringIO())
     sm = stubs["sagemaker"]
     not_found(sm, "describe_endpoint", {"EndpointName": "sam3-rt"}, "endpoint")
-    sm.add_response("list_endpoint_configs", {"EndpointConfigs": []}, {"NameContains": "sam3-rt", "MaxResults": 100})
-    clients = aws.Clients(s3=None, sagemaker=made["sagemaker"], runtime=None, autoscaling=aas, cloudwatch=cw)
+    clients = aws.Clients(s3=None, sagemaker=made["sagemaker"], runtime=None, autoscaling=aas, cloudwatch=cw,
+                          tagging=client("resourcegroupstaggingapi"))
     deleted = teardown.teardown(clients, "sam3-rt", out=io.StringIO())
     assert deleted["alarm"] == ["sam3-rt-invocation-5xx-errors", "sam3-rt-invocation-model-errors"]
     assert cw.describe_alarms()["MetricAlarms"] == []
@@ -419,6 +426,7 @@ def test_deploy_script_prints_the_checklist(sm_moto, stubbed, tmp_path, monkeypa
                                          "output_s3_key": "emb/e1.safetensors", "output_bucket": "bkt"}])
     name = "sam3-realtime-20251128-130509"
     expect_deploy(stubs, "sam3-realtime", name, "ml.g5.2xlarge", exists=True, timeouts=(720, 720))
+    expect_alarm_tagging(stubs["cloudwatch"], "sam3-realtime")
     stubs["sagemaker"].add_response("describe_endpoint", endpoint_desc("sam3-realtime", "InService", name),
                                     {"EndpointName": "sam3-realtime"})
     deploy_cli = _deploy_cli(monkeypatch, made, s3=s3, runtime=rt, ecr=ecr, logs=logs)
@@ -462,6 +470,7 @@ def test_deploy_script_async_checklist_checks_the_failure_path(sm_moto, stubbed,
     expect_deploy(stubs, "sam3d-async", name, "ml.g6e.2xlarge", exists=False, timeouts=(1920, 1920),
                   image=IMAGE.replace(":sam3", ":sam3d"), async_paths=("s3://bkt/gen3d/sam3d-async/async/output/",
                                "s3://bkt/gen3d/sam3d-async/async/failure/"))
+    expect_alarm_tagging(stubs["cloudwatch"], "sam3d-async")
     stubs["sagemaker"].add_response("describe_endpoint", endpoint_desc("sam3d-async", "InService", name),
                                     {"EndpointName": "sam3d-async"})
     deploy_cli = _deploy_cli(monkeypatch, made, s3=s3, runtime=rt, ecr=ecr, logs=logs)

@@ -1,0 +1,294 @@
+"""What a platform team expects of the deploy: tags on everything it creates and teardown by those tags (moto's
+SageMaker, S3, CloudWatch, Application Auto Scaling, Logs and Resource Groups Tagging API on 127.0.0.1), the log
+group's retention, where the KMS key goes, and superseded model data."""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+
+import pytest
+
+from gen3d.sagemaker import autoscaling, kms, log_group, names, resources, tags, teardown, upload
+from gen3d.sagemaker import clients as aws
+from tests.unit.sagemaker_support import ACCOUNT, IMAGE, NOW, REGION, ROLE, client, write_archive
+
+pytestmark = pytest.mark.usefixtures("isolated_aws")
+
+SHARED = "gen3d-" + "a" * 41  # 47 characters: what the old name prefix kept of both endpoints below
+ENDPOINT, NEIGHBOUR = f"{SHARED}-one", f"{SHARED}-two"
+
+
+def moto_clients() -> aws.Clients:
+    return aws.Clients(
+        s3=client("s3"),
+        sagemaker=client("sagemaker"),
+        runtime=None,
+        autoscaling=client("application-autoscaling"),
+        cloudwatch=client("cloudwatch"),
+        logs=client("logs"),
+        tagging=client("resourcegroupstaggingapi"),
+    )
+
+
+def deploy_to_moto(clients: aws.Clients, endpoint: str, archive, when, *, serve: bool) -> tuple[str, str]:
+    """What a deploy creates, made with the deploy's own functions, names and tags (moto's SageMaker knows no GPU
+    instance type the deploy accepts and has no UpdateEndpoint, so deploy() itself cannot run against it; only
+    the deploy that ``serve``s creates the endpoint); returns (name, model data)."""
+    endpoint_tags = tags.resource_tags(endpoint, {"team": "vision"})
+    name = names.unique_name(endpoint, when)
+    data = upload.upload_model_archive(
+        clients.s3,
+        archive,
+        "bkt",
+        f"gen3d/{endpoint}/model/{name}",
+        progress=False,
+        tagging=tags.s3_tagging(endpoint_tags),
+    ).s3_uri
+    resources.create_model(
+        clients.sagemaker,
+        name,
+        image_uri=IMAGE,
+        model_data_s3_uri=data,
+        role_arn=ROLE,
+        tags=endpoint_tags,
+        out=io.StringIO(),
+    )
+    resources.create_endpoint_config(
+        clients.sagemaker,
+        name,
+        model_name=name,
+        instance_type="ml.g4dn.xlarge",
+        startup_timeout_s=720,
+        download_timeout_s=720,
+        tags=endpoint_tags,
+        out=io.StringIO(),
+    )
+    if serve:
+        resources.create_or_update_endpoint(
+            clients.sagemaker, endpoint, name, exists=False, tags=endpoint_tags, out=io.StringIO()
+        )
+    return name, data
+
+
+def repair_moto_config_arns() -> None:
+    """moto 5.2.5 keeps an endpoint config's ``arn`` as a 1-tuple (sagemaker/models.py: ``self.arn =
+    (self.endpoint_config_arn,)``), which its Tagging API then answers as ``...endpoint-config/NAME',)``; the
+    server runs in this process, so set it to the ARN it means."""
+    from moto.sagemaker.models import sagemaker_backends
+
+    for config in sagemaker_backends[ACCOUNT][REGION].endpoint_configs.values():
+        config.arn = config.endpoint_config_arn
+
+
+def keys_under(s3, prefix: str) -> list[str]:
+    return [o["Key"] for o in s3.list_objects_v2(Bucket="bkt", Prefix=prefix).get("Contents", [])]
+
+
+def test_teardown_finds_by_tag_and_keeps_the_current_and_previous_model_data(sm_moto, tmp_path):
+    """Three deploys of one endpoint, a model whose config failed, an upload whose model failed, and a neighbour
+    whose name shares the first 47 characters (and an old-style config name): teardown deletes exactly the
+    endpoint's resources, and of its model data keeps the current and the previous prefix."""
+    clients = moto_clients()
+    clients.s3.create_bucket(Bucket="bkt")
+    archive = write_archive(tmp_path, "sam3")
+    first, previous, current = (
+        deploy_to_moto(clients, ENDPOINT, archive, NOW + timedelta(days=d), serve=d == 3) for d in (0, 1, 3)
+    )
+    neighbour, _ = deploy_to_moto(clients, NEIGHBOUR, archive, NOW, serve=True)
+    endpoint_tags = tags.resource_tags(ENDPOINT, {})
+    # day 2: the upload and the model succeeded, the endpoint config did not
+    failed = names.unique_name(ENDPOINT, NOW + timedelta(days=2))
+    failed_data = upload.upload_model_archive(
+        clients.s3,
+        archive,
+        "bkt",
+        f"gen3d/{ENDPOINT}/model/{failed}",
+        progress=False,
+        tagging=tags.s3_tagging(endpoint_tags),
+    ).s3_uri
+    resources.create_model(
+        clients.sagemaker,
+        failed,
+        image_uri=IMAGE,
+        model_data_s3_uri=failed_data,
+        role_arn=ROLE,
+        tags=endpoint_tags,
+        out=io.StringIO(),
+    )
+    # day 4: the upload succeeded, the model did not
+    orphan = f"gen3d/{ENDPOINT}/model/{names.unique_name(ENDPOINT, NOW + timedelta(days=4))}"
+    upload.upload_model_archive(
+        clients.s3, archive, "bkt", orphan, progress=False, tagging=tags.s3_tagging(endpoint_tags)
+    )
+    # data the deploy did not upload (gen3d-deploy --model-data-s3): no tag, never touched
+    clients.s3.put_object(Bucket="bkt", Key=f"gen3d/{ENDPOINT}/model/manual/sam3/weights.bin", Body=b"m")
+    # the neighbour's config named the old way (47 characters + stamp) matched the old name prefix
+    old_style = f"{SHARED}-20251101-000000"
+    resources.create_endpoint_config(
+        clients.sagemaker,
+        old_style,
+        model_name=neighbour,
+        instance_type="ml.g4dn.xlarge",
+        startup_timeout_s=720,
+        download_timeout_s=720,
+        tags=tags.resource_tags(NEIGHBOUR, {}),
+        out=io.StringIO(),
+    )
+    assert first[0].startswith(SHARED[:40]) and first[0] != neighbour
+
+    repair_moto_config_arns()
+    out = io.StringIO()
+    deleted = teardown.teardown(clients, ENDPOINT, out=out)
+
+    assert deleted["endpoint"] == [ENDPOINT]
+    made = [first[0], previous[0], current[0]]
+    assert sorted(deleted["endpoint_config"]) == sorted(made)
+    assert sorted(deleted["model"]) == sorted([*made, failed])
+    assert sorted(deleted["model_data"]) == sorted([first[1], failed_data, f"s3://bkt/{orphan}/"])
+    sm = clients.sagemaker
+    assert [e["EndpointName"] for e in sm.list_endpoints()["Endpoints"]] == [NEIGHBOUR]
+    assert sorted(c["EndpointConfigName"] for c in sm.list_endpoint_configs()["EndpointConfigs"]) == sorted(
+        [neighbour, old_style]
+    )
+    assert [m["ModelName"] for m in sm.list_models()["Models"]] == [neighbour]
+    left = {key.split("/model/")[1].split("/")[0] for key in keys_under(clients.s3, "gen3d/")}
+    assert left == {current[0], previous[0], "manual", neighbour}
+    assert f"model data {current[1]}: kept (current or previous)" in out.getvalue()
+
+
+def test_long_endpoint_names_get_distinct_lower_case_model_names():
+    one, two = names.unique_name(ENDPOINT, NOW), names.unique_name(NEIGHBOUR, NOW)
+    assert one != two and len(one) == len(two) == 63 and one.startswith(SHARED[:40] + "-")
+    assert names.unique_name("Sam3-RT", NOW) == "sam3-rt-20251128-130509"  # as SageMaker writes it in ARNs
+
+
+# ----------------------------------------------------------------------------- tags
+
+
+def test_resource_tags_are_checked_before_any_call():
+    assert tags.resource_tags("e", {"project": "vision", "owner": "ml@example.com"}) == {
+        "project": "vision",
+        "owner": "ml@example.com",
+        "gen3d:endpoint": "e",
+    }
+    with pytest.raises(ValueError, match="set by the deploy"):
+        tags.resource_tags("e", {"gen3d:endpoint": "other"})
+    with pytest.raises(ValueError, match="keys are 1-128"):
+        tags.resource_tags("e", {"aws:owner": "x"})
+    with pytest.raises(ValueError, match="keys are 1-128"):
+        tags.resource_tags("e", {"team": "a;b"})
+    with pytest.raises(ValueError, match="11 tags .* S3 allows 10 per object"):
+        tags.resource_tags("e", {f"k{i}": "v" for i in range(9)})
+    with pytest.raises(ValueError, match="--tag expects KEY=VALUE, got 'team'"):
+        tags.parse_pairs("--tag", ["team"])
+    assert tags.s3_tagging({"a b": "c/d", "gen3d:endpoint": "e"}) == "a+b=c%2Fd&gen3d%3Aendpoint=e"
+
+
+def test_an_existing_scalable_target_is_tagged_with_tag_resource(stubbed):
+    """RegisterScalableTarget refuses tags for a target that exists, so a redeploy tags it with TagResource."""
+    made, stubs = stubbed
+    aas = stubs["application-autoscaling"]
+    target = {
+        "ServiceNamespace": "sagemaker",
+        "ResourceId": "endpoint/e/variant/AllTraffic",
+        "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
+    }
+    arn = f"arn:aws:application-autoscaling:{REGION}:{ACCOUNT}:scalable-target/0123456789abcdef"
+    aas.add_response(
+        "describe_scalable_targets",
+        {"ScalableTargets": [{**target, "MinCapacity": 0, "MaxCapacity": 1, "RoleARN": ROLE, "CreationTime": NOW}]},
+        {
+            "ServiceNamespace": "sagemaker",
+            "ResourceIds": [target["ResourceId"]],
+            "ScalableDimension": target["ScalableDimension"],
+        },
+    )
+    aas.add_response(
+        "register_scalable_target", {"ScalableTargetARN": arn}, {**target, "MinCapacity": 0, "MaxCapacity": 2}
+    )
+    aas.add_response("tag_resource", {}, {"ResourceARN": arn, "Tags": {"project": "gen3d"}})
+    autoscaling.register_target(
+        made["application-autoscaling"], "e", min_capacity=0, max_capacity=2, tags={"project": "gen3d"}
+    )
+
+
+# ----------------------------------------------------------------------------- log group, KMS
+
+
+def test_log_group_is_made_with_retention_or_retagged(sm_moto):
+    logs = client("logs")
+    out = io.StringIO()
+    assert log_group.prepare_log_group(logs, "sam3-rt", 30, {"project": "gen3d"}, out=out) == (
+        "/aws/sagemaker/Endpoints/sam3-rt"
+    )
+    assert "created, events kept 30 days" in out.getvalue()
+    log_group.prepare_log_group(logs, "sam3-rt", 0, {"team": "vision"}, out=out)  # 0: keep forever
+    group = log_group.find_log_group(logs, "/aws/sagemaker/Endpoints/sam3-rt")
+    assert "retentionInDays" not in group and "exists, events kept forever" in out.getvalue()
+    assert logs.list_tags_for_resource(resourceArn=group["logGroupArn"])["tags"] == {
+        "project": "gen3d",
+        "team": "vision",
+    }
+    assert log_group.find_log_group(logs, "/aws/sagemaker/Endpoints/sam3") is None  # a prefix is not a match
+    with pytest.raises(ValueError, match="--log-retention-days must be 0 .* got 10"):
+        log_group.check_retention(10)
+
+
+def test_kms_key_goes_where_sagemaker_accepts_it():
+    key = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    assert kms.volume_kms_key("ml.g5.2xlarge", key) is None  # NVMe instance storage
+    assert kms.volume_kms_key("ml.p3.2xlarge", key) == key  # EBS volume
+    from gen3d.sagemaker.gpus import INSTANCE_GPUS
+
+    assert {t.rsplit(".", 1)[0] for t in INSTANCE_GPUS} <= kms.INSTANCE_STORE_FAMILIES
+    actions = ["kms:Decrypt"]
+    assert kms.key_statement("K", actions, key, region="*", account="*")["Resource"] == [key]
+    assert kms.key_statement("K", actions, "1234", region="eu-west-1", account=ACCOUNT)["Resource"] == [
+        f"arn:aws:kms:eu-west-1:{ACCOUNT}:key/1234"
+    ]
+    for alias in ("alias/gen3d", f"arn:aws:kms:{REGION}:{ACCOUNT}:alias/gen3d"):
+        statement = kms.key_statement("K", actions, alias, region="*", account="*")
+        assert statement["Resource"] == "*"
+        assert statement["Condition"] == {"ForAnyValue:StringEquals": {"kms:ResourceAliases": ["alias/gen3d"]}}
+
+
+def test_endpoint_config_carries_the_volume_key_and_the_async_output_key(stubbed):
+    made, stubs = stubbed
+    key = "alias/gen3d"
+    arn = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint-config/c"
+    stubs["sagemaker"].add_response(
+        "create_endpoint_config",
+        {"EndpointConfigArn": arn},
+        {
+            "EndpointConfigName": "c",
+            "KmsKeyId": key,
+            "Tags": [{"Key": "project", "Value": "gen3d"}],
+            "ProductionVariants": [
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": "m",
+                    "InstanceType": "ml.p3.2xlarge",
+                    "InitialInstanceCount": 1,
+                    "ModelDataDownloadTimeoutInSeconds": 600,
+                    "ContainerStartupHealthCheckTimeoutInSeconds": 600,
+                }
+            ],
+            "AsyncInferenceConfig": {
+                "OutputConfig": {"S3OutputPath": "s3://b/o/", "S3FailurePath": "s3://b/f/", "KmsKeyId": key},
+                "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 1},
+            },
+        },
+    )
+    resources.create_endpoint_config(
+        made["sagemaker"],
+        "c",
+        model_name="m",
+        instance_type="ml.p3.2xlarge",
+        startup_timeout_s=600,
+        download_timeout_s=600,
+        kms_key_id=key,
+        async_config=resources.AsyncConfig("s3://b/o/", "s3://b/f/", kms_key_id=key),
+        tags={"project": "gen3d"},
+        out=io.StringIO(),
+    )
