@@ -1,11 +1,13 @@
 """Delete a sam3 / sam3d SageMaker endpoint and what deploy created for it.
 
 Removes the failure alarms (<endpoint>-invocation-5xx-errors, -invocation-model-errors,
--invocation-failures, -oldest-request-age), the autoscaling alarm, policies and
-scalable target, the endpoint, its
-current endpoint config and the timestamped configs <endpoint>-YYYYmmdd-HHMMSS,
-and the models those configs use.  Whatever is already gone is reported, not an
-error.  S3 data (model archives, async results) is left in place.
+-invocation-failures, -notification-failures, -oldest-request-age), the autoscaling alarm, policies and
+scalable target, the endpoint, every endpoint config and model tagged gen3d:endpoint=<endpoint> (found with
+the Resource Groups Tagging API: a model whose config failed included, another endpoint's never) and the
+endpoint's current config and its models, and the superseded model data: the prefixes the deploys uploaded
+under <prefix>/model/, but for the current one and the previous deployment's.  Whatever is already gone is
+reported, not an error.  The log group stays (its events expire by the deploy's --log-retention-days), and so
+do async results and data the deploy did not upload.
 """
 
 from __future__ import annotations

@@ -23,13 +23,18 @@ from tests.unit.sagemaker_support import IMAGE, ROLE, TOPIC, dry_run_calls, run_
 pytestmark = pytest.mark.usefixtures("isolated_aws")
 
 POLICY_FILE = REPO / "deploy" / "execution-role-policy.json"
+TRUST_FILE = REPO / "deploy" / "execution-role-trust-policy.json"
+DEPLOYER_FILE = REPO / "deploy" / "deployer-policy.json"
 EXAMPLE_ARGS = ["--bucket", "my-gen3d-bucket", "--image-uri", IMAGE, "--sns-topic-arn", TOPIC]
+DEPLOYER_ARGS = ["--deployer", "--bucket", "my-gen3d-bucket", "--image-uri", IMAGE, "--role-arn",
+                 "arn:aws:iam::123456789012:role/MySageMakerRole"]
 # boto3 S3 calls of the container's storage module -> the IAM action each needs
 S3_CALL_ACTIONS = {"get_object": "s3:GetObject", "head_object": "s3:GetObject", "put_object": "s3:PutObject"}
 
 
 def allows(policy: dict, action: str, resource: str, context: dict | None = None) -> bool:
-    """Whether an Allow statement grants ``action`` on ``resource`` (IAM's * and ? wildcards, StringLike)."""
+    """Whether an Allow statement grants ``action`` on ``resource`` (IAM's * and ? wildcards; StringLike and
+    StringEquals conditions on ``context``)."""
     for statement in policy["Statement"]:
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
@@ -37,21 +42,31 @@ def allows(policy: dict, action: str, resource: str, context: dict | None = None
             continue
         if not any(fnmatch.fnmatchcase(resource, r) for r in resources):
             continue
-        conditions = statement.get("Condition", {}).get("StringLike", {})
-        if all(any(fnmatch.fnmatchcase((context or {}).get(k, "\0"), v) for v in values)
-               for k, values in conditions.items()):
+        like = statement.get("Condition", {}).get("StringLike", {})
+        equal = statement.get("Condition", {}).get("StringEquals", {})
+        values_of = {k: v if isinstance(v, list) else [v] for k, v in (*like.items(), *equal.items())}
+        if all(any(fnmatch.fnmatchcase((context or {}).get(k, "\0"), v) if k in like
+                   else (context or {}).get(k) == v for v in values) for k, values in values_of.items()):
             return True
     return False
 
 
-def test_policy_file_is_the_generators_output(tmp_path):
-    assert iam_policy.main([*EXAMPLE_ARGS, "--out", str(tmp_path / "p.json")]) == 0
-    assert (tmp_path / "p.json").read_text() == POLICY_FILE.read_text(), (
-        "regenerate: gen3d-iam-policy " + " ".join(EXAMPLE_ARGS) + " --out deploy/execution-role-policy.json")
+@pytest.mark.parametrize(("args", "path"), [
+    (EXAMPLE_ARGS, POLICY_FILE), (["--trust-policy"], TRUST_FILE), (DEPLOYER_ARGS, DEPLOYER_FILE)])
+def test_policy_files_are_the_generators_output(tmp_path, args, path):
+    assert iam_policy.main([*args, "--out", str(tmp_path / "p.json")]) == 0
+    assert (tmp_path / "p.json").read_text() == path.read_text(), (
+        f"regenerate: gen3d-iam-policy {' '.join(args)} --out {path.relative_to(REPO)}")
+    readme = (REPO / "README.md").read_text()
+    assert str(path.relative_to(REPO)) in readme
+    if path != DEPLOYER_FILE:
+        assert path.read_text().strip() in readme  # README shows the file as it is
+
+
+def test_execution_role_policy_statements():
     policy = json.loads(POLICY_FILE.read_text())
     readme = (REPO / "README.md").read_text()
-    assert "deploy/execution-role-policy.json" in readme and "gen3d-iam-policy" in readme
-    assert POLICY_FILE.read_text().strip() in readme  # README shows the file as it is
+    assert "gen3d-iam-policy" in readme
     assert {s["Sid"] for s in policy["Statement"]} >= {"ModelDataList", "ModelDataRead", "AsyncResultsWrite",
                                                        "InputsRead", "OutputsWrite", "AsyncNotifications",
                                                        "EcrPull", "EndpointLogs"}
@@ -124,6 +139,121 @@ def test_policy_cli_reads_the_image_uri(capsys):
     assert iam_policy.main(["--bucket", "b", "--allowed-buckets", " , "]) == 0  # nothing listed: --bucket
     assert next(s for s in json.loads(capsys.readouterr().out)["Statement"] if s["Sid"] == "InputsRead")[
         "Resource"] == ["arn:aws:s3:::b/*"]
+
+
+def policy_from_cli(tmp_path, *args: str) -> dict:
+    assert iam_policy.main([*args, "--out", str(tmp_path / "policy.json")]) == 0
+    return json.loads((tmp_path / "policy.json").read_text())
+
+
+def s3_object_arn(uri: str, name: str = "") -> str:
+    return uri.replace("s3://", "arn:aws:s3:::") + name
+
+
+@pytest.mark.parametrize("prefix", [None, "prod", "gen3d/team/a"])
+def test_async_results_are_allowed_for_any_prefix_and_explicit_paths(tmp_path, prefix):
+    """The role may write the async output and failure objects wherever the deploy points SageMaker: the
+    defaults under any --prefix (one level or several), and --async-output-s3 / --async-failure-s3 elsewhere."""
+    explicit = ["--async-output-s3", "s3://results-bkt/out", "--async-failure-s3", "s3://bkt/failures/"]
+    archive = write_archive(tmp_path, "sam3d", startup=1800)
+    proc = run_script("sagemaker_deploy.py", "--model", "sam3d", "--archive", str(archive), "--bucket", "bkt",
+                      "--image-uri", IMAGE.replace(":sam3", ":sam3d"), "--role-arn", ROLE, "--mode", "async",
+                      *(["--prefix", prefix] if prefix else []), *(explicit if prefix == "gen3d/team/a" else []),
+                      "--dry-run", "--no-smoke-test")
+    assert proc.returncode == 0, proc.stderr
+    output = next(p for _, op, p in dry_run_calls(proc.stdout) if op == "CreateEndpointConfig")[
+        "AsyncInferenceConfig"]["OutputConfig"]
+    paths = [output["S3OutputPath"].rstrip("/") + "/", output["S3FailurePath"].rstrip("/") + "/"]
+    args = ["--bucket", "bkt", "--prefix", (prefix or "gen3d").split("/")[0],
+            *(explicit if prefix == "gen3d/team/a" else [])]
+    role, deployer = policy_from_cli(tmp_path, *args), policy_from_cli(tmp_path, "--deployer", *args)
+    for path in paths:
+        assert allows(role, "s3:PutObject", s3_object_arn(path, "6a1c-request.out")), path
+        assert allows(deployer, "s3:GetObject", s3_object_arn(path, "6a1c-request.out")), path
+    assert not allows(role, "s3:PutObject", "arn:aws:s3:::results-bkt/elsewhere/x.out")
+
+
+# IAM prefix of each service as the dry-run client names it
+IAM_PREFIX = {"sagemaker": "sagemaker", "sagemaker-runtime": "sagemaker", "cloudwatch": "cloudwatch", "logs": "logs",
+              "application-autoscaling": "application-autoscaling", "resourcegroupstaggingapi": "tag", "ecr": "ecr"}
+S3_ACTION = {"ListObjectsV2": "s3:ListBucket", "GetObject": "s3:GetObject", "HeadObject": "s3:GetObject",
+             "PutObject": "s3:PutObject", "GetObjectTagging": "s3:GetObjectTagging", "DeleteObjects": "s3:DeleteObject"}
+
+
+def iam_requests(service: str, op: str, params: dict) -> list[tuple[str, str, dict]]:
+    """The (action, resource, condition context) IAM checks for one recorded call."""
+    region, account = "us-east-1", "000000000000"  # as the dry-run client answers
+    if service == "s3":
+        obj = f"arn:aws:s3:::{params['Bucket']}/{params.get('Key', '')}"
+        if op == "upload_file":
+            return [("s3:PutObject", obj, {}), *([("s3:PutObjectTagging", obj, {})] if "Tagging" in params else []),
+                    *([("kms:GenerateDataKey", params["SSEKMSKeyId"], {})] if "SSEKMSKeyId" in params else [])]
+        return [(S3_ACTION[op], f"arn:aws:s3:::{params['Bucket']}" if op == "ListObjectsV2" else obj, {})]
+    action = f"{IAM_PREFIX[service]}:{op}"
+    if service in ("sagemaker", "sagemaker-runtime"):
+        if op == "AddTags":
+            return [(action, params["ResourceArn"], {})]
+        kind = "endpoint-config" if "EndpointConfig" in op else "endpoint" if "Endpoint" in op else "model"
+        name = params.get({"endpoint-config": "EndpointConfigName", "endpoint": "EndpointName"}.get(kind, "ModelName"))
+        checks = [(action, f"arn:aws:sagemaker:{region}:{account}:{kind}/{name}", {})]
+        if op == "CreateModel":
+            checks.append(("iam:PassRole", params["ExecutionRoleArn"],
+                           {"iam:PassedToService": "sagemaker.amazonaws.com"}))
+        return checks
+    if service == "cloudwatch" and op in ("PutMetricAlarm", "DeleteAlarms"):
+        name = params.get("AlarmName") or params["AlarmNames"][0]
+        return [(action, f"arn:aws:cloudwatch:{region}:{account}:alarm:{name}", {})]
+    if service == "logs" and "logGroupName" in params:
+        return [(action, f"arn:aws:logs:{region}:{account}:log-group:{params['logGroupName']}", {})]
+    return [(action, params.get("ResourceARN") or params.get("resourceArn") or "*", {})]
+
+
+def test_deployer_policy_covers_every_call_of_deploy_teardown_and_push(tmp_path):
+    """Every call a dry-run async deploy (tags, KMS, alarms, autoscaling, smoke request) and teardown send, plus
+    the checklist's, the model-data pruning's and gen3d-push's, is allowed; the execution role is passed only to
+    SageMaker and nothing is deleted outside the prefix."""
+    key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    archive = write_archive(tmp_path, "sam3d", startup=1800)
+    deploy_run = run_script("sagemaker_deploy.py", "--model", "sam3d", "--archive", str(archive), "--bucket", "bkt",
+                            "--image-uri", IMAGE.replace(":sam3", ":sam3d"), "--role-arn", ROLE, "--mode", "async",
+                            "--sns-topic-arn", TOPIC, "--kms-key-id", key, "--tag", "team=vision",
+                            "--async-output-s3", "s3://results-bkt/out/", "--dry-run")
+    teardown_run = run_script("sagemaker_teardown.py", "--endpoint-name", "sam3d-async", "--dry-run")
+    assert deploy_run.returncode == 0 and teardown_run.returncode == 0, deploy_run.stderr + teardown_run.stderr
+    calls = dry_run_calls(deploy_run.stdout) + dry_run_calls(teardown_run.stdout)
+    assert {op for _, op, _ in calls} >= {"CreateLogGroup", "upload_file", "CreateModel", "TagResource",
+                                          "InvokeEndpointAsync", "GetResources", "DeleteModel"}
+    policy = iam.deployer_policy(bucket="bkt", role_arn=ROLE, async_paths=["s3://results-bkt/out/"],
+                                 kms_key_id=key)
+    refused = [(action, resource) for call in calls for action, resource, context in iam_requests(*call)
+               if not allows(policy, action, resource, context)
+               and "dry-run-bucket" not in resource]  # the dry run's made-up async OutputLocation
+    assert refused == []
+    model_data = "arn:aws:s3:::bkt/gen3d/sam3d-async/model/sam3d-async-20251128-130509/sam3d/weights.bin"
+    repository = "arn:aws:ecr:*:*:repository/gen3d"
+    extra = [("ecr:DescribeImages", repository), ("logs:FilterLogEvents",
+              "arn:aws:logs:us-east-1:1:log-group:/aws/sagemaker/Endpoints/sam3d-async:log-stream:x"),
+             ("s3:GetObjectTagging", model_data), ("s3:DeleteObject", model_data),
+             ("s3:GetObject", "arn:aws:s3:::bkt/gen3d-outputs/u/s/3d/object.ply"), ("kms:Decrypt", key),
+             ("ecr:GetAuthorizationToken", "*"), *((action, repository) for action in iam.ECR_PUSH)]
+    assert [(a, r) for a, r in extra if not allows(policy, a, r)] == []
+    assert not allows(policy, "iam:PassRole", ROLE)  # to anything but SageMaker
+    assert not allows(policy, "s3:DeleteObject", "arn:aws:s3:::bkt/photos/p.png")
+    assert not allows(policy, "s3:PutObject", "arn:aws:s3:::other-bucket/gen3d/x")
+
+
+def test_kms_key_statements_and_trust_policy(tmp_path):
+    key = "1234abcd-12ab-34cd-56ef-1234567890ab"
+    role = policy_from_cli(tmp_path, "--bucket", "b", "--kms-key-id", key, "--image-uri", IMAGE)
+    statement = next(s for s in role["Statement"] if s["Sid"] == "ModelDataAndAsyncOutputKey")
+    assert statement["Resource"] == [f"arn:aws:kms:us-east-1:123456789012:key/{key}"]
+    assert set(statement["Action"]) == {"kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"}
+    assert not any("kms:" in str(s["Action"]) for s in policy_from_cli(tmp_path, "--bucket", "b")["Statement"])
+    trust = policy_from_cli(tmp_path, "--trust-policy")["Statement"]
+    assert trust == [{"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"},
+                      "Action": "sts:AssumeRole"}]
+    assert iam_policy.main(["--deployer"]) == 2  # --bucket needed
+    assert iam_policy.main(["--bucket", "b", "--async-output-s3", "results/out"]) == 2
 
 
 def test_allowed_buckets_parse_like_the_servers_env():
