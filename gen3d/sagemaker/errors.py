@@ -26,3 +26,7 @@ class SmokeTestError(DeployError):
 class TimeoutSettingError(DeployError):
     """A start-up timeout cannot be set: the archive needs more than the flag (or SageMaker) allows, or its
     needs cannot be read."""
+
+
+class PushError(DeployError):
+    """Building or pushing the image failed (docker missing or failing, or the pushed digest not in ECR)."""

@@ -4,14 +4,21 @@ group's retention, where the KMS key goes, and superseded model data."""
 
 from __future__ import annotations
 
+import base64
 import io
+import json
+import os
+import re
 from datetime import timedelta
 
 import pytest
+from botocore.stub import Stubber
 
+from gen3d.models import MODELS
 from gen3d.sagemaker import autoscaling, kms, log_group, names, resources, tags, teardown, upload
 from gen3d.sagemaker import clients as aws
-from tests.unit.sagemaker_support import ACCOUNT, IMAGE, NOW, REGION, ROLE, client, write_archive
+from tests.conftest import REPO
+from tests.unit.sagemaker_support import ACCOUNT, IMAGE, NOW, REGION, ROLE, client, dry_run_calls, write_archive
 
 pytestmark = pytest.mark.usefixtures("isolated_aws")
 
@@ -292,3 +299,167 @@ def test_endpoint_config_carries_the_volume_key_and_the_async_output_key(stubbed
         tags={"project": "gen3d"},
         out=io.StringIO(),
     )
+
+
+# ----------------------------------------------------------------------------- gen3d-push
+
+STAND_IN_DOCKER = '''#!/usr/bin/env python3
+"""Stand-in docker: records its arguments (and login's stdin); push prints the digest line docker prints."""
+import json, os, sys
+command = sys.argv[1]
+with open(os.environ["DOCKER_RECORD"], "a") as record:
+    record.write(json.dumps({"args": sys.argv[1:], "stdin": sys.stdin.read() if command == "login" else None}))
+    record.write("\\n")
+if command == "push":
+    print("The push refers to repository [" + sys.argv[2].rsplit(":", 1)[0] + "]")
+    print("sam3: digest: sha256:" + "d" * 64 + " size: 2417")
+sys.exit(int(os.environ.get("DOCKER_EXIT_" + command.upper(), "0")))
+'''
+REPOSITORY_URI = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/gen3d"
+DIGEST = "sha256:" + "d" * 64
+
+
+@pytest.fixture
+def stand_in_docker(tmp_path, monkeypatch):
+    """A `docker` first on PATH that records what it was asked; returns a reader of the records."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    (folder / "docker").write_text(STAND_IN_DOCKER)
+    (folder / "docker").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("DOCKER_RECORD", str(tmp_path / "docker.jsonl"))
+    return lambda: [json.loads(line) for line in (tmp_path / "docker.jsonl").read_text().splitlines()]
+
+
+def push_cli(monkeypatch, ecr):
+    from gen3d.cli import push as push_cli_module
+
+    monkeypatch.setattr(aws, "make_clients", lambda *a, **k: aws.Clients(None, None, None, None, None, ecr=ecr))
+    return push_cli_module
+
+
+def expect_ecr(stub: Stubber, *, exists: bool, pushed: bool = True) -> None:
+    repository = {
+        "repositoryName": "gen3d",
+        "repositoryUri": REPOSITORY_URI,
+        "repositoryArn": f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/gen3d",
+        "registryId": ACCOUNT,
+    }
+    if exists:
+        stub.add_response("describe_repositories", {"repositories": [repository]}, {"repositoryNames": ["gen3d"]})
+    else:
+        stub.add_client_error(
+            "describe_repositories",
+            service_error_code="RepositoryNotFoundException",
+            service_message="The repository with name 'gen3d' does not exist",
+            expected_params={"repositoryNames": ["gen3d"]},
+        )
+        stub.add_response(
+            "create_repository",
+            {"repository": repository},
+            {
+                "repositoryName": "gen3d",
+                "imageScanningConfiguration": {"scanOnPush": True},
+                "encryptionConfiguration": {"encryptionType": "AES256"},
+                "tags": [{"Key": "project", "Value": "gen3d"}, {"Key": "team", "Value": "vision"}],
+            },
+        )
+    token = base64.b64encode(b"AWS:secret-password").decode()
+    stub.add_response(
+        "get_authorization_token",
+        {
+            "authorizationData": [
+                {
+                    "authorizationToken": token,
+                    "proxyEndpoint": f"https://{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com",
+                    "expiresAt": NOW,
+                }
+            ]
+        },
+        {},
+    )
+    if pushed:
+        stub.add_response(
+            "describe_images",
+            {
+                "imageDetails": [
+                    {"registryId": ACCOUNT, "repositoryName": "gen3d", "imageDigest": DIGEST, "imageTags": ["sam3"]}
+                ]
+            },
+            {"repositoryName": "gen3d", "imageIds": [{"imageDigest": DIGEST}]},
+        )
+
+
+def test_push_creates_the_repository_logs_in_builds_pushes_and_prints_the_digest(
+    stand_in_docker, monkeypatch, capsys, tmp_path
+):
+    ecr = client("ecr")
+    with Stubber(ecr) as stub:
+        expect_ecr(stub, exists=False)
+        rc = push_cli(monkeypatch, ecr).main(["--target", "sam3", "--context", str(tmp_path), "--tag", "team=vision"])
+        stub.assert_no_pending_responses()
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert captured.out == f"{REPOSITORY_URI}@{DIGEST}\n"  # stdout: only what gen3d-deploy --image-uri takes
+    assert f"created ECR repository {REPOSITORY_URI}" in captured.err
+    login, build, push = stand_in_docker()
+    assert login == {
+        "args": ["login", "--username", "AWS", "--password-stdin", f"https://{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"],
+        "stdin": "secret-password",
+    }
+    assert build["args"] == [
+        "build",
+        "--target",
+        "sam3",
+        "--tag",
+        f"{REPOSITORY_URI}:sam3",
+        "--file",
+        str(tmp_path / "Dockerfile"),
+        str(tmp_path),
+    ]
+    assert push["args"] == ["push", f"{REPOSITORY_URI}:sam3"]
+    assert names.parse_image_uri(captured.out.strip())["digest"] == DIGEST
+
+
+def test_push_stops_at_a_failed_build_and_without_docker(stand_in_docker, monkeypatch, capsys, tmp_path):
+    ecr = client("ecr")
+    monkeypatch.setenv("DOCKER_EXIT_BUILD", "1")
+    with Stubber(ecr) as stub:
+        expect_ecr(stub, exists=True, pushed=False)
+        rc = push_cli(monkeypatch, ecr).main(["--target", "sam3d", "--context", str(tmp_path)])
+    assert rc == 1 and "ERROR: docker build failed (exit status 1)" in capsys.readouterr().err
+    assert [r["args"][0] for r in stand_in_docker()] == ["login", "build"]  # nothing pushed
+    assert push_cli(monkeypatch, ecr).main(["--target", "sam3", "--docker", str(tmp_path / "no-docker")]) == 1
+    assert "no-docker not found on PATH" in capsys.readouterr().err
+
+
+def test_every_push_target_is_a_dockerfile_stage_and_the_deploy_takes_the_digest(tmp_path, capsys):
+    from gen3d.cli import deploy as deploy_cli
+    from gen3d.cli import push as push_cli_module
+
+    stages = re.findall(r"^FROM \S+ AS (\S+)$", (REPO / "Dockerfile").read_text(), re.MULTILINE)
+    targets = push_cli_module.parse_args(["--target", "sam3"])
+    assert targets.target == "sam3" and set(MODELS) <= set(stages)
+    archive = write_archive(tmp_path, "sam3")
+    image = f"{REPOSITORY_URI}@{DIGEST}"
+    assert (
+        deploy_cli.main(
+            [
+                "--model",
+                "sam3",
+                "--archive",
+                str(archive),
+                "--bucket",
+                "b",
+                "--image-uri",
+                image,
+                "--role-arn",
+                ROLE,
+                "--dry-run",
+                "--no-smoke-test",
+            ]
+        )
+        == 0
+    )
+    model = next(p for _, op, p in dry_run_calls(capsys.readouterr().out) if op == "CreateModel")
+    assert model["PrimaryContainer"]["Image"] == image
