@@ -38,43 +38,30 @@ def moto_clients() -> aws.Clients:
     )
 
 
-def deploy_to_moto(clients: aws.Clients, endpoint: str, archive, when, *, serve: bool) -> tuple[str, str]:
-    """What a deploy creates, made with the deploy's own functions, names and tags (moto's SageMaker knows no GPU
-    instance type the deploy accepts and has no UpdateEndpoint, so deploy() itself cannot run against it; only
-    the deploy that ``serve``s creates the endpoint); returns (name, model data)."""
+STEPS = ("upload", "model", "config", "endpoint")
+
+
+def deploy_to_moto(clients: aws.Clients, endpoint: str, archive, when, *, until: str) -> tuple[str, str]:
+    """What a deploy creates, made with the deploy's own functions, names and tags, up to the step ``until``
+    (moto's SageMaker knows no GPU instance type the deploy accepts and has no UpdateEndpoint, so deploy() itself
+    cannot run against it); returns (name, model data)."""
     endpoint_tags = tags.resource_tags(endpoint, {"team": "vision"})
     name = names.unique_name(endpoint, when)
+    steps = STEPS[: STEPS.index(until) + 1]
     data = upload.upload_model_archive(
-        clients.s3,
-        archive,
-        "bkt",
-        f"gen3d/{endpoint}/model/{name}",
-        progress=False,
+        clients.s3, archive, "bkt", f"gen3d/{endpoint}/model/{name}", progress=False,
         tagging=tags.s3_tagging(endpoint_tags),
-    ).s3_uri
-    resources.create_model(
-        clients.sagemaker,
-        name,
-        image_uri=IMAGE,
-        model_data_s3_uri=data,
-        role_arn=ROLE,
-        tags=endpoint_tags,
-        out=io.StringIO(),
-    )
-    resources.create_endpoint_config(
-        clients.sagemaker,
-        name,
-        model_name=name,
-        instance_type="ml.g4dn.xlarge",
-        startup_timeout_s=720,
-        download_timeout_s=720,
-        tags=endpoint_tags,
-        out=io.StringIO(),
-    )
-    if serve:
-        resources.create_or_update_endpoint(
-            clients.sagemaker, endpoint, name, exists=False, tags=endpoint_tags, out=io.StringIO()
-        )
+    ).s3_uri  # fmt: skip
+    if "model" in steps:
+        resources.create_model(clients.sagemaker, name, image_uri=IMAGE, model_data_s3_uri=data, role_arn=ROLE,
+                               tags=endpoint_tags, out=io.StringIO())  # fmt: skip
+    if "config" in steps:
+        resources.create_endpoint_config(clients.sagemaker, name, model_name=name, instance_type="ml.g4dn.xlarge",
+                                         startup_timeout_s=720, download_timeout_s=720, tags=endpoint_tags,
+                                         out=io.StringIO())  # fmt: skip
+    if "endpoint" in steps:
+        resources.create_or_update_endpoint(clients.sagemaker, endpoint, name, exists=False, tags=endpoint_tags,
+                                            out=io.StringIO())  # fmt: skip
     return name, data
 
 
@@ -99,35 +86,11 @@ def test_teardown_finds_by_tag_and_keeps_the_current_and_previous_model_data(sm_
     clients = moto_clients()
     clients.s3.create_bucket(Bucket="bkt")
     archive = write_archive(tmp_path, "sam3")
-    first, previous, current = (
-        deploy_to_moto(clients, ENDPOINT, archive, NOW + timedelta(days=d), serve=d == 3) for d in (0, 1, 3)
-    )
-    neighbour, _ = deploy_to_moto(clients, NEIGHBOUR, archive, NOW, serve=True)
-    endpoint_tags = tags.resource_tags(ENDPOINT, {})
-    # day 2: the upload and the model succeeded, the endpoint config did not
-    failed = names.unique_name(ENDPOINT, NOW + timedelta(days=2))
-    failed_data = upload.upload_model_archive(
-        clients.s3,
-        archive,
-        "bkt",
-        f"gen3d/{ENDPOINT}/model/{failed}",
-        progress=False,
-        tagging=tags.s3_tagging(endpoint_tags),
-    ).s3_uri
-    resources.create_model(
-        clients.sagemaker,
-        failed,
-        image_uri=IMAGE,
-        model_data_s3_uri=failed_data,
-        role_arn=ROLE,
-        tags=endpoint_tags,
-        out=io.StringIO(),
-    )
-    # day 4: the upload succeeded, the model did not
-    orphan = f"gen3d/{ENDPOINT}/model/{names.unique_name(ENDPOINT, NOW + timedelta(days=4))}"
-    upload.upload_model_archive(
-        clients.s3, archive, "bkt", orphan, progress=False, tagging=tags.s3_tagging(endpoint_tags)
-    )
+    first, previous, failed, current, orphan = (
+        deploy_to_moto(clients, ENDPOINT, archive, NOW + timedelta(days=day), until=until)
+        for day, until in enumerate(("config", "config", "model", "endpoint", "upload"))
+    )  # day 2: the endpoint config failed; day 4: the model failed
+    neighbour, _ = deploy_to_moto(clients, NEIGHBOUR, archive, NOW, until="endpoint")
     # data the deploy did not upload (gen3d-deploy --model-data-s3): no tag, never touched
     clients.s3.put_object(Bucket="bkt", Key=f"gen3d/{ENDPOINT}/model/manual/sam3/weights.bin", Body=b"m")
     # the neighbour's config named the old way (47 characters + stamp) matched the old name prefix
@@ -151,8 +114,8 @@ def test_teardown_finds_by_tag_and_keeps_the_current_and_previous_model_data(sm_
     assert deleted["endpoint"] == [ENDPOINT]
     made = [first[0], previous[0], current[0]]
     assert sorted(deleted["endpoint_config"]) == sorted(made)
-    assert sorted(deleted["model"]) == sorted([*made, failed])
-    assert sorted(deleted["model_data"]) == sorted([first[1], failed_data, f"s3://bkt/{orphan}/"])
+    assert sorted(deleted["model"]) == sorted([*made, failed[0]])
+    assert sorted(deleted["model_data"]) == sorted([first[1], failed[1], orphan[1]])
     sm = clients.sagemaker
     assert [e["EndpointName"] for e in sm.list_endpoints()["Endpoints"]] == [NEIGHBOUR]
     assert sorted(c["EndpointConfigName"] for c in sm.list_endpoint_configs()["EndpointConfigs"]) == sorted(
