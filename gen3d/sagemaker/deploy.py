@@ -201,7 +201,8 @@ def deploy(
     volume_key = volume_kms_key(spec.instance_type, spec.kms_key_id)
     if spec.kms_key_id and not volume_key:
         say(out, f"--kms-key-id: {spec.instance_type}'s volume is NVMe instance storage, encrypted by the instance "
-                 "(SageMaker refuses a KmsKeyId for it); the key encrypts the model data and async output")
+                 "(SageMaker refuses a KmsKeyId for it); the key encrypts the uploaded model data"
+                 + (" and the async output" if async_config else ""))
     create_endpoint_config(clients.sagemaker, name, model_name=name, instance_type=spec.instance_type,
                            instance_count=spec.instance_count, async_config=async_config,
                            startup_timeout_s=timeouts.health_check_s, download_timeout_s=timeouts.download_s,
