@@ -89,9 +89,10 @@ def output_key(prefix: str, name: str) -> str:
 @dataclass(frozen=True)
 class S3Timeouts:
     """How long one S3 call may take: ``connect_s`` per connection, ``read_s`` per wait for data, ``attempts``
-    tries in all (botocore's standard retry mode), and ``deadline_s`` for the whole call, retries and the body's
-    transfer included. botocore's defaults (60 s connect, 60 s read, several attempts) could hold a batch past
-    TorchServe's ``responseTimeout`` (sam3 300 s), which kills the worker."""
+    tries in all (botocore's standard retry mode), and ``deadline_s`` for the whole call: an S3 that never answers
+    is given up after :attr:`unanswered_s`, and a read's body transfer counts against it too. botocore's defaults
+    (60 s connect, 60 s read, several attempts) could hold a batch past TorchServe's ``responseTimeout`` (sam3
+    300 s), which kills the worker."""
 
     connect_s: float = 3.0
     read_s: float = 10.0
@@ -100,7 +101,8 @@ class S3Timeouts:
 
     @property
     def retry_wait_s(self) -> float:
-        """The most botocore's standard mode waits between attempts (up to 2**(n - 1) s before retry n)."""
+        """The most botocore's standard mode waits between attempts: 2**(n - 1) s before retry n at its throttling
+        scale (1 s); after a time-out it waits at most 50 ms times that."""
         return float(sum(2 ** (n - 1) for n in range(1, self.attempts)))
 
     @property
