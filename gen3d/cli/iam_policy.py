@@ -3,7 +3,8 @@
 It grants exactly what SageMaker and the container do with the role: read the model data under
 s3://<bucket>/<prefix>/ (ListBucket + GetObject), write async results under <prefix>/*/async/, read inputs in
 the allowed buckets (GetObject, and ListBucket so a missing key answers 404), write outputs under
-<allowed bucket>/<output-prefix>/, publish async notifications to the SNS topics, pull the image from ECR,
+<allowed bucket>/<output-prefix>/ (inputs and outputs only in buckets --bucket-owner owns: s3:ResourceAccount),
+publish async notifications to the SNS topics, pull the image from ECR,
 write the endpoint's CloudWatch logs (and PutMetricData, as AWS's CreateModel role policy lists). Attach it to
 the role given to gen3d-deploy --role-arn; deploy/execution-role-policy.json is its output for the example
 values in README.
@@ -21,7 +22,7 @@ import sys
 from pathlib import Path
 
 from gen3d.sagemaker import iam, names
-from gen3d.serving.buckets import BucketPolicy
+from gen3d.serving.buckets import ACCOUNT_ID, BucketPolicy
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -33,6 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "gen3d-deploy --allowed-buckets (default: --bucket)")
     p.add_argument("--output-prefix", default=iam.OUTPUT_PREFIX,
                    help=f"first level of GEN3D_OUTPUT_PREFIX (default {iam.OUTPUT_PREFIX})")
+    p.add_argument("--bucket-owner", default=iam.PRINCIPAL_ACCOUNT,
+                   help="account id that owns the allowed buckets, as the container's GEN3D_BUCKET_OWNER (default: "
+                   "the role's own account, as the server's default)")
     p.add_argument("--sns-topic-arn", action="append", default=[], help="async notification topic (repeatable)")
     p.add_argument("--image-uri", help="ECR image URI: gives --region, --account and --repository")
     p.add_argument("--region", help="AWS region (default: from --image-uri, else *)")
@@ -50,10 +54,13 @@ def main(argv: list[str] | None = None) -> int:
         if not image:
             print(f"ERROR: --image-uri {args.image_uri} is not an ECR image URI", file=sys.stderr)
             return 2
+    if args.bucket_owner != iam.PRINCIPAL_ACCOUNT and not ACCOUNT_ID.match(args.bucket_owner):
+        print(f"ERROR: --bucket-owner {args.bucket_owner} is not a 12-digit AWS account id", file=sys.stderr)
+        return 2
     policy = iam.execution_role_policy(
         bucket=args.bucket, prefix=args.prefix,
         allowed_buckets=list(BucketPolicy.parse(args.allowed_buckets).patterns) or None,
-        output_prefix=args.output_prefix, sns_topic_arns=args.sns_topic_arn,
+        output_prefix=args.output_prefix, sns_topic_arns=args.sns_topic_arn, bucket_owner=args.bucket_owner,
         region=args.region or image.get("region") or "*", account=args.account or image.get("registry") or "*",
         repository=args.repository or image.get("repository") or "gen3d")
     text = json.dumps(policy, indent=2) + "\n"

@@ -95,6 +95,7 @@ class Sam3Service(ModelService[Sam3Job]):
         cls, model_dir: str | Path, config: dict, device: torch.device, metric: MetricSink = no_metrics
     ) -> Sam3Service:
         """Loads the model an archive describes: ``config`` is model-config.yaml's ``handler`` section."""
+        store = S3Store.from_env()  # first: an unknown bucket owner stops start-up before the weights load
         model_dir = Path(model_dir)
         require_handler_keys(config, ("preset", "checkpoint"), model_dir)
         bpe = model_dir / BPE_VOCAB_NAME
@@ -120,7 +121,7 @@ class Sam3Service(ModelService[Sam3Job]):
             loaded.model_id,
             device,
         )
-        return cls(loaded, S3Store(), prefix_template(config), cache, metric)
+        return cls(loaded, store, prefix_template(config), cache, metric)
 
     @property
     def device(self) -> torch.device:

@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import BUCKET, png_bytes
 from tests.integration.http_support import post, wait_for_worker, worker_pids
+from tests.s3_faults import black_hole
 
 
 def inline(seed: int) -> dict:
@@ -55,6 +56,34 @@ def test_s3_outage_answers_5xx_json_quickly_then_recovers(torchserve, s3, moto_s
         moto_s3.start()
     s3.create_bucket(Bucket=BUCKET)  # moto keeps its state in memory: the restarted server starts empty
     s3.put_object(Bucket=BUCKET, Key=key, Body=png_bytes(77))
+    assert post(torchserve, body).status_code == 200
+
+
+def test_s3_black_hole_answers_504_naming_the_field_and_the_worker_stays(torchserve, s3, moto_s3):
+    """S3 accepts connections and never answers: the request answers 504 within the S3 deadline (botocore's
+    defaults waited minutes, past responseTimeout, and TorchServe killed the worker); the same worker serves on."""
+    from gen3d.serving.storage import S3_TIMEOUTS
+
+    key = "faults/black-hole.png"
+    body = {"task": "get_embedding", "image_s3_key": key, "bucket": BUCKET, "user_id": "u", "session_id": "s"}
+    s3.put_object(Bucket=BUCKET, Key=key, Body=png_bytes(78))
+    assert post(torchserve, body).status_code == 200
+    pids = worker_pids(torchserve, status="READY")
+    moto_s3.stop()
+    try:
+        with black_hole(moto_s3.port) as hole:
+            started = time.monotonic()
+            down = post(torchserve, body, timeout=S3_TIMEOUTS.deadline_s + 30)
+            elapsed = time.monotonic() - started
+            assert down.status_code == 504, down.text
+            assert down.json()["error"]["field"] == "image_s3_key" and down.json()["error"]["type"] == "storage_timeout"
+            assert elapsed < S3_TIMEOUTS.deadline_s + 5 and hole.accepted >= S3_TIMEOUTS.attempts
+            assert post(torchserve, inline(2001)).status_code == 200  # inline work goes on meanwhile
+        assert worker_pids(torchserve, status="READY") == pids
+    finally:
+        moto_s3.start()
+    s3.create_bucket(Bucket=BUCKET)  # moto keeps its state in memory: the restarted server starts empty
+    s3.put_object(Bucket=BUCKET, Key=key, Body=png_bytes(78))
     assert post(torchserve, body).status_code == 200
 
 

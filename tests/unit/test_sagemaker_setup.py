@@ -111,6 +111,23 @@ def test_policy_covers_every_s3_call_of_the_container():
     assert {S3_CALL_ACTIONS[c] for c in calls} <= granted
 
 
+def test_container_s3_access_is_limited_to_buckets_of_the_expected_account(capsys):
+    """Bucket names are global (anyone can create a bucket an allow-list glob matches, in their own account): the
+    container's S3 statements match buckets of one account only, the role's own by default as the server's
+    ExpectedBucketOwner is, or --bucket-owner's (the container's GEN3D_BUCKET_OWNER)."""
+    container = ("InputsList", "InputsRead", "OutputsWrite")
+
+    def owners(policy: dict) -> list[object]:
+        return [s.get("Condition", {}).get("StringEquals", {}).get("s3:ResourceAccount")
+                for s in policy["Statement"] if s["Sid"] in container]
+
+    assert owners(json.loads(POLICY_FILE.read_text())) == [["${aws:PrincipalAccount}"]] * 3
+    assert iam_policy.main(["--bucket", "b", "--allowed-buckets", "gen3d-*", "--bucket-owner", "210987654321"]) == 0
+    assert owners(json.loads(capsys.readouterr().out)) == [["210987654321"]] * 3
+    assert iam_policy.main(["--bucket", "b", "--bucket-owner", "my-account"]) == 2
+    assert "12-digit" in capsys.readouterr().err
+
+
 def test_policy_cli_reads_the_image_uri(capsys):
     assert iam_policy.main(["--bucket", "b", "--allowed-buckets", "b, in-*", "--image-uri",
                             "210987654321.dkr.ecr.eu-west-1.amazonaws.com/team/gen3d:sam3d"]) == 0
