@@ -126,7 +126,8 @@ def private_folder(directory: Path) -> Path:
     for parent in folder.parents:  # whoever may write to a parent can swap the folder (unless the parent is sticky)
         above = parent.stat()
         if above.st_uid not in (me, 0) or (above.st_mode & GROUP_OR_OTHERS_WRITE and not above.st_mode & stat.S_ISVTX):
-            raise refuse(f"another user may replace it through {parent} (uid {above.st_uid}, mode {above.st_mode:o})")
+            mode = stat.S_IMODE(above.st_mode)
+            raise refuse(f"another user may replace it through {parent} (uid {above.st_uid}, mode {mode:o})")
     return folder
 
 
