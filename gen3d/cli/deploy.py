@@ -1,7 +1,9 @@
 """Deploy the sam3 or sam3d TorchServe image to a SageMaker endpoint, smoke-test it and run the checklist.
 
-Steps: GPU memory check; start-up timeouts derived from the archive's model-config.yaml (startupTimeout +
-GEN3D_READY_MARGIN_S + 60 s, never below it, 60..3600 s); upload of the model archive to S3 (uncompressed);
+Steps: GPU memory check; GPU driver check (InferenceAmiVersion, default al2-ami-sagemaker-inference-gpu-3-1:
+driver 550; SageMaker's default driver 470 on ml.g5 cannot run the CUDA 12 images); start-up timeouts derived
+from the archive's model-config.yaml (startupTimeout + GEN3D_READY_MARGIN_S + 60 s, never below it, 60..3600 s);
+upload of the model archive to S3 (uncompressed);
 Model (GEN3D_MODEL, GEN3D_ALLOWED_BUCKETS, GEN3D_READY_MARGIN_S); EndpointConfig (real-time, or async with
 S3 output/failure paths and SNS notifications); Endpoint (create or update); wait for InService; autoscaling
 (async: 0..N on backlog; real-time: min..max on invocations per instance); CloudWatch failure alarms notifying
@@ -22,7 +24,7 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 
 from gen3d.models import MODELS
-from gen3d.sagemaker import checklist, deploy, errors, invoke, names, timeouts
+from gen3d.sagemaker import checklist, deploy, errors, gpus, invoke, names, timeouts
 from gen3d.sagemaker import clients as aws
 from gen3d.sagemaker.alarms import AlarmSettings
 from gen3d.serving.buckets import BucketPolicy
@@ -88,7 +90,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-checklist", action="store_true", help="skip the checklist (needs ecr:DescribeImages and "
                    "logs:FilterLogEvents)")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="container environment")
-    p.add_argument("--inference-ami-version", help="ProductionVariant InferenceAmiVersion (GPU driver choice)")
+    p.add_argument("--inference-ami-version", choices=[*gpus.INFERENCE_AMIS, gpus.NO_INFERENCE_AMI],
+                   help=f"ProductionVariant InferenceAmiVersion, i.e. the NVIDIA driver (default "
+                   f"{gpus.DEFAULT_INFERENCE_AMI}: driver 550, CUDA 12.4; 'none' sends none: the instance family's "
+                   "default, driver 470 on ml.g5/g4dn/p4d/p4de); refused when the driver cannot run the image")
     return p.parse_args(argv)
 
 

@@ -24,7 +24,7 @@ from gen3d.sagemaker.checklist import SmokeOutcome
 from gen3d.sagemaker.clients import Clients, say
 from gen3d.sagemaker.entrypoint import DEFAULT_READY_MARGIN_S
 from gen3d.sagemaker.errors import DeployError
-from gen3d.sagemaker.gpus import check_gpu_memory
+from gen3d.sagemaker.gpus import check_gpu_memory, choose_inference_ami
 from gen3d.sagemaker.invoke import invoke_realtime, start_async, wait_async
 from gen3d.sagemaker.names import parse_s3_uri, unique_name, validate_name
 from gen3d.sagemaker.resources import (
@@ -66,7 +66,7 @@ class DeploySpec:
     async_failure_s3: str | None = None
     environment: dict[str, str] = field(default_factory=dict)
     allowed_buckets: list[str] | None = None  # GEN3D_ALLOWED_BUCKETS; default [bucket]
-    inference_ami_version: str | None = None
+    inference_ami_version: str | None = None  # None: gpus.DEFAULT_INFERENCE_AMI; gpus.NO_INFERENCE_AMI: send none
     autoscaling: bool = True
     sns_topic_arn: str | None = None  # failure alarms; async: error (and success) notifications
     sns_success_topic_arn: str | None = None  # async success notifications (default: sns_topic_arn)
@@ -76,14 +76,19 @@ class DeploySpec:
 
     def check(self) -> None:
         """Everything the spec alone can be refused for, before any AWS call: the model and mode, the instance's GPU
-        memory (GpuMemoryError), the endpoint name, the instance counts and the container environment (ValueError
-        naming the flag)."""
+        memory (GpuMemoryError), the GPU driver, the endpoint name, the instance counts and the container environment
+        (ValueError naming the flag)."""
         if self.model not in MODELS or self.mode not in MODES:
             raise ValueError(f"model must be one of {list(MODELS)} and mode one of {MODES}")
         check_gpu_memory(self.model, self.instance_type)
+        self.inference_ami()
         validate_name(self.endpoint_name)
         self.capacity()
         self.container_environment()
+
+    def inference_ami(self) -> tuple[str | None, str]:
+        """The variant's InferenceAmiVersion (None: none) and why its driver runs the image (see gpus.py)."""
+        return choose_inference_ami(self.model, self.instance_type, self.inference_ami_version)
 
     def s3_base(self, part: str) -> str:
         """``s3://bucket/prefix/<part>/``."""
@@ -168,6 +173,8 @@ def deploy(
                                health_check_s=spec.health_check_timeout_s, download_s=spec.download_timeout_s)
     say(out, f"start-up timeouts: health check {timeouts.health_check_s} s, model download {timeouts.download_s} s "
              f"({timeouts.explanation})")
+    ami, why = spec.inference_ami()
+    say(out, why)
     name = unique_name(spec.endpoint_name, now)
     if spec.archive is not None:
         # A fresh prefix per deployment: no stale files, and old configs keep their data.
@@ -187,7 +194,7 @@ def deploy(
     create_endpoint_config(clients.sagemaker, name, model_name=name, instance_type=spec.instance_type,
                            instance_count=spec.instance_count, async_config=async_config,
                            startup_timeout_s=timeouts.health_check_s, download_timeout_s=timeouts.download_s,
-                           inference_ami_version=spec.inference_ami_version, out=out)
+                           inference_ami_version=ami, out=out)
     exists = endpoint_exists(clients.sagemaker, spec.endpoint_name)
     if exists and has_scalable_target(clients.autoscaling, spec.endpoint_name):
         # An update that changes the instance type of a scaled variant is rejected.

@@ -29,6 +29,7 @@ NOW = datetime(2025, 11, 28, 13, 5, 9, tzinfo=UTC)
 STAMPED = "sam3-rt-20251128-130509"
 T0 = datetime(2025, 11, 28, tzinfo=UTC)
 DEAD_ENDPOINT = "http://127.0.0.1:9"  # discard port: anything sent by mistake fails at once, locally
+DEFAULT_AMI = "al2-ami-sagemaker-inference-gpu-3-1"  # driver 550: what every deploy sends unless told otherwise
 
 
 def clean_aws_env(env: dict[str, str]) -> dict[str, str]:
@@ -63,10 +64,12 @@ def model_data_source(uri) -> dict:
     return {"S3DataSource": {"S3Uri": uri, "S3DataType": "S3Prefix", "CompressionType": "None"}}
 
 
-def variant(model: str, instance_type: str, count: int = 1, health: int = 1920, download: int = 1920) -> dict:
-    return {"VariantName": "AllTraffic", "ModelName": model, "InstanceType": instance_type,
+def variant(model: str, instance_type: str, count: int = 1, health: int = 1920, download: int = 1920,
+            ami: str | None = DEFAULT_AMI) -> dict:
+    sent = {"VariantName": "AllTraffic", "ModelName": model, "InstanceType": instance_type,
             "InitialInstanceCount": count, "ModelDataDownloadTimeoutInSeconds": download,
             "ContainerStartupHealthCheckTimeoutInSeconds": health}
+    return {**sent, "InferenceAmiVersion": ami} if ami else sent
 
 
 class FakeClock:
