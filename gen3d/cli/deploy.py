@@ -1,15 +1,17 @@
 """Deploy the sam3 or sam3d TorchServe image to a SageMaker endpoint, smoke-test it and run the checklist.
 
 Steps: GPU memory check; GPU driver check (InferenceAmiVersion, default al2-ami-sagemaker-inference-gpu-3-1:
-driver 550; SageMaker's default driver 470 on ml.g5 cannot run the CUDA 12 images); start-up timeouts derived
-from the archive's model-config.yaml (startupTimeout + GEN3D_READY_MARGIN_S + 60 s, never below it, 60..3600 s);
-upload of the model archive to S3 (uncompressed);
+driver 550; SageMaker's default driver 470 on ml.g5 cannot run the CUDA 12 images); archives built from demo
+weights refused (--allow-demo-weights), sam3d on real-time refused (--allow-realtime-sam3d: SageMaker cuts a
+real-time invocation at 60 s); start-up timeouts derived from the archive's model-config.yaml (startupTimeout +
+GEN3D_READY_MARGIN_S + 60 s, never below it, 60..3600 s); upload of the model archive to S3 (uncompressed);
 Model (GEN3D_MODEL, GEN3D_ALLOWED_BUCKETS, GEN3D_READY_MARGIN_S); EndpointConfig (real-time, or async with
 S3 output/failure paths and SNS notifications); Endpoint (create or update); wait for InService; autoscaling
 (async: 0..N on backlog; real-time: min..max on invocations per instance); CloudWatch failure alarms notifying
---sns-topic-arn; one real invocation; then the deployment checklist, one PASS/FAIL line each: image in ECR,
-endpoint InService, each model's READY line in the endpoint's logs, no ERROR/Skipping start-up lines, real
-smoke output, (async) nothing in the failure path. Exit 0 only when every check passes.
+--sns-topic-arn; one real invocation; then the deployment checklist, one PASS/FAIL line each: the endpoint runs
+ECR's image digest, each model's READY line in the endpoint's logs, no ERROR/Skipping/No module named lines, real
+smoke output from the archive's preset. Exit 0 only when every check passes; 2 when refused before anything is
+uploaded or created.
 --dry-run prints every AWS call instead of sending it. Credentials and region: boto3's default chain.
 """
 
@@ -90,6 +92,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-checklist", action="store_true", help="skip the checklist (needs ecr:DescribeImages and "
                    "logs:FilterLogEvents)")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="container environment")
+    p.add_argument("--allow-demo-weights", action="store_true", help="deploy an archive built from demo (random) "
+                   "weights, or one whose model-config.yaml cannot be read; refused otherwise")
+    p.add_argument("--allow-realtime-sam3d", action="store_true", help="deploy sam3d on a real-time endpoint "
+                   "although SageMaker cuts each real-time invocation at 60 s; refused otherwise (use --mode async)")
     p.add_argument("--inference-ami-version", choices=[*gpus.INFERENCE_AMIS, gpus.NO_INFERENCE_AMI],
                    help=f"ProductionVariant InferenceAmiVersion, i.e. the NVIDIA driver (default "
                    f"{gpus.DEFAULT_INFERENCE_AMI}: driver 550, CUDA 12.4; 'none' sends none: the instance family's "
@@ -131,7 +137,8 @@ def make_spec(args: argparse.Namespace, endpoint: str, instance_type: str) -> de
         inference_ami_version=args.inference_ami_version, autoscaling=not args.no_autoscaling,
         sns_topic_arn=args.sns_topic_arn, sns_success_topic_arn=args.sns_success_topic_arn,
         alarms=AlarmSettings(args.alarm_errors, args.alarm_oldest_request),
-        health_check_timeout_s=args.health_check_timeout, download_timeout_s=args.download_timeout)
+        health_check_timeout_s=args.health_check_timeout, download_timeout_s=args.download_timeout,
+        allow_demo_weights=args.allow_demo_weights, allow_realtime_sam3d=args.allow_realtime_sam3d)
     spec.check()
     if args.sns_success_topic_arn and not args.sns_topic_arn:
         raise ValueError("--sns-success-topic-arn needs --sns-topic-arn (errors and alarms go there)")
@@ -150,14 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     except (errors.GpuMemoryError, ValueError) as err:
         print(f"ERROR: {err}", file=sys.stderr)
         return 2
-    if args.model == "sam3d" and args.mode == "realtime":
-        print("WARNING: generate_3d can exceed the 60 s real-time invocation limit; consider --mode async",
-              file=sys.stderr)
     try:
         clients = aws.make_clients(args.region, dry_run=args.dry_run)
         result = deploy.deploy(clients, spec, wait_timeout_s=args.wait_timeout, poll_s=args.poll,
                                progress=not args.dry_run)
-    except errors.TimeoutSettingError as err:  # raised before anything is uploaded or created
+    except errors.DeployRefused as err:  # raised before anything is uploaded or created
         print(f"ERROR: {err}", file=sys.stderr)
         return 2
     except (errors.DeployError, TimeoutError, ClientError, BotoCoreError, ValueError, OSError) as err:
@@ -176,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             payload = _smoke_payload(args, clients, spec)
             input_uri = spec.s3_base("async/input") + f"{payload.get('session_id', 'smoke')}.json"
             smoke = deploy.run_smoke(clients, endpoint, payload, mode=args.mode, async_input_s3_uri=input_uri,
+                                     expected_model_id=result.needs.model_id_prefix(args.model),
                                      invocation_timeout_s=limit, timeout_s=args.smoke_timeout)
         if args.dry_run:
             print("dry run: smoke test not sent, so not verified; checklist not run (it reads what a deployment "

@@ -41,6 +41,7 @@ from gen3d.serving.buckets import ENV as BUCKETS_ENV
 
 MODES = ("realtime", "async")
 PROVISIONING_S = 900  # instance launch and image pull, before the model download starts
+REALTIME_INVOCATION_S = 60  # SageMaker's limit on one real-time invocation
 
 
 @dataclass
@@ -73,6 +74,8 @@ class DeploySpec:
     alarms: AlarmSettings = field(default_factory=AlarmSettings)
     health_check_timeout_s: int | None = None
     download_timeout_s: int | None = None
+    allow_demo_weights: bool = False  # deploy an archive built from demo weights (refused otherwise)
+    allow_realtime_sam3d: bool = False  # sam3d on a real-time endpoint, whose invocations SageMaker cuts at 60 s
 
     def check(self) -> None:
         """Everything the spec alone can be refused for, before any AWS call: the model and mode, the instance's GPU
@@ -85,6 +88,10 @@ class DeploySpec:
         validate_name(self.endpoint_name)
         self.capacity()
         self.container_environment()
+        if self.model == "sam3d" and self.mode == "realtime" and not self.allow_realtime_sam3d:
+            raise ValueError(f"refusing sam3d on a real-time endpoint: SageMaker cuts a real-time invocation at "
+                             f"{REALTIME_INVOCATION_S} s and generate_3d takes longer; use --mode async, or "
+                             "--allow-realtime-sam3d to deploy it anyway")
 
     def inference_ami(self) -> tuple[str | None, str]:
         """The variant's InferenceAmiVersion (None: none) and why its driver runs the image (see gpus.py)."""
@@ -169,6 +176,7 @@ def deploy(
     low, high, scaled = spec.capacity()
     env = spec.container_environment()
     needs = archive_needs(clients, spec)
+    say(out, needs.check_weights(spec.allow_demo_weights))
     timeouts = derive_timeouts(needs, ready_margin_s=int(env["GEN3D_READY_MARGIN_S"]),
                                health_check_s=spec.health_check_timeout_s, download_s=spec.download_timeout_s)
     say(out, f"start-up timeouts: health check {timeouts.health_check_s} s, model download {timeouts.download_s} s "
@@ -228,6 +236,7 @@ def run_smoke(
     payload: dict[str, Any],
     *,
     mode: str,
+    expected_model_id: str | None = None,
     async_input_s3_uri: str | None = None,
     invocation_timeout_s: int | None = None,
     timeout_s: float = 1800.0,
@@ -235,8 +244,10 @@ def run_smoke(
     out: IO[str] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> SmokeOutcome:
-    """Send the smoke request once; its response or error is kept for the checklist to judge."""
-    outcome = SmokeOutcome(task=str(payload.get("task")), bucket=str(payload.get("bucket", "")), mode=mode)
+    """Send the smoke request once; its response or error is kept for the checklist to judge, with the
+    ``model_id`` prefix the answer must carry (:meth:`ArchiveNeeds.model_id_prefix`)."""
+    outcome = SmokeOutcome(task=str(payload.get("task")), bucket=str(payload.get("bucket", "")), mode=mode,
+                           expected_model_id=expected_model_id)
     try:
         if mode == "async":
             if not async_input_s3_uri:

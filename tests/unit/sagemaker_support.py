@@ -93,14 +93,20 @@ def clients_from(made: dict, s3=None, runtime=None, ecr=None, logs=None) -> aws.
                        autoscaling=made["application-autoscaling"], cloudwatch=made["cloudwatch"], ecr=ecr, logs=logs)
 
 
+PRODUCTION_PRESETS = {"sam3": "sam3", "sam3d": "sam3d-objects"}  # what gen3d-build-archives names real weights
+
+
 def write_archive(folder: Path, name: str = "sam3", startup: float = 600, response: float = 300,
-                  payload: bytes = b"w" * 1000) -> Path:
-    """A minimal no-archive model directory whose model-config.yaml says ``startup`` / ``response``."""
+                  payload: bytes = b"w" * 1000, handler: dict | None = None) -> Path:
+    """A minimal no-archive model directory whose model-config.yaml says ``startup`` / ``response`` and, unless
+    ``handler`` says otherwise, that it holds the production weights of ``name``."""
     archive = folder / name
     (archive / "MAR-INF").mkdir(parents=True, exist_ok=True)
     (archive / "MAR-INF" / "MANIFEST.json").write_text(json.dumps({"model": {"modelName": name}}))
+    production = {"checkpoint": "weights.bin", "preset": PRODUCTION_PRESETS[name], "demo_weights": False}
     (archive / "model-config.yaml").write_text(yaml.safe_dump(
-        {"startupTimeout": startup, "responseTimeout": response, "handler": {"checkpoint": "weights.bin"}}))
+        {"startupTimeout": startup, "responseTimeout": response,
+         "handler": production if handler is None else handler}))
     (archive / "weights.bin").write_bytes(payload)
     return archive
 

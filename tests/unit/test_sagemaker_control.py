@@ -625,6 +625,45 @@ def test_deploy_dry_run_on_g5_picks_a_driver_that_runs_the_image(tmp_path, capsy
             "GPU; use --inference-ami-version al2-ami-sagemaker-inference-gpu-3-1") in captured.err
 
 
+@pytest.mark.parametrize(("handler", "refusal"), [
+    ({"checkpoint": "sam3_tiny.pt", "preset": "tiny", "demo_weights": True},
+     "was built from demo weights (preset tiny, random weights: its answers mean nothing); build it with "
+     "--checkpoint (sam3) or --pipeline-dir (sam3d), or pass --allow-demo-weights"),
+    ({"checkpoint": "weights.bin"},  # no demo_weights: not written by gen3d-build-archives
+     "holds demo weights (its model-config.yaml was not read); deploy an archive directory built by "
+     "gen3d-build-archives, or pass --allow-demo-weights")])
+def test_deploy_refuses_demo_weights_before_anything_is_sent(tmp_path, capsys, handler, refusal):
+    from gen3d.cli import deploy as deploy_cli
+
+    archive = write_archive(tmp_path, "sam3", handler=handler)
+    common = ["--model", "sam3", "--archive", str(archive), "--bucket", "b", "--image-uri", IMAGE, "--role-arn", ROLE,
+              "--no-smoke-test", "--dry-run"]
+    assert deploy_cli.main(common) == 2
+    captured = capsys.readouterr()
+    assert dry_run_calls(captured.out) == []
+    assert captured.err.startswith("ERROR: refusing to deploy: ") and refusal in captured.err
+    assert deploy_cli.main([*common, "--allow-demo-weights"]) == 0
+    out = capsys.readouterr().out
+    assert "WARNING: " in out and "deployed anyway (--allow-demo-weights)" in out
+    assert "CreateEndpointConfig" in [op for _, op, _ in dry_run_calls(out)]
+
+
+def test_deploy_refuses_sam3d_on_realtime(tmp_path, capsys):
+    """SageMaker cuts a real-time invocation at 60 s; generate_3d takes longer."""
+    from gen3d.cli import deploy as deploy_cli
+
+    common = ["--model", "sam3d", "--archive", str(write_archive(tmp_path, "sam3d", startup=1800)), "--bucket", "b",
+              "--image-uri", IMAGE, "--role-arn", ROLE, "--no-smoke-test", "--dry-run"]
+    assert deploy_cli.main(common) == 2
+    captured = capsys.readouterr()
+    assert dry_run_calls(captured.out) == []
+    assert captured.err.strip() == (
+        "ERROR: refusing sam3d on a real-time endpoint: SageMaker cuts a real-time invocation at 60 s and "
+        "generate_3d takes longer; use --mode async, or --allow-realtime-sam3d to deploy it anyway")
+    assert deploy_cli.main([*common, "--allow-realtime-sam3d"]) == 0
+    assert deploy_cli.main([*common, "--mode", "async"]) == 0
+
+
 def test_deploy_refuses_a_health_check_below_the_archives_need(tmp_path, capsys):
     from gen3d.cli import deploy as deploy_cli  # in-process: these refusals come before any AWS client is made
 
@@ -679,11 +718,12 @@ def test_invoke_script_async_against_moto(sm_moto, tmp_path):
                              "--instance-type", "--mode", "--endpoint-name", "--region", "--dry-run",
                              "--max-concurrency", "--async-output-s3", "--smoke-payload", "--sns-topic-arn",
                              "--min-instances", "--max-instances", "--target-invocations", "--health-check-timeout",
-                             "--download-timeout", "--invocation-timeout", "--allowed-buckets", "--no-checklist"]),
+                             "--download-timeout", "--invocation-timeout", "--allowed-buckets", "--no-checklist",
+                             "--inference-ami-version", "--allow-demo-weights", "--allow-realtime-sam3d"]),
     ("sagemaker_invoke.py", ["--endpoint-name", "--mode", "--payload", "--async-input-s3", "--verify", "--dry-run",
                              "--points", "--labels", "--box", "--text", "--embedding-id", "--mask-s3-key",
                              "--mask-png", "--mask-polygon", "--seed", "--out", "--image-file",
-                             "--invocation-timeout"]),
+                             "--invocation-timeout", "--preset"]),
     ("sagemaker_teardown.py", ["--endpoint-name", "--region", "--wait", "--dry-run"])])
 def test_script_help(script, options):
     proc = run_script(script, "--help")
