@@ -3,15 +3,17 @@
 Steps: GPU memory check; GPU driver check (InferenceAmiVersion, default al2-ami-sagemaker-inference-gpu-3-1:
 driver 550; SageMaker's default driver 470 on ml.g5 cannot run the CUDA 12 images); archives built from demo
 weights refused (--allow-demo-weights), sam3d on real-time refused (--allow-realtime-sam3d: SageMaker cuts a
-real-time invocation at 60 s); start-up timeouts derived from the archive's model-config.yaml (startupTimeout +
-GEN3D_READY_MARGIN_S + 60 s, never below it, 60..3600 s); upload of the model archive to S3 (uncompressed);
-Model (GEN3D_MODEL, GEN3D_ALLOWED_BUCKETS, GEN3D_READY_MARGIN_S); EndpointConfig (real-time, or async with
-S3 output/failure paths and SNS notifications); Endpoint (create or update); wait for InService; autoscaling
-(async: 0..N on backlog; real-time: min..max on invocations per instance); CloudWatch failure alarms notifying
---sns-topic-arn; one real invocation; then the deployment checklist, one PASS/FAIL line each: the endpoint runs
-ECR's image digest, each model's READY line in the endpoint's logs, no ERROR/Skipping/No module named lines, real
-smoke output from the archive's preset. Exit 0 only when every check passes; 2 when refused before anything is
-uploaded or created.
+real-time invocation at 60 s); what runs now read, and a switch between real-time and async refused; start-up
+timeouts derived from the archive's model-config.yaml (startupTimeout + GEN3D_READY_MARGIN_S + 60 s, never below
+it, 60..3600 s); upload of the model archive to S3 (uncompressed); Model (GEN3D_MODEL, GEN3D_ALLOWED_BUCKETS,
+GEN3D_READY_MARGIN_S); EndpointConfig (real-time, or async with S3 output/failure paths and SNS notifications);
+CloudWatch failure alarms notifying --sns-topic-arn; Endpoint: created, or updated blue/green (all at once, or
+--canary PERCENT first) rolling back on the failure alarms, keeping the running instance count and the
+autoscaling (deregistered only for an instance-type change, then registered again whatever the outcome); wait for
+InService; autoscaling (async: 0..N on backlog; real-time: min..max on invocations per instance); one real
+invocation; then the deployment checklist, one PASS/FAIL line each: the endpoint runs ECR's image digest, each
+model's READY line in the endpoint's logs, no ERROR/Skipping/No module named lines, real smoke output from the
+archive's preset. Exit 0 only when every check passes; 2 when refused before anything is uploaded or created.
 --dry-run prints every AWS call instead of sending it. Credentials and region: boto3's default chain.
 """
 
@@ -48,7 +50,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--image-uri", required=True, help="ECR image URI of the sam3 or sam3d target")
     p.add_argument("--role-arn", required=True, help="SageMaker execution role ARN (gen3d-iam-policy: its policy)")
     p.add_argument("--instance-type", help=f"default: {DEFAULT_INSTANCE}")
-    p.add_argument("--instance-count", type=int, default=1, help="initial instance count (default 1)")
+    p.add_argument("--instance-count", type=int, default=1, help="instance count of a new endpoint (default 1); "
+                   "an update keeps the running count")
+    p.add_argument("--canary", type=int, metavar="PERCENT", help="update: shift this share (1..50%%) of the new "
+                   "fleet first and bake before the rest (default: blue/green, all at once); needs >= 2 instances")
     p.add_argument("--mode", choices=deploy.MODES, default="realtime", help="endpoint type (default realtime)")
     p.add_argument("--endpoint-name", help="default: <model>-<mode>")
     p.add_argument("--region", help="AWS region (default: boto3's chain)")
@@ -138,7 +143,8 @@ def make_spec(args: argparse.Namespace, endpoint: str, instance_type: str) -> de
         sns_topic_arn=args.sns_topic_arn, sns_success_topic_arn=args.sns_success_topic_arn,
         alarms=AlarmSettings(args.alarm_errors, args.alarm_oldest_request),
         health_check_timeout_s=args.health_check_timeout, download_timeout_s=args.download_timeout,
-        allow_demo_weights=args.allow_demo_weights, allow_realtime_sam3d=args.allow_realtime_sam3d)
+        allow_demo_weights=args.allow_demo_weights, allow_realtime_sam3d=args.allow_realtime_sam3d,
+        canary_percent=args.canary)
     spec.check()
     if args.sns_success_topic_arn and not args.sns_topic_arn:
         raise ValueError("--sns-success-topic-arn needs --sns-topic-arn (errors and alarms go there)")

@@ -558,10 +558,11 @@ def test_deploy_dry_run_prints_calls(tmp_path):
     assert proc.returncode == 0, proc.stderr
     calls = dry_run_calls(proc.stdout)
     ops = [op for _, op, _ in calls]
-    assert ops[:9] == [*["upload_file"] * 3, "DescribeModel", "CreateModel", "CreateEndpointConfig",
-                       "DescribeEndpoint", "CreateEndpoint", "DescribeEndpoint"]
-    assert ops[9:16] == ["RegisterScalableTarget", "PutScalingPolicy", "PutScalingPolicy", "PutMetricAlarm",
-                         "PutMetricAlarm", "PutMetricAlarm", "DescribeAlarms"]
+    # what runs is read first; the failure alarms exist before the endpoint changes (an update rolls back on them)
+    assert ops[:12] == ["DescribeEndpoint", *["upload_file"] * 3, "DescribeModel", "CreateModel",
+                        "CreateEndpointConfig", "PutMetricAlarm", "PutMetricAlarm", "DescribeAlarms", "CreateEndpoint",
+                        "DescribeEndpoint"]
+    assert ops[12:16] == ["RegisterScalableTarget", "PutScalingPolicy", "PutScalingPolicy", "PutMetricAlarm"]
     assert "InvokeEndpointAsync" in ops
     create_model = next(p for _, op, p in calls if op == "CreateModel")
     assert create_model["PrimaryContainer"]["Environment"] == {
@@ -719,7 +720,8 @@ def test_invoke_script_async_against_moto(sm_moto, tmp_path):
                              "--max-concurrency", "--async-output-s3", "--smoke-payload", "--sns-topic-arn",
                              "--min-instances", "--max-instances", "--target-invocations", "--health-check-timeout",
                              "--download-timeout", "--invocation-timeout", "--allowed-buckets", "--no-checklist",
-                             "--inference-ami-version", "--allow-demo-weights", "--allow-realtime-sam3d"]),
+                             "--inference-ami-version", "--allow-demo-weights", "--allow-realtime-sam3d",
+                             "--canary"]),
     ("sagemaker_invoke.py", ["--endpoint-name", "--mode", "--payload", "--async-input-s3", "--verify", "--dry-run",
                              "--points", "--labels", "--box", "--text", "--embedding-id", "--mask-s3-key",
                              "--mask-png", "--mask-polygon", "--seed", "--out", "--image-file",
