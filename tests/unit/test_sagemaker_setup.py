@@ -8,13 +8,15 @@ import ast
 import fnmatch
 import json
 import re
+import shlex
 import subprocess
 import tomllib
 
 import pytest
 
 from gen3d.cli import iam_policy
-from gen3d.sagemaker import iam
+from gen3d.models import MODELS
+from gen3d.sagemaker import gpus, iam
 from gen3d.serving.buckets import ENV, BucketPolicy
 from gen3d.serving.storage import DEFAULT_OUTPUT_PREFIX, output_key, output_prefix
 from tests.conftest import REPO
@@ -167,3 +169,31 @@ def test_local_serve_command_uses_the_venv():
     readme = (REPO / "README.md").read_text()
     assert "make sagemaker-local" in readme and "SM_MODEL_DIR=/path/with/archives SAGEMAKER_BIND_TO_PORT=9080 " \
                                                  "scripts/serve" not in readme
+
+
+def image_labels() -> dict[str, dict[str, str]]:
+    """Every Dockerfile stage's labels, its own over those of the stage it is built FROM."""
+    text = re.sub(r"\\\n", " ", "\n".join(line for line in (REPO / "Dockerfile").read_text().splitlines()
+                                        if not line.lstrip().startswith("#")))
+    stages: dict[str, dict[str, str]] = {}
+    current: dict[str, str] = {}
+    for op, args in re.findall(r"^\s*(FROM|LABEL)\s+(.*)$", text, re.MULTILINE | re.IGNORECASE):
+        if op.upper() == "FROM":
+            parent, name = (re.split(r"\s+as\s+", args, flags=re.IGNORECASE) + [""])[:2]
+            current = stages.setdefault(name.strip(), dict(stages.get(parent.strip(), {})))
+        else:
+            current.update(pair.split("=", 1) for pair in shlex.split(args))
+    return stages
+
+
+def test_image_labels_say_the_cuda_the_code_and_the_lock_say():
+    """Each target's LABELs name the CUDA version and minimum driver gen3d/models.py records (gen3d-deploy picks
+    the endpoint's driver from those), and that CUDA is the runtime its lock installs."""
+    labels = image_labels()
+    for name, spec in MODELS.items():
+        assert {k: v for k, v in labels[name].items() if k.startswith("gen3d.")} == {
+            "gen3d.cuda-version": spec.cuda_version, "gen3d.min-nvidia-driver": str(spec.min_driver)}, name
+        lock = (REPO / "locks" / f"{name}-image.lock").read_text()
+        runtime = re.search(r"^nvidia-cuda-runtime-cu12==(\d+\.\d+)\.", lock, re.MULTILINE)
+        assert runtime and runtime.group(1) == spec.cuda_version, name
+    assert gpus.driver_table() in (REPO / "README.md").read_text(), "README's driver table is gpus.driver_table()"
