@@ -77,6 +77,10 @@ COPY config.properties metrics.yaml ./
 COPY --chmod=0755 scripts/serve /usr/local/bin/serve
 ENV GEN3D_HOME=/opt/gen3d \
     GEN3D_MODEL=sam3
+# The CUDA the image's torch bundles and the oldest driver that runs it (gen3d/models.py says the same; a unit
+# test compares them; gen3d-deploy picks the endpoint's driver from it).
+LABEL gen3d.cuda-version="12.6" \
+      gen3d.min-nvidia-driver="525"
 EXPOSE 8080
 CMD ["serve"]
 
@@ -159,5 +163,8 @@ COPY --chmod=0755 scripts/serve /usr/local/bin/serve
 ENV GEN3D_HOME=/opt/gen3d \
     PYTHONPATH=/opt/sam-3d-objects \
     GEN3D_MODEL=sam3d
+# As in the sam3 target: torch 2.5.1+cu121's CUDA and the oldest driver that runs it (gen3d/models.py).
+LABEL gen3d.cuda-version="12.1" \
+      gen3d.min-nvidia-driver="525"
 EXPOSE 8080
 CMD ["serve"]

@@ -45,7 +45,7 @@ SAM3D_LOCK_ARGS := --overrides locks/sam3d-image.overrides.txt --excludes locks/
 LOCK_OUT ?= locks
 LOCK_NAMES ?= image-tools sam3-image sam3-image-test sam3d-image
 LOCK_ARGS_sam3-image := --overrides locks/sam3-image.overrides.txt
-LOCK_ARGS_sam3-image-test = -c $(LOCK_OUT)/sam3-image.lock
+LOCK_ARGS_sam3-image-test := -c locks/sam3-image.lock
 LOCK_ARGS_sam3d-image := $(SAM3D_LOCK_ARGS)
 # The sam3 image's locked environment here (its CUDA wheels run on the CPU), with the test tools.
 IMAGE_VENV := .venv-sam3-image
@@ -126,7 +126,7 @@ lint: setup
 	$(BIN)/ruff check .
 
 # Writes the image locks from their inputs (locks/*.in, third_party/sam-3d-objects/); commit the result.
-# LOCK_NAMES picks some of them (the test-lock resolves against $(LOCK_OUT)'s sam3-image.lock).
+# LOCK_NAMES picks some of them.
 locks: setup
 	$(foreach lock,$(LOCK_NAMES),$(UV_COMPILE) locks/$(lock).in $(LOCK_ARGS_$(lock)) -o $(LOCK_OUT)/$(lock).lock &&) true
 
@@ -158,10 +158,13 @@ check-images: setup java check-locks
 	$(IMAGE_VENV)/bin/python -m pytest -q --models sam3 $(SAM3_TESTS)
 
 # Wheels scripts/gpu_check.py needs on a GPU machine that has Python 3.12 and torch (2.11+cu130) but not sam3:
-# sam3 and what the sam3 serving path imports that such a machine lacks, at the sam3 image lock's versions, as
-# cp312 manylinux wheels in .whl/ (iopath has only an sdist: built here, it is pure Python). There:
+# sam3 and what the sam3 serving path imports that such a machine lacks (its packages: tests/data/
+# gpu-machine-packages.txt; tests/unit/test_gpu_check.py runs the check and fails on any import outside that list,
+# the stdlib and these), at the sam3 image lock's versions, as cp312 manylinux wheels in .whl/ (iopath has only
+# an sdist: built here, it is pure Python). There:
 #   pip install --no-index --no-deps --target /tmp/site .whl/*.whl && PYTHONPATH=/tmp/site:. python3 scripts/gpu_check.py
-GPU_CHECK_WHEELS := sam3 open-clip-torch ftfy wcwidth pycocotools diskcache boto3 botocore s3transfer jmespath
+GPU_CHECK_WHEELS := sam3 open-clip-torch ftfy wcwidth pycocotools diskcache boto3 botocore s3transfer jmespath \
+  pydantic pydantic-core annotated-types typing-inspection
 GPU_CHECK_BUILDS := iopath
 GPU_CHECK_PLATFORMS := $(addprefix --platform manylinux_2_,17_x86_64 27_x86_64 28_x86_64 34_x86_64) --platform manylinux2014_x86_64
 locked = $(1)==$$(sed -n 's/^$(1)==\([^ ]*\) .*/\1/p' locks/sam3-image.lock)

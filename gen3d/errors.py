@@ -36,7 +36,8 @@ class InvalidField(ServingError):
 
 
 class Forbidden(ServingError):
-    """The S3 object may not be read, or the bucket is not on the server's allow-list (`GEN3D_ALLOWED_BUCKETS`)."""
+    """S3 refused the read or write (the bucket belongs to another account than `GEN3D_BUCKET_OWNER`'s, or the
+    server's credentials may not use it), or the bucket is not on the server's allow-list (`GEN3D_ALLOWED_BUCKETS`)."""
 
     status = 403
     error_type = "forbidden"
@@ -86,7 +87,7 @@ class StorageError(ServingError):
 
 
 class StorageTimeout(ServingError):
-    """S3 did not answer within the request's deadline (`field` names the object); the worker serves the next one."""
+    """S3 did not answer within the call's deadline (`field` names the object); the worker serves the next one."""
 
     status = 504
     error_type = "storage_timeout"

@@ -18,6 +18,11 @@ class ModelSpec:
     response_timeout_s: int
     startup_timeout_s: int
     default_instance_type: str  # SageMaker instance type whose GPU fits gpu_memory_gib
+    # The image's CUDA (what its torch wheels bundle; the Dockerfile target's LABEL repeats it, a test compares)
+    # and the oldest NVIDIA driver that runs it: any CUDA 12.x build runs on a driver >= 525 through CUDA
+    # minor-version compatibility (gen3d.sagemaker.gpus picks the endpoint's driver from it).
+    cuda_version: str
+    min_driver: int
 
     @property
     def default_task(self) -> str:
@@ -35,6 +40,8 @@ SAM3 = ModelSpec(
     response_timeout_s=300,
     startup_timeout_s=600,
     default_instance_type="ml.g5.2xlarge",
+    cuda_version="12.6",  # torch 2.7.1+cu126 (locks/sam3-image.lock)
+    min_driver=525,
 )
 SAM3D = ModelSpec(
     name="sam3d",
@@ -45,6 +52,8 @@ SAM3D = ModelSpec(
     response_timeout_s=900,
     startup_timeout_s=1800,
     default_instance_type="ml.g6e.2xlarge",
+    cuda_version="12.1",  # torch 2.5.1+cu121 (locks/sam3d-image.cuda121.txt)
+    min_driver=525,
 )
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (SAM3, SAM3D)}
 

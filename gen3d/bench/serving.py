@@ -126,9 +126,11 @@ class MotoS3:
         self.process: subprocess.Popen | None = None
 
     def env(self) -> dict[str, str]:
-        """The standard AWS environment that reaches it."""
+        """The standard AWS environment that reaches it (STS too: the workers ask it which account owns the
+        buckets; moto answers 123456789012)."""
         return {
             "AWS_ENDPOINT_URL_S3": self.url,
+            "AWS_ENDPOINT_URL_STS": self.url,
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": "us-east-1",

@@ -1,15 +1,22 @@
 """Deploy the sam3 or sam3d TorchServe image to a SageMaker endpoint, smoke-test it and run the checklist.
 
-Steps: GPU memory check; start-up timeouts derived from the archive's model-config.yaml (startupTimeout +
-GEN3D_READY_MARGIN_S + 60 s, never below it, 60..3600 s); upload of the model archive to S3 (uncompressed);
-Model (GEN3D_MODEL, GEN3D_ALLOWED_BUCKETS, GEN3D_READY_MARGIN_S); EndpointConfig (real-time, or async with
-S3 output/failure paths and SNS notifications); Endpoint (create or update); wait for InService; autoscaling
-(async: 0..N on backlog; real-time: min..max on invocations per instance); CloudWatch failure alarms notifying
---sns-topic-arn; one real invocation; then the deployment checklist, one PASS/FAIL line each: image in ECR,
-endpoint InService, each model's READY line in the endpoint's logs, no ERROR/Skipping start-up lines, real
-smoke output, (async) nothing in the failure path. Exit 0 only when every check passes.
-Every resource it creates is tagged (project=gen3d, gen3d:endpoint=<endpoint>, each --tag); the endpoint's log
-group is created first with --log-retention-days; --kms-key-id encrypts the model data and the async output.
+Steps: GPU memory check; GPU driver check (InferenceAmiVersion, default al2-ami-sagemaker-inference-gpu-3-1:
+driver 550; SageMaker's default driver 470 on ml.g5 cannot run the CUDA 12 images); archives built from demo
+weights refused (--allow-demo-weights), sam3d on real-time refused (--allow-realtime-sam3d: SageMaker cuts a
+real-time invocation at 60 s); what runs now read, and a switch between real-time and async refused; start-up
+timeouts derived from the archive's model-config.yaml (startupTimeout + GEN3D_READY_MARGIN_S + 60 s, never below
+it, 60..3600 s); the endpoint's log group with --log-retention-days; upload of the model archive to S3
+(uncompressed); Model (GEN3D_MODEL, GEN3D_ALLOWED_BUCKETS, GEN3D_READY_MARGIN_S); EndpointConfig (real-time, or
+async with S3 output/failure paths and SNS notifications); CloudWatch failure alarms notifying --sns-topic-arn;
+Endpoint: created, or updated blue/green (all at once, or --canary PERCENT first) rolling back on the failure
+alarms, keeping the running instance count and the autoscaling (deregistered only for an instance-type change,
+then registered again whatever the outcome); wait for InService; autoscaling (async: 0..N on backlog; real-time:
+min..max on invocations per instance); one real invocation; then the deployment checklist, one PASS/FAIL line
+each: the endpoint runs ECR's image digest, each model's READY line in the endpoint's logs, no
+ERROR/Skipping/No module named lines, real smoke output from the archive's preset. Exit 0 only when every check
+passes; 2 when refused before anything is uploaded or created.
+Every resource it creates is tagged (project=gen3d, gen3d:endpoint=<endpoint>, each --tag); --kms-key-id
+encrypts the model data and the async output.
 --dry-run prints every AWS call instead of sending it. Credentials and region: boto3's default chain.
 """
 
@@ -24,7 +31,7 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 
 from gen3d.models import MODELS
-from gen3d.sagemaker import checklist, deploy, errors, invoke, log_group, names, tags, timeouts
+from gen3d.sagemaker import checklist, deploy, errors, gpus, invoke, log_group, names, tags, timeouts
 from gen3d.sagemaker import clients as aws
 from gen3d.sagemaker.alarms import AlarmSettings
 from gen3d.serving.buckets import BucketPolicy
@@ -47,7 +54,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "one pinned by digest (REPOSITORY@sha256:...)")
     p.add_argument("--role-arn", required=True, help="SageMaker execution role ARN (gen3d-iam-policy: its policy)")
     p.add_argument("--instance-type", help=f"default: {DEFAULT_INSTANCE}")
-    p.add_argument("--instance-count", type=int, default=1, help="initial instance count (default 1)")
+    p.add_argument("--instance-count", type=int, default=1, help="instance count of a new endpoint (default 1); "
+                   "an update keeps the running count")
+    p.add_argument("--canary", type=int, metavar="PERCENT", help="update: shift this share (1..50%%) of the new "
+                   "fleet first and bake before the rest (default: blue/green, all at once); needs >= 2 instances")
     p.add_argument("--mode", choices=deploy.MODES, default="realtime", help="endpoint type (default realtime)")
     p.add_argument("--endpoint-name", help="default: <model>-<mode>")
     p.add_argument("--region", help="AWS region (default: boto3's chain)")
@@ -91,7 +101,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-checklist", action="store_true", help="skip the checklist (needs ecr:DescribeImages and "
                    "logs:FilterLogEvents)")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="container environment")
-    p.add_argument("--inference-ami-version", help="ProductionVariant InferenceAmiVersion (GPU driver choice)")
+    p.add_argument("--allow-demo-weights", action="store_true", help="deploy an archive built from demo (random) "
+                   "weights, or one whose model-config.yaml cannot be read; refused otherwise")
+    p.add_argument("--allow-realtime-sam3d", action="store_true", help="deploy sam3d on a real-time endpoint "
+                   "although SageMaker cuts each real-time invocation at 60 s; refused otherwise (use --mode async)")
+    p.add_argument("--inference-ami-version", choices=[*gpus.INFERENCE_AMIS, gpus.NO_INFERENCE_AMI],
+                   help=f"ProductionVariant InferenceAmiVersion, i.e. the NVIDIA driver (default "
+                   f"{gpus.DEFAULT_INFERENCE_AMI}: driver 550, CUDA 12.4; 'none' sends none: the instance family's "
+                   "default, driver 470 on ml.g5/g4dn/p4d/p4de); refused when the driver cannot run the image")
     g = p.add_argument_group("platform")
     g.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="tag every resource the deploy "
                    "creates (repeatable; project=gen3d and gen3d:endpoint=<endpoint> are added; 10 in all)")
@@ -129,7 +146,8 @@ def make_spec(args: argparse.Namespace, endpoint: str, instance_type: str) -> de
         alarms=AlarmSettings(args.alarm_errors, args.alarm_oldest_request),
         health_check_timeout_s=args.health_check_timeout, download_timeout_s=args.download_timeout,
         tags=tags.parse_pairs("--tag", args.tag), log_retention_days=args.log_retention_days,
-        kms_key_id=args.kms_key_id)
+        kms_key_id=args.kms_key_id, allow_demo_weights=args.allow_demo_weights,
+        allow_realtime_sam3d=args.allow_realtime_sam3d, canary_percent=args.canary)
     spec.check()
     if args.sns_success_topic_arn and not args.sns_topic_arn:
         raise ValueError("--sns-success-topic-arn needs --sns-topic-arn (errors and alarms go there)")
@@ -148,14 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     except (errors.GpuMemoryError, ValueError) as err:
         print(f"ERROR: {err}", file=sys.stderr)
         return 2
-    if args.model == "sam3d" and args.mode == "realtime":
-        print("WARNING: generate_3d can exceed the 60 s real-time invocation limit; consider --mode async",
-              file=sys.stderr)
     try:
         clients = aws.make_clients(args.region, dry_run=args.dry_run)
         result = deploy.deploy(clients, spec, wait_timeout_s=args.wait_timeout, poll_s=args.poll,
                                progress=not args.dry_run)
-    except errors.TimeoutSettingError as err:  # raised before anything is uploaded or created
+    except errors.DeployRefused as err:  # raised before anything is uploaded or created
         print(f"ERROR: {err}", file=sys.stderr)
         return 2
     except (errors.DeployError, TimeoutError, ClientError, BotoCoreError, ValueError, OSError) as err:
@@ -174,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             payload = _smoke_payload(args, clients, spec)
             input_uri = spec.s3_base("async/input") + f"{payload.get('session_id', 'smoke')}.json"
             smoke = deploy.run_smoke(clients, endpoint, payload, mode=args.mode, async_input_s3_uri=input_uri,
+                                     expected_model_id=result.needs.model_id_prefix(args.model),
                                      invocation_timeout_s=limit, timeout_s=args.smoke_timeout)
         if args.dry_run:
             print("dry run: smoke test not sent, so not verified; checklist not run (it reads what a deployment "

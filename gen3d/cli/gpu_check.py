@@ -15,8 +15,10 @@ float32 on the CPU) and prints:
   features of an image encoded in a batch vs ``set_image`` alone, a click mask vs ``Sam3Image.predict_inst``,
   text-concept masks vs ``set_text_prompt`` (all queries, threshold 0, so both sides keep query order);
 - the peak GPU memory of the whole run.
-It exits 1 when the warm-up would stop the worker, post-processing was skipped or a mask IoU is under --min-iou,
-else 0. Nothing is downloaded.
+Each row is printed as soon as it is measured, so a run cut short still reports what it measured. Mask IoUs count
+only pairs where a mask has a pixel: two empty masks do not agree on anything. It exits 1 when the warm-up would
+stop the worker, post-processing was skipped, a mask IoU is under --min-iou, the text masks differ in number or
+every mask compared was empty, else 0. Nothing is downloaded.
 
 On a GPU machine with torch preinstalled (sam3 and the few packages it lacks carried as wheels, see
 `make gpu-check-wheels`):
@@ -64,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 class Check:
-    """The run's device helpers and its table rows (check, value, detail)."""
+    """The run's device helpers; prints the table's rows (check, value, detail) as they are measured."""
 
     def __init__(self, device) -> None:
         import torch
@@ -73,12 +75,12 @@ class Check:
         self.device = device
         self.cuda = device.type == "cuda"
         self.loaded = None  # the LoadedSam3, once loaded: its precision is the serving precision
-        self.rows: list[tuple[str, str, str]] = []
         self.skipped_postprocessing: list[str] = []
         self.run_peak_bytes = 0  # the highest of the peaks that reset_peak cleared
 
     def row(self, check: str, value: str, detail: str = "") -> None:
-        self.rows.append((check, value, detail))
+        """Prints one row now (flushed: a run cut short, or piped, still shows it)."""
+        print(f"| {check} | {value} | {detail} |", flush=True)
 
     def precision(self):
         """The model's serving precision (bf16 autocast on CUDA, float32 on the CPU), for sam3's stock calls too."""
@@ -149,9 +151,12 @@ def load(check: Check, args: argparse.Namespace, work: Path):
     loaded = load_sam3(args.preset, checkpoint, bpe, check.device)
     check.sync()
     values = sum(t.numel() for t in loaded.model.state_dict().values()) / 1e6
-    check.row("load_sam3 (safetensors -> device)", f"{time.perf_counter() - started:.1f} s",
-              f"{values:.1f} M values; random-weight checkpoint {checkpoint.name} made (or found in --work) "
-              f"in {made:.1f} s")
+    check.row(
+        "load_sam3 (safetensors -> device)",
+        f"{time.perf_counter() - started:.1f} s",
+        f"{values:.1f} M values, model id {loaded.model_id}; random-weight checkpoint {checkpoint.name} made "
+        f"(or found in --work) in {made:.1f} s",
+    )
     check.loaded = loaded
     return loaded
 
@@ -181,8 +186,11 @@ def throughput(check: Check, loaded, args: argparse.Namespace) -> None:
         check.reset_peak()
         times = check.timed(lambda b=batch: encode_images(loaded, images[:b]), args.repeats)
         median = statistics.median(times)
-        check.row(f"get_embedding images/s, batch {batch}", f"{batch / median:.2f}",
-                  f"{median * 1e3:.1f} ms per batch (median of {args.repeats}), peak {check.peak_gib()}")
+        check.row(
+            f"get_embedding images/s, batch {batch}",
+            f"{batch / median:.2f}",
+            f"{median * 1e3:.1f} ms per batch (median of {args.repeats}), peak {check.peak_gib()}",
+        )
 
 
 def clicks(check: Check, loaded, args: argparse.Namespace, work: Path) -> None:
@@ -204,16 +212,21 @@ def clicks(check: Check, loaded, args: argparse.Namespace, work: Path) -> None:
     prompts = click_prompts(args.width / 2, args.height / 2)
     cases = {
         "click latency, features on the device": lambda: segment_interactive(
-            loaded, store.get("click", "interactive"), prompts),
+            loaded, store.get("click", "interactive"), prompts
+        ),
         "click latency, features from the disk cache": lambda: segment_interactive(
-            loaded, disk_only.get("click", "interactive"), prompts),
+            loaded, disk_only.get("click", "interactive"), prompts
+        ),
     }
     for name, click in cases.items():
         check.timed(click, 1)  # warm-up
         times = check.timed(click, args.clicks)
-        check.row(name, f"{statistics.median(times) * 1e3:.1f} ms",
-                  f"median of {args.clicks}, p90 {np.percentile(times, 90) * 1e3:.1f} ms: lookup, prompt encoder, "
-                  "mask decoder, post-processing, mask and box")
+        check.row(
+            name,
+            f"{statistics.median(times) * 1e3:.1f} ms",
+            f"median of {args.clicks}, p90 {np.percentile(times, 90) * 1e3:.1f} ms: lookup, prompt encoder, "
+            "mask decoder, post-processing, mask and box",
+        )
 
 
 def click_prompts(x: float, y: float):
@@ -221,18 +234,43 @@ def click_prompts(x: float, y: float):
 
     from gen3d.sam3.request import SegmentPrompts
 
-    return SegmentPrompts(text=None, points=np.array([[x, y]], dtype=np.float32),
-                          point_labels=np.array([1], dtype=np.int32), boxes=None, box_labels=[], multimask=False,
-                          score_threshold=0.0, return_png_masks=False)
+    return SegmentPrompts(
+        text=None,
+        points=np.array([[x, y]], dtype=np.float32),
+        point_labels=np.array([1], dtype=np.int32),
+        boxes=None,
+        box_labels=[],
+        multimask=False,
+        score_threshold=0.0,
+        return_png_masks=False,
+    )
 
 
-def iou(a, b) -> float:
+def iou(a, b) -> float | None:
+    """Intersection over union of two boolean masks; None when both are empty (nothing to agree on)."""
     union = (a | b).sum()
-    return 1.0 if union == 0 else float((a & b).sum() / union)
+    return None if union == 0 else float((a & b).sum() / union)
 
 
-def agreement(check: Check, loaded, args: argparse.Namespace) -> list[float]:
-    """The service's outputs vs sam3's stock Sam3Processor on the same weights; returns the mask IoUs."""
+def shown(value: float | None) -> str:
+    return "both empty" if value is None else f"{value:.4f}"
+
+
+def failures(warmed: bool, skipped: list[str], ious: list[float], counts_match: bool, min_iou: float) -> list[str]:
+    """Why the run fails (empty: it passes). ``ious`` holds only IoUs of masks with a pixel on either side."""
+    reasons = [] if warmed else ["the warm-up would stop the worker"]
+    reasons += ["mask post-processing was skipped"] if skipped else []
+    if not ious:
+        reasons.append("every mask compared was empty on both sides, so nothing was shown to agree")
+    elif min(ious) < min_iou:
+        reasons.append(f"a mask IoU ({min(ious):.4f}) is under --min-iou {min_iou}")
+    return reasons + ([] if counts_match else ["the service and set_text_prompt gave different numbers of masks"])
+
+
+def agreement(check: Check, loaded, args: argparse.Namespace) -> tuple[list[float], bool]:
+    """The service's outputs vs sam3's stock Sam3Processor on the same weights; returns the click mask's IoU and the
+    text masks' mean IoU, each over mask pairs with a pixel (none when all are empty), and whether both sides gave as
+    many text masks."""
     import numpy as np
 
     from gen3d.sam3.features import encode_images
@@ -248,45 +286,61 @@ def agreement(check: Check, loaded, args: argparse.Namespace) -> list[float]:
         stock = sam3_processor(loaded, confidence_threshold=0.0)
         state = stock.set_image(target)
     levels = zip(served.backbone_fpn, state["backbone_out"]["backbone_fpn"], strict=True)
-    diffs = [((ours.float() - theirs.float()).abs().max().item(), theirs.float().abs().max().item())
-             for ours, theirs in levels]
-    check.row("agreement: features max abs diff", f"{max(d for d, _ in diffs):.2e}",
-              f"image {batch // 2} of a batch of {batch}, held in float16, vs set_image alone, per FPN level "
-              "(largest magnitude): " + ", ".join(f"{d:.2e} ({m:.2f})" for d, m in diffs))
+    diffs = [
+        ((ours.float() - theirs.float()).abs().max().item(), theirs.float().abs().max().item())
+        for ours, theirs in levels
+    ]
+    check.row(
+        "agreement: features max abs diff",
+        f"{max(d for d, _ in diffs):.2e}",
+        f"image {batch // 2} of a batch of {batch}, held in float16, vs set_image alone, per FPN level "
+        "(largest magnitude): " + ", ".join(f"{d:.2e} ({m:.2f})" for d, m in diffs),
+    )
 
     prompts = click_prompts(target.width / 3, target.height / 3)
     with check.watched():
         ours = segment_interactive(loaded, served, prompts)[0]
-        masks, scores, _ = loaded.model.predict_inst(state, point_coords=prompts.points,
-                                                     point_labels=prompts.point_labels, multimask_output=False)
+        masks, scores, _ = loaded.model.predict_inst(
+            state, point_coords=prompts.points, point_labels=prompts.point_labels, multimask_output=False
+        )
     click_iou = iou(ours.mask(), np.asarray(masks[0]) > 0)
-    check.row("agreement: click mask IoU", f"{click_iou:.4f}",
-              f"vs Sam3Image.predict_inst; score {ours.score:.4f} vs {float(scores[0]):.4f}")
+    check.row(
+        "agreement: click mask IoU",
+        shown(click_iou),
+        f"vs Sam3Image.predict_inst; score {ours.score:.4f} vs {float(scores[0]):.4f}",
+    )
 
-    concept = SegmentPrompts(text=args.text, points=None, point_labels=None, boxes=None, box_labels=[],
-                             multimask=False, score_threshold=0.0, return_png_masks=False)
+    concept = SegmentPrompts(
+        text=args.text,
+        points=None,
+        point_labels=None,
+        boxes=None,
+        box_labels=[],
+        multimask=False,
+        score_threshold=0.0,
+        return_png_masks=False,
+    )
     with check.watched():
         ours_all = segment_concept(loaded, served, concept)
         theirs = stock.set_text_prompt(args.text, state)
     their_masks = theirs["masks"].squeeze(1).cpu().numpy()
     their_scores = theirs["scores"].float().cpu().numpy()
     order = np.argsort(-their_scores)  # the service answers best first
-    ious = [iou(o.mask(), their_masks[i]) for o, i in zip(ours_all, order, strict=False)]
+    pairs = [iou(o.mask(), their_masks[i]) for o, i in zip(ours_all, order, strict=False)]
+    ious = [v for v in pairs if v is not None]
     score_diff = max((abs(o.score - float(their_scores[i])) for o, i in zip(ours_all, order, strict=False)), default=0)
-    mean_iou = float(np.mean(ious)) if ious else 1.0
-    check.row("agreement: text masks mean IoU", f"{mean_iou:.4f}",
-              f"{len(ours_all)} vs {len(their_masks)} masks for {args.text!r} vs set_text_prompt, best first; "
-              f"max score diff {score_diff:.4f}")
-    return [click_iou, mean_iou] + ([] if len(ours_all) == len(their_masks) else [0.0])
+    text_iou = float(np.mean(ious)) if ious else None
+    check.row(
+        "agreement: text masks mean IoU",
+        shown(text_iou),
+        f"{len(ours_all)} vs {len(their_masks)} masks for {args.text!r} vs set_text_prompt, best first, "
+        f"{len(ious)} of {len(pairs)} pairs not both empty; max score diff {score_diff:.4f}",
+    )
+    return [v for v in (click_iou, text_iou) if v is not None], len(ours_all) == len(their_masks)
 
 
-def print_table(check: Check, header: str) -> None:
-    print(header)
-    print()
-    print("| check | value | detail |")
-    print("| --- | --- | --- |")
-    for row in check.rows:
-        print("| " + " | ".join(row) + " |")
+def print_header(header: str) -> None:
+    print(f"{header}\n\n| check | value | detail |\n| --- | --- | --- |", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -301,6 +355,10 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name(device) if check.cuda else "CPU"
     precision = "bf16 autocast" if check.cuda else "float32"
     work_dir = contextlib.nullcontext(args.work) if args.work else tempfile.TemporaryDirectory(prefix="gen3d-gpu-")
+    print_header(
+        f"gen3d GPU check: SAM 3 preset {args.preset}, {device} ({name}), torch {torch.__version__}, "
+        f"Python {sys.version.split()[0]}, {precision}"
+    )
     started = time.perf_counter()
     with work_dir as work:
         work = Path(work)
@@ -310,20 +368,26 @@ def main(argv: list[str] | None = None) -> int:
         warmed = warm_up(check, loaded)
         throughput(check, loaded, args)
         clicks(check, loaded, args, work)
-        ious = agreement(check, loaded, args)
+        ious, counts_match = agreement(check, loaded, args)
     if check.cuda:
-        check.row("peak GPU memory, whole run", check.peak_gib(whole_run=True),
-                  "torch.cuda.max_memory_allocated, the highest since start (per-batch peaks above)")
+        check.row(
+            "peak GPU memory, whole run",
+            check.peak_gib(whole_run=True),
+            "torch.cuda.max_memory_allocated, the highest since start (per-batch peaks above)",
+        )
     skipped = sorted(set(check.skipped_postprocessing))
-    check.row("mask post-processing (hole filling)", "SKIPPED" if skipped else "ran",
-              "; ".join(skipped) if skipped else ("Triton kernel on CUDA" if check.cuda else "scikit-image on CPU"))
-    passed = warmed and not skipped and min(ious) >= args.min_iou
+    check.row(
+        "mask post-processing (hole filling)",
+        "SKIPPED" if skipped else "ran",
+        "; ".join(skipped) if skipped else ("Triton kernel on CUDA" if check.cuda else "scikit-image on CPU"),
+    )
+    reasons = failures(warmed, skipped, ious, counts_match, args.min_iou)
     took = time.perf_counter() - started
-    check.row("verdict", "PASS" if passed else "FAIL",
-              f"the warm-up passed, post-processing ran and every mask IoU >= {args.min_iou}; whole run {took:.0f} s")
-    print_table(check, f"gen3d GPU check: SAM 3 preset {args.preset} ({loaded.model_id}), {device} ({name}), "
-                       f"torch {torch.__version__}, Python {sys.version.split()[0]}, {precision}")
-    return 0 if passed else 1
+    why = "; ".join(reasons) or (
+        f"the warm-up passed, post-processing ran and every mask IoU >= {args.min_iou} (masks with a pixel only)"
+    )
+    check.row("verdict", "FAIL" if reasons else "PASS", f"{why}; whole run {took:.0f} s")
+    return 1 if reasons else 0
 
 
 def console() -> None:

@@ -4,10 +4,11 @@ Default: the SageMaker execution role's minimal permission policy. It grants exa
 container do with the role: read the model data under s3://<bucket>/<prefix>/ (ListBucket + GetObject), write
 async results under <prefix>/async/ and <prefix>/*/async/ (the deploy's defaults for a --prefix starting with
 <prefix>) and under each --async-output-s3 / --async-failure-s3, read inputs in the allowed buckets (GetObject,
-and ListBucket so a missing key answers 404), write outputs under <allowed bucket>/<output-prefix>/, publish async
-notifications to the SNS topics, use the --kms-key-id key, pull the image from ECR, write the endpoint's
-CloudWatch logs (and PutMetricData, as AWS's CreateModel role policy lists). Attach it to the role given to
-gen3d-deploy --role-arn; deploy/execution-role-policy.json is its output for the example values in README.
+and ListBucket so a missing key answers 404), write outputs under <allowed bucket>/<output-prefix>/ (inputs and
+outputs only in buckets --bucket-owner owns: s3:ResourceAccount), publish async notifications to the SNS topics,
+use the --kms-key-id key, pull the image from ECR, write the endpoint's CloudWatch logs (and PutMetricData, as
+AWS's CreateModel role policy lists). Attach it to the role given to gen3d-deploy --role-arn;
+deploy/execution-role-policy.json is its output for the example values in README.
 
 --trust-policy: the execution role's trust policy (SageMaker may assume it).
 --deployer: what the person or pipeline running gen3d-push, gen3d-deploy and gen3d-teardown needs
@@ -28,7 +29,7 @@ import sys
 from pathlib import Path
 
 from gen3d.sagemaker import iam, names
-from gen3d.serving.buckets import BucketPolicy
+from gen3d.serving.buckets import ACCOUNT_ID, BucketPolicy
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,6 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="gen3d-deploy's --async-output-s3 (repeatable)")
     p.add_argument("--async-failure-s3", action="append", default=[], metavar="S3_URI",
                    help="gen3d-deploy's --async-failure-s3 (repeatable)")
+    p.add_argument("--bucket-owner", default=iam.PRINCIPAL_ACCOUNT,
+                   help="account id that owns the allowed buckets, as the container's GEN3D_BUCKET_OWNER (default: "
+                   "the role's own account, as the server's default)")
     p.add_argument("--sns-topic-arn", action="append", default=[], help="async notification topic (repeatable)")
     p.add_argument("--kms-key-id", help="gen3d-deploy's --kms-key-id (key id, key ARN or alias)")
     p.add_argument("--role-arn", help="--deployer: the execution role it may pass to SageMaker (default: any role "
@@ -77,7 +81,7 @@ def policy_of(args: argparse.Namespace, image: dict) -> dict:
         bucket=args.bucket, prefix=args.prefix,
         allowed_buckets=list(BucketPolicy.parse(args.allowed_buckets).patterns) or None,
         output_prefix=args.output_prefix, sns_topic_arns=args.sns_topic_arn, async_paths=async_paths,
-        kms_key_id=args.kms_key_id, **where)
+        kms_key_id=args.kms_key_id, bucket_owner=args.bucket_owner, **where)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if not args.bucket and not args.trust_policy:
         print("ERROR: --bucket is required (gen3d-deploy's --bucket)", file=sys.stderr)
+        return 2
+    if args.bucket_owner != iam.PRINCIPAL_ACCOUNT and not ACCOUNT_ID.match(args.bucket_owner):
+        print(f"ERROR: --bucket-owner {args.bucket_owner} is not a 12-digit AWS account id", file=sys.stderr)
         return 2
     try:
         policy = policy_of(args, image)

@@ -13,12 +13,15 @@ Local files go to s3://<bucket>/gen3d-inputs/<user-id>/<session-id>/. Real-time 
 async endpoints get the request uploaded to S3, invoke_endpoint_async (InvocationTimeoutSeconds from
 --invocation-timeout) and the output (or failure) object polled in S3. --verify checks status == "success" and
 that the S3 outputs named exist; --out DIR writes the answer and its files (embedding, mask PNGs, PLY/GLB/pose).
+A real-time request is refused before it is sent when its body, or its answer (get_embedding with an inline image
+answers with the embedding inline, sized from --preset), would pass SageMaker's 6 MB real-time limit.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -28,6 +31,7 @@ from gen3d.errors import InvalidField
 from gen3d.models import MODELS, model_serving
 from gen3d.sagemaker import clients as aws
 from gen3d.sagemaker import deploy, errors, invoke, payloads, timeouts
+from gen3d.sam3 import presets as sam3_presets
 
 DEFAULT_POLL_TIMEOUT_S = 1800.0
 
@@ -44,6 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--image-file", type=Path, help="local image: uploaded with --bucket, else sent as image_base64")
     p.add_argument("--session-id", default=None, help="default: a random smoke-... id")
     p.add_argument("--user-id", default="cli")
+    p.add_argument("--preset", choices=sorted(sam3_presets.PRESETS), default="sam3", help="the endpoint's sam3 "
+                   "preset (default sam3, the production one gen3d-deploy requires; tiny: a demo archive): it sizes "
+                   "an inline get_embedding answer, refused on real-time endpoints above SageMaker's 6 MB")
     g = p.add_argument_group("segment")
     g.add_argument("--text", help="concept prompt (noun phrase)")
     g.add_argument("--points", nargs="+", default=[], metavar="X,Y", help="click points in original pixels")
@@ -116,6 +123,30 @@ def build_payload(args: argparse.Namespace, s3) -> dict:
     return payloads.build_payload(options)
 
 
+def check_realtime_size(payload: dict, preset: str) -> None:
+    """ValueError when a real-time request, or the answer it gets, would pass SageMaker's 6 MB: the request's JSON,
+    and a get_embedding answer with the embedding inline (image_base64 in, embedding_base64 out), whose size the
+    preset's tensors fix (the safetensors file, base64-encoded; its header and the JSON around it add < 1 KB)."""
+    limit_mb = invoke.REALTIME_PAYLOAD_BYTES // 2**20
+    request = len(json.dumps(payload).encode())
+    if request > invoke.REALTIME_PAYLOAD_BYTES:
+        raise ValueError(f"the request is {request / 1e6:.1f} MB, over SageMaker's {limit_mb} MB real-time "
+                         "limit; send the image by S3 key (--bucket with --image-file uploads it), or use an async "
+                         "endpoint (--mode async)")
+    if payload.get("task") != "get_embedding" or "image_base64" not in payload:
+        return
+    itemsize = 4 if payload.get("embedding_dtype") == "float32" else 2
+    shapes = sam3_presets.get_preset(preset).interactive_shapes.values()
+    embedding = sum(math.prod(shape) for shape in shapes) * itemsize
+    answer = 4 * math.ceil(embedding / 3)
+    if answer > invoke.REALTIME_PAYLOAD_BYTES:
+        raise ValueError(f"refusing to send: the get_embedding answer of preset {preset} carries its "
+                         f"{embedding / 1e6:.1f} MB embedding inline as {answer / 1e6:.1f} MB of base64, over "
+                         f"SageMaker's {limit_mb} MB real-time response limit; send the image by S3 key so the "
+                         "embedding is written to S3 (--bucket with --image-file uploads it), or use an async "
+                         "endpoint (--mode async)")
+
+
 def invocation_timeout(args: argparse.Namespace, payload: dict) -> int:
     if args.invocation_timeout is not None:
         return args.invocation_timeout
@@ -142,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                                            timeout_s=args.timeout or max(DEFAULT_POLL_TIMEOUT_S, limit + 300),
                                            poll_s=args.poll, out=sys.stderr)
         else:
+            check_realtime_size(payload, args.preset)
             response = invoke.invoke_realtime(clients.runtime, args.endpoint_name, payload)
         print(json.dumps(response, indent=2))
         if args.verify and not args.dry_run:

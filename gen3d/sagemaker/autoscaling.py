@@ -1,8 +1,9 @@
 """Autoscaling: async endpoints 0..N on their backlog, real-time endpoints min..max on invocations per
-instance; and its removal."""
+instance (:func:`apply_scaling` of a :class:`ScalingPlan`); and its removal."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import IO, Any
 
 from gen3d.sagemaker.alarms import remove_alarms
@@ -122,6 +123,33 @@ def configure_realtime_autoscaling(
     say(out, f"autoscaling {names['resource_id']}: {min_capacity}..{max_capacity} instances, "
               f"target {target_invocations_per_instance:g} invocations/instance/minute")
     return {"invocations_policy_arn": str(policy["PolicyARN"])}
+
+
+@dataclass(frozen=True)
+class ScalingPlan:
+    """The autoscaling a deploy asks for: ``mode``'s policies between ``min_capacity`` and ``max_capacity``
+    instances (``enabled`` False: none); real-time endpoints hold ``target_invocations`` per instance per minute."""
+
+    mode: str
+    min_capacity: int
+    max_capacity: int
+    enabled: bool
+    target_invocations: float | None = None
+    tags: dict[str, str] | None = None  # of the scalable target
+
+
+def apply_scaling(aas: Any, cw: Any, endpoint_name: str, plan: ScalingPlan, *,
+                  out: IO[str] | None = None) -> dict[str, str]:
+    """Register the endpoint's variant and put ``plan``'s policies (over any earlier ones); {} when not enabled."""
+    if not plan.enabled:
+        return {}
+    if plan.mode == "async":
+        return configure_async_autoscaling(aas, cw, endpoint_name, min_capacity=plan.min_capacity,
+                                           max_capacity=plan.max_capacity, tags=plan.tags, out=out)
+    return configure_realtime_autoscaling(aas, endpoint_name, min_capacity=plan.min_capacity,
+                                          max_capacity=plan.max_capacity,
+                                          target_invocations_per_instance=float(plan.target_invocations or 0),
+                                          tags=plan.tags, out=out)
 
 
 def has_scalable_target(aas: Any, endpoint_name: str) -> bool:

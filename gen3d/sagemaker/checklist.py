@@ -1,13 +1,17 @@
-"""The deployment checklist: after InService, what a person would check by hand, one PASS/FAIL line each.
+"""The deployment checklist: after InService, what a person would check by hand, one PASS/FAIL line each, every one
+able to fail on an endpoint that reached InService.
 
-- the image is in ECR (``describe_images`` on the repository and tag or digest of the image URI);
-- the endpoint is InService on the config just deployed;
+- the endpoint runs the image ECR holds: ``DescribeEndpoint``'s ``DeployedImages[].ResolvedImage`` carries the
+  digest ``describe_images`` reports for the image URI's tag (or digest), on the config just deployed;
 - the endpoint's CloudWatch logs show each model's worker loaded (TorchServe's ``State change ... ->
   WORKER_MODEL_LOADED``, which its management API reports as READY, and the handler's ``<model> ready:``);
-- no start-up line says ``ERROR``, ``Skipping``, ``Load model failed`` or holds a Python traceback;
-- the smoke request returned real output: non-constant, finite tensors in the get_embedding file, a PLY with
-  vertices, a GLB with a valid header and a pose with numbers for generate_3d, masks for segment;
-- async: nothing was written to the smoke request's failure location.
+- no log line says ``ERROR``, ``Skipping``, ``Load model failed``, ``No module named`` or holds a Python traceback;
+- the smoke request returned real output from the archive's weights: its ``model_id`` names the archive's preset
+  (and checkpoint digest, when the archive records it); non-constant, finite tensors in the get_embedding file, a
+  PLY with vertices, a GLB with a valid header and a pose with numbers for generate_3d, masks for segment.
+
+(InService on the new config is what the deploy waited for, and an async smoke request that failed already fails
+its line with the failure object's text: neither gets a line of its own.)
 """
 
 from __future__ import annotations
@@ -28,10 +32,11 @@ from safetensors.numpy import load as load_safetensors
 
 from gen3d.sagemaker.clients import Clients, error_code
 from gen3d.sagemaker.errors import DeployError
-from gen3d.sagemaker.invoke import AsyncInvocation, s3_object_exists, verify_response
+from gen3d.sagemaker.invoke import AsyncInvocation, verify_response
 from gen3d.sagemaker.names import log_group, parse_image_uri, parse_s3_uri
 
-ERROR_LINE_RE = re.compile(r"\bERROR\b|\bSkipping\b|Load model failed|Traceback \(most recent call last\)")
+# "No module named" wherever it is: a worker can log a missing module as a warning and go on without it
+ERROR_LINE_RE = re.compile(r"\bERROR\b|\bSkipping\b|Load model failed|No module named|Traceback \(most recent call")
 MAX_LOG_EVENTS = 20000
 
 
@@ -49,7 +54,8 @@ class Check:
 
 @dataclass
 class SmokeOutcome:
-    """What the smoke request gave: the response, or the error that stopped it; async: its invocation."""
+    """What the smoke request gave: the response, or the error that stopped it; async: its invocation. The answer's
+    ``model_id`` must start with ``expected_model_id`` (None: the archive's preset is unknown, which fails)."""
 
     task: str
     bucket: str
@@ -57,11 +63,13 @@ class SmokeOutcome:
     response: dict[str, Any] | None = None
     error: str | None = None
     invocation: AsyncInvocation | None = None
+    expected_model_id: str | None = None
 
 
-def check_image(ecr: Any, image_uri: str) -> Check:
-    """The image URI's tag (or digest) exists in its ECR repository."""
-    name = "image in ECR"
+def check_image(ecr: Any, sm: Any, endpoint_name: str, expected_config: str, image_uri: str) -> Check:
+    """The endpoint, on ``expected_config``, runs the image ECR holds under ``image_uri``: every
+    ``DeployedImages[].ResolvedImage`` has the repository and the digest ``describe_images`` reports."""
+    name = "deployed image is ECR's"
     match = parse_image_uri(image_uri)
     if not match:
         return Check(name, False, f"{image_uri} is not an ECR image URI "
@@ -70,28 +78,26 @@ def check_image(ecr: Any, image_uri: str) -> Check:
     try:
         found = ecr.describe_images(registryId=match["registry"], repositoryName=match["repository"],
                                     imageIds=[image_id])["imageDetails"]
+        desc = sm.describe_endpoint(EndpointName=endpoint_name)
     except ClientError as err:
         return Check(name, False, f"{image_uri}: {error_code(err)}: {err.response.get('Error', {}).get('Message')}")
     if not found:
         return Check(name, False, f"{image_uri}: describe_images found no image")
-    image = found[0]
-    size = int(image.get("imageSizeInBytes") or 0)
+    digest = str(found[0].get("imageDigest"))
+    if desc.get("EndpointConfigName") != expected_config:
+        return Check(name, False, f"{endpoint_name} is on {desc.get('EndpointConfigName')}, not on "
+                                  f"{expected_config}, the config this deploy made")
+    resolved = [str(image.get("ResolvedImage")) for variant in desc.get("ProductionVariants") or []
+                for image in variant.get("DeployedImages") or []]
+    wanted = {**match, "tag": None, "digest": digest}
+    wrong = [uri for uri in resolved if {**(parse_image_uri(uri) or {}), "tag": None} != wanted]
+    if not resolved or wrong:
+        running = wrong[0] if wrong else "no image (DescribeEndpoint lists no DeployedImages)"
+        return Check(name, False, f"{endpoint_name} runs {running}, but ECR's {image_uri} is {digest}")
+    size = int(found[0].get("imageSizeInBytes") or 0)
     shown = f"{size / 2**30:.2f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
-    return Check(name, True, f"{image_uri} ({str(image.get('imageDigest', '?'))[:19]}..., {shown}, "
-                             f"pushed {image.get('imagePushedAt', '?')})")
-
-
-def check_endpoint(sm: Any, endpoint_name: str, expected_config: str) -> Check:
-    """The endpoint is InService on ``expected_config``."""
-    name = "endpoint InService"
-    try:
-        desc = sm.describe_endpoint(EndpointName=endpoint_name)
-    except ClientError as err:
-        return Check(name, False, f"{endpoint_name}: {error_code(err)}")
-    status, config = desc.get("EndpointStatus"), desc.get("EndpointConfigName")
-    passed = status == "InService" and config == expected_config
-    return Check(name, passed, f"{endpoint_name} is {status} on {config}"
-                               + ("" if config == expected_config else f" (expected {expected_config})"))
+    return Check(name, True, f"{endpoint_name} runs {resolved[0]} = {image_uri} ({shown}, pushed "
+                             f"{found[0].get('imagePushedAt', '?')})")
 
 
 def log_messages(logs: Any, endpoint_name: str, since_ms: int) -> list[str]:
@@ -154,7 +160,7 @@ def check_logs(
             checks.append(Check(name, False, f"{' and '.join(missing)} line{'s' if len(missing) > 1 else ''} "
                                              f"not found in {group} ({len(messages)} lines since the deploy began)"))
     errors = [m for m in messages if ERROR_LINE_RE.search(m)]
-    checks.append(Check("logs: no Skipping/ERROR start-up lines", not errors and not failure,
+    checks.append(Check("logs: no error lines", not errors and not failure,
                         failure or (f"{len(errors)} such lines, first: {_clip(errors[0])}" if errors
                                     else f"none in {len(messages)} lines of {group}")))
     return checks
@@ -229,23 +235,14 @@ def check_output(s3: Any, smoke: SmokeOutcome) -> Check:
             detail = f"{len(masks)} non-empty masks, best score {masks[0].get('score')}"
     except (DeployError, ClientError, ValueError, KeyError) as err:
         return Check(name, False, str(err))
-    return Check(name, True, detail)
-
-
-def check_async_failure(s3: Any, invocation: AsyncInvocation | None) -> Check:
-    """Nothing at the smoke request's async failure location."""
-    name = "async failure path empty"
-    if invocation is None or not invocation.failure_uri:
-        return Check(name, False, "the smoke request has no async failure location to check")
-    bucket, key = parse_s3_uri(invocation.failure_uri)
-    try:
-        present = s3_object_exists(s3, bucket, key)
-    except ClientError as err:
-        return Check(name, False, f"{invocation.failure_uri}: {error_code(err)}")
-    if present:
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode(errors="replace")
-        return Check(name, False, f"{invocation.failure_uri}: {_clip(body, 300)}")
-    return Check(name, True, f"nothing at {invocation.failure_uri}")
+    model_id = str(response.get("model_id") or "(none)")
+    if smoke.expected_model_id is None:
+        return Check(name, False, f"{detail}; but the archive's preset is unknown (its model-config.yaml was not "
+                                  f"read), so model_id {model_id} cannot be matched to it")
+    if not model_id.startswith(smoke.expected_model_id):
+        return Check(name, False, f"answered by model_id {model_id}, not by the archive's "
+                                  f"{smoke.expected_model_id}...: another model or preset is serving")
+    return Check(name, True, f"model_id {model_id}: {detail}")
 
 
 def run_checklist(
@@ -262,14 +259,12 @@ def run_checklist(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> list[Check]:
-    """Every check, in the order a person would go through them; async endpoints get the failure-path line."""
-    checks = [check_image(clients.ecr, image_uri), check_endpoint(clients.sagemaker, endpoint_name, expected_config)]
+    """Every check, in the order a person would go through them."""
+    checks = [check_image(clients.ecr, clients.sagemaker, endpoint_name, expected_config, image_uri)]
     checks += check_logs(clients.logs, endpoint_name, models, since_ms, wait_s=logs_wait_s, poll_s=poll_s,
                          sleep=sleep, clock=clock)
     if smoke is not None:
         checks.append(check_output(clients.s3, smoke))
-        if smoke.mode == "async":
-            checks.append(check_async_failure(clients.s3, smoke.invocation))
     return checks
 
 

@@ -1,5 +1,6 @@
-"""Deploy: GPU check, start-up timeouts from the archive, log group, upload, Model, EndpointConfig, Endpoint, wait,
-autoscaling, failure alarms, every resource tagged; and the smoke request the deployment checklist then judges."""
+"""Deploy: GPU checks, the archive's weights and start-up timeouts, what runs now (read before anything is
+written), log group, upload, Model, EndpointConfig, failure alarms, Endpoint (created, or updated as update.py
+describes), wait, autoscaling, every resource tagged; and the smoke request the deployment checklist then judges."""
 
 from __future__ import annotations
 
@@ -14,36 +15,40 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from gen3d.models import MODELS
 from gen3d.sagemaker.alarms import AlarmSettings, put_failure_alarms
-from gen3d.sagemaker.autoscaling import (
-    configure_async_autoscaling,
-    configure_realtime_autoscaling,
-    has_scalable_target,
-    remove_autoscaling,
-)
+from gen3d.sagemaker.autoscaling import ScalingPlan, apply_scaling
 from gen3d.sagemaker.checklist import SmokeOutcome
 from gen3d.sagemaker.clients import Clients, say
 from gen3d.sagemaker.entrypoint import DEFAULT_READY_MARGIN_S
 from gen3d.sagemaker.errors import DeployError
-from gen3d.sagemaker.gpus import check_gpu_memory
+from gen3d.sagemaker.gpus import check_gpu_memory, choose_inference_ami
 from gen3d.sagemaker.invoke import invoke_realtime, start_async, wait_async
 from gen3d.sagemaker.kms import volume_kms_key
 from gen3d.sagemaker.log_group import DEFAULT_RETENTION_DAYS, check_retention, prepare_log_group
 from gen3d.sagemaker.names import parse_s3_uri, unique_name, validate_name
 from gen3d.sagemaker.resources import (
     AsyncConfig,
+    create_endpoint,
     create_endpoint_config,
     create_model,
-    create_or_update_endpoint,
-    endpoint_exists,
     wait_for_endpoint,
 )
 from gen3d.sagemaker.tags import resource_tags, s3_tagging, tag_alarms
 from gen3d.sagemaker.timeouts import ArchiveNeeds, Timeouts, derive_timeouts, local_needs, s3_needs
+from gen3d.sagemaker.update import (
+    MAX_CANARY_PERCENT,
+    bake_s,
+    check_update,
+    deployment_config,
+    read_running,
+    rollback_alarms,
+    update_endpoint,
+)
 from gen3d.sagemaker.upload import upload_model_archive
 from gen3d.serving.buckets import ENV as BUCKETS_ENV
 
 MODES = ("realtime", "async")
 PROVISIONING_S = 900  # instance launch and image pull, before the model download starts
+REALTIME_INVOCATION_S = 60  # SageMaker's limit on one real-time invocation
 
 
 @dataclass
@@ -60,7 +65,7 @@ class DeploySpec:
     mode: str = "realtime"
     archive: Path | None = None
     model_data_s3_uri: str | None = None
-    instance_count: int = 1
+    instance_count: int = 1  # of a new endpoint; an update keeps the running count
     max_concurrency: int = 1
     min_instances: int | None = None  # async: 0; real-time: instance_count
     max_instances: int | None = None  # async: 1; real-time: min_instances (no autoscaling)
@@ -69,7 +74,7 @@ class DeploySpec:
     async_failure_s3: str | None = None
     environment: dict[str, str] = field(default_factory=dict)
     allowed_buckets: list[str] | None = None  # GEN3D_ALLOWED_BUCKETS; default [bucket]
-    inference_ami_version: str | None = None
+    inference_ami_version: str | None = None  # None: gpus.DEFAULT_INFERENCE_AMI; gpus.NO_INFERENCE_AMI: send none
     autoscaling: bool = True
     sns_topic_arn: str | None = None  # failure alarms; async: error (and success) notifications
     sns_success_topic_arn: str | None = None  # async success notifications (default: sns_topic_arn)
@@ -79,23 +84,37 @@ class DeploySpec:
     tags: dict[str, str] = field(default_factory=dict)  # --tag; resource_tags() adds project and the endpoint
     log_retention_days: int = DEFAULT_RETENTION_DAYS
     kms_key_id: str | None = None  # model data upload, async output, and the volume where allowed (kms.py)
+    allow_demo_weights: bool = False  # deploy an archive built from demo weights (refused otherwise)
+    allow_realtime_sam3d: bool = False  # sam3d on a real-time endpoint, whose invocations SageMaker cuts at 60 s
+    canary_percent: int | None = None  # update: shift this share of the new fleet first (default: all at once)
 
     def check(self) -> None:
         """Everything the spec alone can be refused for, before any AWS call: the model and mode, the instance's GPU
-        memory (GpuMemoryError), the endpoint name, the instance counts and the container environment (ValueError
-        naming the flag)."""
+        memory (GpuMemoryError), the GPU driver, the endpoint name, the instance counts and the container environment
+        (ValueError naming the flag)."""
         if self.model not in MODELS or self.mode not in MODES:
             raise ValueError(f"model must be one of {list(MODELS)} and mode one of {MODES}")
         check_gpu_memory(self.model, self.instance_type)
+        self.inference_ami()
         validate_name(self.endpoint_name)
         self.capacity()
         self.container_environment()
         self.resource_tags()
         check_retention(self.log_retention_days)
+        if self.canary_percent is not None and not 1 <= self.canary_percent <= MAX_CANARY_PERCENT:
+            raise ValueError(f"--canary is a percentage of the new fleet, 1..{MAX_CANARY_PERCENT}")
+        if self.model == "sam3d" and self.mode == "realtime" and not self.allow_realtime_sam3d:
+            raise ValueError(f"refusing sam3d on a real-time endpoint: SageMaker cuts a real-time invocation at "
+                             f"{REALTIME_INVOCATION_S} s and generate_3d takes longer; use --mode async, or "
+                             "--allow-realtime-sam3d to deploy it anyway")
 
     def resource_tags(self) -> dict[str, str]:
         """The tags of every resource the deploy creates (ValueError naming --tag)."""
         return resource_tags(self.endpoint_name, self.tags)
+
+    def inference_ami(self) -> tuple[str | None, str]:
+        """The variant's InferenceAmiVersion (None: none) and why its driver runs the image (see gpus.py)."""
+        return choose_inference_ami(self.model, self.instance_type, self.inference_ami_version)
 
     def s3_base(self, part: str) -> str:
         """``s3://bucket/prefix/<part>/``."""
@@ -118,6 +137,11 @@ class DeploySpec:
                              "--target-invocations: invocations per instance per minute to hold; measure what one "
                              "instance answers (gen3d-bench) and take a fraction of it")
         return low, high, scaled
+
+    def scaling(self) -> ScalingPlan:
+        """The autoscaling to put in place (see :meth:`capacity`)."""
+        low, high, scaled = self.capacity()
+        return ScalingPlan(self.mode, low, high, scaled, self.target_invocations, self.resource_tags())
 
     def container_environment(self) -> dict[str, str]:
         """The Model's Environment: the model to serve, the buckets it may touch, the ready margin; --env wins."""
@@ -170,16 +194,23 @@ def deploy(
     sleep: Callable[[float], None] = time.sleep,
     progress: bool = True,
 ) -> DeployResult:
-    """GPU check, timeouts, upload, Model, EndpointConfig, Endpoint, wait, autoscaling, failure alarms.
-    ``wait_timeout_s`` defaults to provisioning + download + health-check timeouts."""
+    """Checks, timeouts, upload, Model, EndpointConfig, failure alarms, Endpoint, wait, autoscaling; DeployRefused
+    before anything is written when the deploy cannot work. ``wait_timeout_s`` defaults to provisioning + download
+    + health-check timeouts (+ an update's bake)."""
     spec.check()
-    low, high, scaled = spec.capacity()
+    scaling = spec.scaling()
     env = spec.container_environment()
     needs = archive_needs(clients, spec)
+    say(out, needs.check_weights(spec.allow_demo_weights))
     timeouts = derive_timeouts(needs, ready_margin_s=int(env["GEN3D_READY_MARGIN_S"]),
                                health_check_s=spec.health_check_timeout_s, download_s=spec.download_timeout_s)
     say(out, f"start-up timeouts: health check {timeouts.health_check_s} s, model download {timeouts.download_s} s "
              f"({timeouts.explanation})")
+    ami, why = spec.inference_ami()
+    say(out, why)
+    running = read_running(clients.sagemaker, clients.autoscaling, spec.endpoint_name)  # reads only
+    if running is not None:
+        check_update(running, spec.mode, spec.canary_percent, spec.instance_count)
     name = unique_name(spec.endpoint_name, now)
     tags = spec.resource_tags()
     prepare_log_group(clients.logs, spec.endpoint_name, spec.log_retention_days, tags, out=out)
@@ -203,38 +234,33 @@ def deploy(
         say(out, f"--kms-key-id: {spec.instance_type}'s volume is NVMe instance storage, encrypted by the instance "
                  "(SageMaker refuses a KmsKeyId for it); the key encrypts the uploaded model data"
                  + (" and the async output" if async_config else ""))
+    count = running.update_count(spec.instance_count) if running else spec.instance_count
     create_endpoint_config(clients.sagemaker, name, model_name=name, instance_type=spec.instance_type,
-                           instance_count=spec.instance_count, async_config=async_config,
+                           instance_count=count, async_config=async_config,
                            startup_timeout_s=timeouts.health_check_s, download_timeout_s=timeouts.download_s,
-                           inference_ami_version=spec.inference_ami_version, kms_key_id=volume_key, tags=tags,
-                           out=out)
-    exists = endpoint_exists(clients.sagemaker, spec.endpoint_name)
-    if exists and has_scalable_target(clients.autoscaling, spec.endpoint_name):
-        # An update that changes the instance type of a scaled variant is rejected.
-        say(out, "removing autoscaling before the update; it is re-applied afterwards")
-        remove_autoscaling(clients.autoscaling, clients.cloudwatch, spec.endpoint_name, out=out)
-    action = create_or_update_endpoint(clients.sagemaker, spec.endpoint_name, name, exists=exists, tags=tags,
-                                       out=out)
-    wait_s = wait_timeout_s or PROVISIONING_S + timeouts.download_s + timeouts.health_check_s
-    desc = wait_for_endpoint(clients.sagemaker, spec.endpoint_name, expected_config=name,
-                             timeout_s=wait_s, poll_s=poll_s, out=out, sleep=sleep)
-    scaling: dict[str, str] = {}
-    if scaled and spec.mode == "async":
-        scaling = configure_async_autoscaling(clients.autoscaling, clients.cloudwatch, spec.endpoint_name,
-                                              min_capacity=low, max_capacity=high, tags=tags, out=out)
-    elif scaled:
-        scaling = configure_realtime_autoscaling(clients.autoscaling, spec.endpoint_name, min_capacity=low,
-                                                 max_capacity=high,
-                                                 target_invocations_per_instance=float(spec.target_invocations or 0),
-                                                 tags=tags, out=out)
-    alarms: list[str] = []
+                           inference_ami_version=ami, kms_key_id=volume_key, tags=tags, out=out)
+    alarms: list[str] = []  # before the endpoint changes: an update rolls back on them
     if spec.sns_topic_arn:
         alarms = put_failure_alarms(clients.cloudwatch, spec.endpoint_name, spec.mode, spec.sns_topic_arn,
                                     spec.alarms, out=out)
     else:
         say(out, "no --sns-topic-arn: no failure alarms (existing ones are left as they are)")
-    tag_alarms(clients.cloudwatch, spec.endpoint_name, tags, out=out)
-    return DeployResult(spec.endpoint_name, name, model_data, action, desc, timeouts, needs, scaling, alarms)
+    start_s = PROVISIONING_S + timeouts.download_s + timeouts.health_check_s
+    if running is None:
+        create_endpoint(clients.sagemaker, spec.endpoint_name, name, tags=tags, out=out)
+        action = "created"
+        desc = wait_for_endpoint(clients.sagemaker, spec.endpoint_name, expected_config=name,
+                                 timeout_s=wait_timeout_s or start_s, poll_s=poll_s, out=out, sleep=sleep)
+        scaled = apply_scaling(clients.autoscaling, clients.cloudwatch, spec.endpoint_name, scaling, out=out)
+    else:
+        rollback = rollback_alarms(clients.cloudwatch, spec.endpoint_name, spec.mode, alarms)
+        wait_s = wait_timeout_s or start_s + bake_s(rollback, spec.canary_percent)
+        action = "updated"
+        desc, scaled = update_endpoint(clients, running, name, instance_type=spec.instance_type, scaling=scaling,
+                                       deployment=deployment_config(rollback, spec.canary_percent, round(wait_s)),
+                                       tags=tags, timeout_s=wait_s, poll_s=poll_s, out=out, sleep=sleep)
+    tag_alarms(clients.cloudwatch, spec.endpoint_name, tags, out=out)  # the scaling alarm exists only now
+    return DeployResult(spec.endpoint_name, name, model_data, action, desc, timeouts, needs, scaled, alarms)
 
 
 def run_smoke(
@@ -243,6 +269,7 @@ def run_smoke(
     payload: dict[str, Any],
     *,
     mode: str,
+    expected_model_id: str | None = None,
     async_input_s3_uri: str | None = None,
     invocation_timeout_s: int | None = None,
     timeout_s: float = 1800.0,
@@ -250,8 +277,10 @@ def run_smoke(
     out: IO[str] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> SmokeOutcome:
-    """Send the smoke request once; its response or error is kept for the checklist to judge."""
-    outcome = SmokeOutcome(task=str(payload.get("task")), bucket=str(payload.get("bucket", "")), mode=mode)
+    """Send the smoke request once; its response or error is kept for the checklist to judge, with the
+    ``model_id`` prefix the answer must carry (:meth:`ArchiveNeeds.model_id_prefix`)."""
+    outcome = SmokeOutcome(task=str(payload.get("task")), bucket=str(payload.get("bucket", "")), mode=mode,
+                           expected_model_id=expected_model_id)
     try:
         if mode == "async":
             if not async_input_s3_uri:

@@ -23,7 +23,12 @@ class SmokeTestError(DeployError):
     """A response did not report success or its outputs are missing."""
 
 
-class TimeoutSettingError(DeployError):
+class DeployRefused(DeployError):
+    """The deploy is refused before anything is uploaded or created; the message names the flag or command that
+    gets past it."""
+
+
+class TimeoutSettingError(DeployRefused):
     """A start-up timeout cannot be set: the archive needs more than the flag (or SageMaker) allows, or its
     needs cannot be read."""
 

@@ -8,7 +8,9 @@ Who does what with the execution role:
 - the container's logs go to ``/aws/sagemaker/Endpoints/<name>``: CloudWatch Logs;
   ``cloudwatch:PutMetricData`` is in AWS's documented CreateModel role policy (gen3d itself never calls it);
 - the container reads inputs anywhere in its allowed buckets (``s3:GetObject``; ``s3:ListBucket`` so that a
-  missing key answers 404 instead of S3's 403) and writes outputs under the output prefix (``s3:PutObject``);
+  missing key answers 404 instead of S3's 403) and writes outputs under the output prefix (``s3:PutObject``),
+  only in buckets ``bucket_owner`` owns (``s3:ResourceAccount``: a glob of the allow-list also matches buckets
+  anyone can create in another account; the server passes the same account as ``ExpectedBucketOwner``);
 - async endpoints: SageMaker reads the request object (covered by the input read), writes the output and
   failure objects (``s3:PutObject``) under ``<prefix>/async/`` or ``<prefix>/*/async/`` (the deploy's defaults
   for any ``--prefix`` starting with ``<prefix>``) or the ``--async-output-s3`` / ``--async-failure-s3`` paths,
@@ -43,6 +45,8 @@ LOG_GROUP = ["logs:CreateLogGroup", "logs:PutRetentionPolicy", "logs:DeleteReten
 OUTPUT_PREFIX = "gen3d-outputs"  # the default GEN3D_OUTPUT_PREFIX's first level (gen3d-outputs/{user}/{session})
 SCALING_ROLE = ("arn:aws:iam::{account}:role/aws-service-role/sagemaker.application-autoscaling.amazonaws.com/"
                 "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint")
+# the role's own account, as the server's default GEN3D_BUCKET_OWNER (the account of its credentials)
+PRINCIPAL_ACCOUNT = "${aws:PrincipalAccount}"
 
 
 def s3_arn(uri: str, suffix: str = "") -> str:
@@ -63,6 +67,7 @@ def execution_role_policy(
     region: str = "*",
     account: str = "*",
     repository: str = "gen3d",
+    bucket_owner: str = PRINCIPAL_ACCOUNT,
 ) -> dict[str, Any]:
     """The policy document: ``bucket``/``prefix`` hold model data and async results (the deploy's --bucket and
     the first level of its --prefix), ``allowed_buckets`` (GEN3D_ALLOWED_BUCKETS; names or globs) hold inputs
@@ -71,6 +76,7 @@ def execution_role_policy(
     buckets = allowed_buckets or [bucket]
     async_results = [f"arn:aws:s3:::{bucket}/{prefix}/async/*", f"arn:aws:s3:::{bucket}/{prefix}/*/async/*",
                      *(s3_arn(path.rstrip("/") + "/", "*") for path in async_paths or [])]
+    owned = {"StringEquals": {"s3:ResourceAccount": [bucket_owner]}}  # GEN3D_BUCKET_OWNER's account only
     statements: list[dict[str, Any]] = [
         {"Sid": "ModelDataList", "Effect": "Allow", "Action": ["s3:ListBucket"],
          "Resource": [f"arn:aws:s3:::{bucket}"], "Condition": {"StringLike": {"s3:prefix": [f"{prefix}/*"]}}},
@@ -78,11 +84,11 @@ def execution_role_policy(
          "Resource": [f"arn:aws:s3:::{bucket}/{prefix}/*"]},
         {"Sid": "AsyncResultsWrite", "Effect": "Allow", "Action": ["s3:PutObject"], "Resource": async_results},
         {"Sid": "InputsList", "Effect": "Allow", "Action": ["s3:ListBucket"],
-         "Resource": [f"arn:aws:s3:::{b}" for b in buckets]},
+         "Resource": [f"arn:aws:s3:::{b}" for b in buckets], "Condition": owned},
         {"Sid": "InputsRead", "Effect": "Allow", "Action": ["s3:GetObject"],
-         "Resource": [f"arn:aws:s3:::{b}/*" for b in buckets]},
+         "Resource": [f"arn:aws:s3:::{b}/*" for b in buckets], "Condition": owned},
         {"Sid": "OutputsWrite", "Effect": "Allow", "Action": ["s3:PutObject"],
-         "Resource": [f"arn:aws:s3:::{b}/{output_prefix.strip('/')}/*" for b in buckets]},
+         "Resource": [f"arn:aws:s3:::{b}/{output_prefix.strip('/')}/*" for b in buckets], "Condition": owned},
     ]
     if sns_topic_arns:
         statements.append({"Sid": "AsyncNotifications", "Effect": "Allow", "Action": ["sns:Publish"],

@@ -20,6 +20,7 @@ from gen3d.sagemaker.errors import AsyncInferenceError, SmokeTestError
 from gen3d.sagemaker.names import log_group, parse_s3_uri
 
 MAX_INVOCATION_TIMEOUT_S = 3600  # SageMaker's limit of InvocationTimeoutSeconds
+REALTIME_PAYLOAD_BYTES = 6 * 2**20  # SageMaker's limit on a real-time request body and on its answer (6 MB)
 
 
 def sam3d_outputs(decode_formats: object) -> list[str]:

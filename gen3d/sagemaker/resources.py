@@ -1,4 +1,4 @@
-"""Model, EndpointConfig and Endpoint: create, update, and wait for InService."""
+"""Model, EndpointConfig and Endpoint: create, and wait for InService (updates: update.py)."""
 
 from __future__ import annotations
 
@@ -126,38 +126,20 @@ def create_endpoint_config(
     return str(response["EndpointConfigArn"])
 
 
-def endpoint_exists(sm: Any, endpoint_name: str) -> bool:
-    """True when describe_endpoint finds the endpoint."""
-    try:
-        sm.describe_endpoint(EndpointName=endpoint_name)
-    except ClientError as err:
-        if is_not_found(err):
-            return False
-        raise
-    return True
-
-
-def create_or_update_endpoint(
+def create_endpoint(
     sm: Any,
     endpoint_name: str,
     config_name: str,
     *,
-    exists: bool,
     tags: dict[str, str] | None = None,
     out: IO[str] | None = None,
 ) -> str:
-    """Create the endpoint (``exists`` False: see :func:`endpoint_exists`), or point the existing one at
-    ``config_name``; either way it carries ``tags`` (an update adds them: UpdateEndpoint takes none); returns the
-    action."""
-    if exists:
-        arn = sm.update_endpoint(EndpointName=endpoint_name, EndpointConfigName=config_name)["EndpointArn"]
-        if tags:
-            sm.add_tags(ResourceArn=arn, Tags=tag_list(tags))
-        say(out, f"updating endpoint {endpoint_name} -> {config_name}")
-        return "updated"
-    sm.create_endpoint(EndpointName=endpoint_name, EndpointConfigName=config_name, **tag_param(tags))
+    """Create the endpoint on ``config_name``, tagged ``tags`` (an existing one is updated by
+    :func:`gen3d.sagemaker.update.update_endpoint`); returns its ARN."""
+    arn = sm.create_endpoint(EndpointName=endpoint_name, EndpointConfigName=config_name,
+                             **tag_param(tags))["EndpointArn"]
     say(out, f"creating endpoint {endpoint_name} with {config_name}")
-    return "created"
+    return str(arn)
 
 
 def wait_for_endpoint(

@@ -26,7 +26,7 @@ from botocore.exceptions import ClientError
 from gen3d.archives import ArchiveError, archive_contents, archive_name
 from gen3d.sagemaker.clients import is_not_found
 from gen3d.sagemaker.entrypoint import DEFAULT_READY_MARGIN_S, Archive
-from gen3d.sagemaker.errors import TimeoutSettingError
+from gen3d.sagemaker.errors import DeployRefused, TimeoutSettingError
 from gen3d.sagemaker.names import parse_s3_uri
 
 SAGEMAKER_MIN_S, SAGEMAKER_MAX_S = 60, 3600
@@ -36,12 +36,39 @@ DOWNLOAD_FLOOR_MIB_S = 20
 
 @dataclass(frozen=True)
 class ArchiveNeeds:
-    """What the archive says about its start-up; ``startup_timeout_s`` is None when its config was not found."""
+    """What the archive's model-config.yaml says about its start-up and its weights (gen3d-build-archives writes
+    the handler section); ``startup_timeout_s`` and ``preset`` are None when its config was not found."""
 
     source: str
     startup_timeout_s: float | None
     response_timeout_s: float | None = None
     size_bytes: int | None = None
+    preset: str | None = None
+    demo_weights: bool | None = None  # None: the config does not say
+    checkpoint_sha256: str | None = None
+
+    def model_id_prefix(self, model: str) -> str | None:
+        """How the ``model_id`` of this archive's answers starts: ``<model>/<preset>/`` and, when the archive
+        records its checkpoint's digest, its first 16 hex digits; None when the preset is unknown."""
+        if not self.preset:
+            return None
+        return f"{model}/{self.preset}/{(self.checkpoint_sha256 or '')[:16]}"
+
+    def check_weights(self, allow_demo: bool) -> str:
+        """A line saying which weights the archive holds; DeployRefused for demo (or unknown) weights unless
+        ``allow_demo``."""
+        if self.demo_weights is False:
+            return f"weights: archive {self.source} holds the production weights of preset {self.preset}"
+        if self.demo_weights:
+            what = (f"archive {self.source} was built from demo weights (preset {self.preset}, random weights: its "
+                    "answers mean nothing)")
+            fix = "build it with --checkpoint (sam3) or --pipeline-dir (sam3d)"
+        else:
+            what = f"cannot tell whether {self.source} holds demo weights (its model-config.yaml was not read)"
+            fix = "deploy an archive directory built by gen3d-build-archives"
+        if not allow_demo:
+            raise DeployRefused(f"refusing to deploy: {what}; {fix}, or pass --allow-demo-weights")
+        return f"WARNING: {what}; deployed anyway (--allow-demo-weights)"
 
 
 @dataclass(frozen=True)
@@ -69,8 +96,7 @@ def local_needs(archive: Path, model: str) -> ArchiveNeeds:
     except (ArchiveError, OSError) as err:
         raise TimeoutSettingError(f"cannot read the archive's model-config.yaml: {err}") from err
     files = [archive] if archive.is_file() else [p for p in archive.rglob("*") if p.is_file()]
-    return ArchiveNeeds(str(archive), Archive(model, archive, config).startup_timeout,
-                        _number(config.get("responseTimeout")), sum(p.stat().st_size for p in files))
+    return _needs(str(archive), Archive(model, archive, config), sum(p.stat().st_size for p in files))
 
 
 def s3_needs(s3: Any, model_data_s3_uri: str, model: str) -> ArchiveNeeds:
@@ -96,8 +122,16 @@ def s3_needs(s3: Any, model_data_s3_uri: str, model: str) -> ArchiveNeeds:
         if isinstance(err, ClientError) and not is_not_found(err):
             raise
         return ArchiveNeeds(f"{where} (unreadable: {err})", None)
-    return ArchiveNeeds(where, Archive(model, Path(folder), config).startup_timeout,
-                        _number(config.get("responseTimeout")), size)
+    return _needs(where, Archive(model, Path(folder), config), size)
+
+
+def _needs(source: str, archive: Archive, size: int) -> ArchiveNeeds:
+    handler = archive.config.get("handler") or {}
+    demo = handler.get("demo_weights")
+    return ArchiveNeeds(source, archive.startup_timeout, _number(archive.config.get("responseTimeout")), size,
+                        preset=str(handler["preset"]) if handler.get("preset") else None,
+                        demo_weights=demo if isinstance(demo, bool) else None,
+                        checkpoint_sha256=str(handler.get("checkpoint_sha256") or "") or None)
 
 
 def _number(value: object) -> float | None:

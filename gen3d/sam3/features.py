@@ -44,6 +44,17 @@ class ImageFeatures:
         """The ``interactive`` part alone, on ``device`` (what a worker keeps in its device cache)."""
         return ImageFeatures(self.original_size, {k: v.to(device) for k, v in self.interactive.items()})
 
+    def host_copy(self) -> ImageFeatures:
+        """A copy in host memory that shares nothing with these tensors (what waits for the cache's disk write, so
+        that no device memory stays held meanwhile)."""
+
+        def copy(t: torch.Tensor) -> torch.Tensor:
+            return t.detach().to("cpu", copy=True, memory_format=torch.contiguous_format)
+
+        return ImageFeatures(
+            self.original_size, {k: copy(v) for k, v in self.interactive.items()}, [copy(t) for t in self.backbone_fpn]
+        )
+
     def tier_tensors(self, tier: str) -> dict[str, torch.Tensor]:
         """The tensors the cache stores for ``tier`` (``interactive`` or ``concept``), by name."""
         return dict(self.interactive) if tier == "interactive" else self.fpn_tensors()
@@ -54,6 +65,8 @@ class ImageFeatures:
         if tier == "interactive":
             return cls(original_size, {k: tensors[k] for k in EMBEDDING_TENSORS})
         levels = sorted(tensors, key=lambda k: int(k[len(FPN_PREFIX) :]))
+        if not levels:
+            raise KeyError("no backbone_fpn levels")
         return cls(original_size, backbone_fpn=[tensors[k] for k in levels])
 
 

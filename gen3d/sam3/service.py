@@ -49,8 +49,14 @@ log = logging.getLogger(__name__)
 PROMPT_FIELDS = ("text", "points", "point_labels", "boxes", "box_labels", "multimask", "score_threshold")
 DEFAULT_CACHE_DIR = "/tmp/gen3d-embedding-cache"
 # GEN3D_CACHE_GB: interactive tier (~94 images per GB at 1008 px); GEN3D_CONCEPT_CACHE_GB: concept tier (~18 per
-# GB); GEN3D_DEVICE_CACHE_MB: interactive features each worker keeps on its device (~94 images per GB)
-CACHE_SETTINGS = {"GEN3D_CACHE_GB": 4.0, "GEN3D_CONCEPT_CACHE_GB": 4.0, "GEN3D_DEVICE_CACHE_MB": 1024.0}
+# GB); GEN3D_DEVICE_CACHE_MB: interactive features each worker keeps on its device (~94 images per GB);
+# GEN3D_CACHE_WRITE_QUEUE_MB: host memory each worker holds for features waiting for the disk (~15 images per GB)
+CACHE_SETTINGS = {
+    "GEN3D_CACHE_GB": 4.0,
+    "GEN3D_CONCEPT_CACHE_GB": 4.0,
+    "GEN3D_DEVICE_CACHE_MB": 1024.0,
+    "GEN3D_CACHE_WRITE_QUEUE_MB": 512.0,
+}
 
 
 @dataclass
@@ -95,6 +101,7 @@ class Sam3Service(ModelService[Sam3Job]):
         cls, model_dir: str | Path, config: dict, device: torch.device, metric: MetricSink = no_metrics
     ) -> Sam3Service:
         """Loads the model an archive describes: ``config`` is model-config.yaml's ``handler`` section."""
+        store = S3Store.from_env()  # first: an unknown bucket owner stops start-up before the weights load
         model_dir = Path(model_dir)
         require_handler_keys(config, ("preset", "checkpoint"), model_dir)
         bpe = model_dir / BPE_VOCAB_NAME
@@ -119,8 +126,11 @@ class Sam3Service(ModelService[Sam3Job]):
             int(settings["GEN3D_DEVICE_CACHE_MB"] * 1e6),
             loaded.model_id,
             device,
+            write_queue_bytes=int(settings["GEN3D_CACHE_WRITE_QUEUE_MB"] * 1e6),
         )
-        return cls(loaded, S3Store(), prefix_template(config), cache, metric)
+        if not cache.on_disk:  # a read-only or full cache disk: served without the disk tiers (logged by the cache)
+            metric("CacheDiskOff", 1)
+        return cls(loaded, store, prefix_template(config), cache, metric)
 
     @property
     def device(self) -> torch.device:
@@ -191,6 +201,8 @@ class Sam3Service(ModelService[Sam3Job]):
             ("DeviceCacheHits", stats.device_hits),
             ("EmbeddingCacheReadBytes", stats.disk_bytes_read),
             ("CacheWriteErrors", stats.write_errors),
+            ("CacheWritesSkipped", stats.writes_skipped),
+            ("CacheCorruptEntries", stats.corrupt_entries),
         ):
             if value:
                 self.metric(name, value)

@@ -69,7 +69,8 @@ class Sam3dService(ModelService[Sam3dJob]):
         cls, model_dir: str | Path, config: dict, device: torch.device, metric: MetricSink = no_metrics
     ) -> Sam3dService:
         """Loads the model an archive describes: ``config`` is model-config.yaml's ``handler`` section."""
-        return cls(load_sam3d(model_dir, config, device), S3Store(), prefix_template(config), metric)
+        store = S3Store.from_env()  # first: an unknown bucket owner stops start-up before the weights load
+        return cls(load_sam3d(model_dir, config, device), store, prefix_template(config), metric)
 
     @property
     def preset(self):

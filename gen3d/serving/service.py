@@ -104,7 +104,7 @@ class ModelService(ABC, Generic[JobT]):
         self.metric = metric
         self.io = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix=f"{self.spec.name}-io")
         install_request_log()
-        log.info("%s may use S3 buckets: %s", self.spec.name, store.buckets.describe() if store else "none")
+        log.info("%s may use S3 buckets: %s", self.spec.name, store.describe() if store else "none")
 
     # -- hooks ----------------------------------------------------------------------------------------
     @property

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
+from tests.unit.test_image_locks import IMAGE_LOCKS
 
 # what `make locks` reads: the Makefile, the lock inputs, the requirement files they include and sam-3d-objects'
 INPUTS = ("Makefile", "pyproject.toml", "locks", "third_party", *(p.name for p in REPO.glob("requirements*.txt")))
@@ -37,9 +38,9 @@ def check_locks(root: Path, *names: str) -> subprocess.CompletedProcess:
 
 
 def test_unchanged_inputs_pass(lock_inputs):
-    result = check_locks(lock_inputs, "image-tools", "sam3-image")
+    result = check_locks(lock_inputs, *IMAGE_LOCKS)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "check-locks: image-tools sam3-image resolve unchanged from their inputs" in result.stdout
+    assert f"check-locks: {' '.join(IMAGE_LOCKS)} resolve unchanged from their inputs" in result.stdout
 
 
 def test_a_new_pin_in_an_input_fails(lock_inputs):

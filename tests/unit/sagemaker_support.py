@@ -29,6 +29,7 @@ NOW = datetime(2025, 11, 28, 13, 5, 9, tzinfo=UTC)
 STAMPED = "sam3-rt-20251128-130509"
 T0 = datetime(2025, 11, 28, tzinfo=UTC)
 DEAD_ENDPOINT = "http://127.0.0.1:9"  # discard port: anything sent by mistake fails at once, locally
+DEFAULT_AMI = "al2-ami-sagemaker-inference-gpu-3-1"  # driver 550: what every deploy sends unless told otherwise
 
 
 def clean_aws_env(env: dict[str, str]) -> dict[str, str]:
@@ -63,10 +64,12 @@ def model_data_source(uri) -> dict:
     return {"S3DataSource": {"S3Uri": uri, "S3DataType": "S3Prefix", "CompressionType": "None"}}
 
 
-def variant(model: str, instance_type: str, count: int = 1, health: int = 1920, download: int = 1920) -> dict:
-    return {"VariantName": "AllTraffic", "ModelName": model, "InstanceType": instance_type,
+def variant(model: str, instance_type: str, count: int = 1, health: int = 1920, download: int = 1920,
+            ami: str | None = DEFAULT_AMI) -> dict:
+    sent = {"VariantName": "AllTraffic", "ModelName": model, "InstanceType": instance_type,
             "InitialInstanceCount": count, "ModelDataDownloadTimeoutInSeconds": download,
             "ContainerStartupHealthCheckTimeoutInSeconds": health}
+    return {**sent, "InferenceAmiVersion": ami} if ami else sent
 
 
 class FakeClock:
@@ -91,14 +94,20 @@ def clients_from(made: dict, s3=None, runtime=None, ecr=None, logs=None, tagging
                        tagging=tagging)
 
 
+PRODUCTION_PRESETS = {"sam3": "sam3", "sam3d": "sam3d-objects"}  # what gen3d-build-archives names real weights
+
+
 def write_archive(folder: Path, name: str = "sam3", startup: float = 600, response: float = 300,
-                  payload: bytes = b"w" * 1000) -> Path:
-    """A minimal no-archive model directory whose model-config.yaml says ``startup`` / ``response``."""
+                  payload: bytes = b"w" * 1000, handler: dict | None = None) -> Path:
+    """A minimal no-archive model directory whose model-config.yaml says ``startup`` / ``response`` and, unless
+    ``handler`` says otherwise, that it holds the production weights of ``name``."""
     archive = folder / name
     (archive / "MAR-INF").mkdir(parents=True, exist_ok=True)
     (archive / "MAR-INF" / "MANIFEST.json").write_text(json.dumps({"model": {"modelName": name}}))
+    production = {"checkpoint": "weights.bin", "preset": PRODUCTION_PRESETS[name], "demo_weights": False}
     (archive / "model-config.yaml").write_text(yaml.safe_dump(
-        {"startupTimeout": startup, "responseTimeout": response, "handler": {"checkpoint": "weights.bin"}}))
+        {"startupTimeout": startup, "responseTimeout": response,
+         "handler": production if handler is None else handler}))
     (archive / "weights.bin").write_bytes(payload)
     return archive
 
@@ -150,20 +159,60 @@ def expect_alarm_tagging(cw: Stubber, endpoint: str, present: list[str] | None =
         cw.add_response("tag_resource", {}, {"ResourceARN": arn, "Tags": tags or deploy_tags(endpoint)})
 
 
+OLD_CONFIG = "old-config-20251101-000000"  # what a running endpoint is on before the deploy updates it
+SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
+
+
+def expect_running(stubs: dict, endpoint: str, *, instance_type: str = "ml.g5.2xlarge", count: int = 1,
+                   mode: str = "realtime", scaled: bool | None = False, status: str = "InService",
+                   variant_name: str = "AllTraffic") -> None:
+    """The reads that find an endpoint running OLD_CONFIG (DescribeEndpoint, DescribeEndpointConfig and, unless
+    ``scaled`` is None because autoscaling is moto's, the scalable target)."""
+    sm = stubs["sagemaker"]
+    sm.add_response("describe_endpoint", {**endpoint_desc(endpoint, status, OLD_CONFIG), "ProductionVariants": [
+        {"VariantName": variant_name, "CurrentInstanceCount": count, "DesiredInstanceCount": count}]},
+        {"EndpointName": endpoint})
+    config = {"EndpointConfigName": OLD_CONFIG, "CreationTime": T0, "ProductionVariants": [
+        {"VariantName": variant_name, "ModelName": OLD_CONFIG, "InstanceType": instance_type,
+         "InitialInstanceCount": 1}],
+        "EndpointConfigArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint-config/{OLD_CONFIG}"}
+    if mode == "async":
+        config["AsyncInferenceConfig"] = {"OutputConfig": {"S3OutputPath": "s3://bkt/out/"}}
+    sm.add_response("describe_endpoint_config", config, {"EndpointConfigName": OLD_CONFIG})
+    if scaled is not None:
+        target = {"ServiceNamespace": "sagemaker", "ResourceId": f"endpoint/{endpoint}/variant/AllTraffic",
+                  "ScalableDimension": SCALABLE_DIMENSION, "MinCapacity": 0, "MaxCapacity": 1,
+                  "RoleARN": ROLE, "CreationTime": T0}
+        stubs["application-autoscaling"].add_response(
+            "describe_scalable_targets", {"ScalableTargets": [target] if scaled else []},
+            {"ServiceNamespace": "sagemaker", "ResourceIds": [f"endpoint/{endpoint}/variant/AllTraffic"],
+             "ScalableDimension": SCALABLE_DIMENSION})
+
+
 def expect_deploy(stubs: dict, endpoint: str, name: str, instance_type: str, *, exists: bool,
                   timeouts: tuple[int, int], env=ANY, async_paths: tuple[str, str] | None = None,
                   notification: dict | None = None, image: str = IMAGE, tags: list | None = None,
-                  output_kms_key: str | None = None) -> None:
-    """The SageMaker calls of one deploy (up to InService), stubbed in order."""
+                  output_kms_key: str | None = None, count: int = 1,
+                  running: dict | None = None, rollback_present: tuple[str, ...] | list[str] | None = (),
+                  update=ANY, waiting: list[dict] | None = None) -> None:
+    """The SageMaker calls of one deploy (up to InService), stubbed in order. ``exists``: the endpoint runs (see
+    :func:`expect_running`, given ``running``), and the update's DescribeAlarms (of the rollback alarms, stubbed
+    with ``rollback_present`` unless None), UpdateEndpoint (``update``: the parameters besides the names) and
+    AddTags follow the EndpointConfig. ``waiting``: DescribeEndpoint's answers until the end (default: then
+    InService). Every created resource carries ``tags`` (default: :func:`deploy_tags`)."""
     sm = stubs["sagemaker"]
     tags = tags or deploy_tags(endpoint)
+    if exists:
+        expect_running(stubs, endpoint, **(running or {}))
+    else:
+        not_found(sm, "describe_endpoint", {"EndpointName": endpoint}, "endpoint")
     not_found(sm, "describe_model", {"ModelName": name}, "model")
     sm.add_response("create_model", {"ModelArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model/{name}"}, {
         "ModelName": name, "ExecutionRoleArn": ROLE,
         "PrimaryContainer": {"Image": image, "ModelDataSource": model_data_source(ANY), "Environment": env},
         "Tags": tags})
     config = {"EndpointConfigName": name, "ProductionVariants": [
-        variant(name, instance_type, health=timeouts[0], download=timeouts[1])], "Tags": tags}
+        variant(name, instance_type, count=count, health=timeouts[0], download=timeouts[1])], "Tags": tags}
     if async_paths:
         output = {"S3OutputPath": async_paths[0], "S3FailurePath": async_paths[1]}
         if notification:
@@ -176,16 +225,18 @@ def expect_deploy(stubs: dict, endpoint: str, name: str, instance_type: str, *, 
                     {"EndpointConfigArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint-config/{name}"}, config)
     endpoint_arn = {"EndpointArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/{endpoint}"}
     if exists:
-        sm.add_response("describe_endpoint", endpoint_desc(endpoint, "InService", "old"), {"EndpointName": endpoint})
-        stubs["application-autoscaling"].add_response(
-            "describe_scalable_targets", {"ScalableTargets": []},
-            {"ServiceNamespace": "sagemaker", "ResourceIds": [f"endpoint/{endpoint}/variant/AllTraffic"],
-             "ScalableDimension": "sagemaker:variant:DesiredInstanceCount"})
-        sm.add_response("update_endpoint", endpoint_arn, {"EndpointName": endpoint, "EndpointConfigName": name})
+        if rollback_present is not None:
+            kinds = ["invocation-failures"] if async_paths else ["invocation-5xx-errors", "invocation-model-errors"]
+            stubs["cloudwatch"].add_response(
+                "describe_alarms", {"MetricAlarms": [{"AlarmName": a} for a in rollback_present]},
+                {"AlarmNames": [f"{endpoint}-{kind}" for kind in kinds]})
+        params = {"EndpointName": endpoint, "EndpointConfigName": name}
+        sm.add_response("update_endpoint", endpoint_arn, {**params, **update} if isinstance(update, dict) else {
+            **params, "RetainAllVariantProperties": True, "DeploymentConfig": update})
         sm.add_response("add_tags", {"Tags": tags}, {"ResourceArn": endpoint_arn["EndpointArn"], "Tags": tags})
     else:
-        not_found(sm, "describe_endpoint", {"EndpointName": endpoint}, "endpoint")
         sm.add_response("create_endpoint", endpoint_arn, {"EndpointName": endpoint, "EndpointConfigName": name,
                                                           "Tags": tags})
-    sm.add_response("describe_endpoint", endpoint_desc(endpoint, "Creating", name), {"EndpointName": endpoint})
-    sm.add_response("describe_endpoint", endpoint_desc(endpoint, "InService", name), {"EndpointName": endpoint})
+    for desc in waiting or [endpoint_desc(endpoint, "Updating" if exists else "Creating", name),
+                            endpoint_desc(endpoint, "InService", name)]:
+        sm.add_response("describe_endpoint", desc, {"EndpointName": endpoint})

@@ -77,7 +77,7 @@ def service(tiny_loaded, tmp_path_factory):
     loaded = tiny_loaded
     limits_bytes = {"interactive": 10**9, "concept": 10**9}
     store = FeatureStore(work / "cache", limits_bytes, 10**8, loaded.model_id, loaded.device)
-    s3 = S3Store(client=NoS3(), buckets=BucketPolicy(("allowed-bucket",)))
+    s3 = S3Store(NoS3(), BucketPolicy(("allowed-bucket",)), owner="123456789012")
     return Sam3Service(loaded, s3, "out/{user_id}/{session_id}", store)
 
 

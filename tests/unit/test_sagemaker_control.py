@@ -12,6 +12,7 @@ import pytest
 from botocore.exceptions import ParamValidationError
 from botocore.stub import ANY, Stubber
 
+from gen3d.models import MODELS
 from gen3d.sagemaker import autoscaling, deploy, errors, gpus, invoke, names, resources, teardown, upload
 from gen3d.sagemaker import clients as aws
 from tests.unit.sagemaker_support import (
@@ -106,6 +107,47 @@ def test_gpu_table_values():
         gpus.check_gpu_memory("sam3", "ml.m5.large")
 
 
+@pytest.mark.parametrize(("model", "instance_type", "requested", "sent", "driver"), [
+    ("sam3", "ml.g5.2xlarge", None, gpus.DEFAULT_INFERENCE_AMI, "driver 550, CUDA 12.4"),
+    ("sam3d", "ml.g6e.2xlarge", None, gpus.DEFAULT_INFERENCE_AMI, "driver 550, CUDA 12.4"),
+    ("sam3", "ml.g5.2xlarge", "al2-ami-sagemaker-inference-gpu-2-1", "al2-ami-sagemaker-inference-gpu-2-1",
+     "driver 535, CUDA 12.2"),
+    ("sam3", "ml.g6.xlarge", "none", None, "driver 535, CUDA 12.2"),  # g6's default AMI already has 535
+    ("sam3d", "ml.p5.48xlarge", "none", None, "driver 535, CUDA 12.2")])
+def test_inference_ami_runs_the_images_cuda(model, instance_type, requested, sent, driver):
+    chosen, why = gpus.choose_inference_ami(model, instance_type, requested)
+    assert chosen == sent
+    assert f"runs {driver}; the {model} image (CUDA {MODELS[model].cuda_version}) needs NVIDIA driver >= 525" in why
+
+
+@pytest.mark.parametrize("instance_type", ["ml.g5.2xlarge", "ml.g5.48xlarge", "ml.p4d.24xlarge", "ml.p4de.24xlarge"])
+def test_inference_ami_refuses_the_470_default(instance_type):
+    """SageMaker's default AMI runs driver 470 (CUDA 11.4) on these: a CUDA 12 image finds no usable GPU."""
+    with pytest.raises(ValueError) as err:
+        gpus.choose_inference_ami("sam3", instance_type, "none")
+    family = instance_type.rsplit(".", 1)[0]
+    assert str(err.value) == (
+        f"the sam3 image (CUDA 12.6) needs NVIDIA driver >= 525, but {instance_type} with {family}'s default AMI "
+        "runs driver 470, CUDA 11.4: the container would find no usable GPU; use --inference-ami-version "
+        "al2-ami-sagemaker-inference-gpu-3-1 (driver 550, CUDA 12.4), or leave the flag out")
+    with pytest.raises(ValueError, match="AWS documents no default driver for ml.g6e: name one with "
+                                         "--inference-ami-version"):
+        gpus.choose_inference_ami("sam3d", "ml.g6e.2xlarge", "none")
+
+
+def test_every_inference_ami_botocore_knows_is_in_the_driver_table(sm_moto):
+    """botocore's service model lists the InferenceAmiVersion values; each GPU one has a driver here, and moto
+    keeps the value it was given."""
+    sm = client("sagemaker")
+    shape = sm.meta.service_model.shape_for("ProductionVariantInferenceAmiVersion")
+    assert {v for v in shape.enum if "gpu" in v} == set(gpus.INFERENCE_AMIS)
+    sm.create_model(ModelName="m", ExecutionRoleArn=ROLE, PrimaryContainer={"Image": IMAGE})
+    # moto's instance-type list stops before ml.g5; the AMI version is what is looked at here
+    sm.create_endpoint_config(EndpointConfigName="c", ProductionVariants=[variant("m", "ml.g4dn.xlarge")])
+    sent = sm.describe_endpoint_config(EndpointConfigName="c")["ProductionVariants"][0]
+    assert sent["InferenceAmiVersion"] == gpus.DEFAULT_INFERENCE_AMI
+
+
 def test_unique_name_is_stamped_and_bounded():
     assert names.unique_name("sam3-rt", NOW) == STAMPED
     long = names.unique_name("a" * 70, NOW)
@@ -153,8 +195,7 @@ def test_realtime_endpoint_config_on_g6e(stubbed):
     stubs["sagemaker"].add_response(
         "create_endpoint_config", {"EndpointConfigArn": "arn:aws:sagemaker:us-east-1:1:endpoint-config/c"},
         {"EndpointConfigName": STAMPED,
-         "ProductionVariants": [{**variant(STAMPED, "ml.g6e.xlarge", 2),
-                                 "InferenceAmiVersion": "al2-ami-sagemaker-inference-gpu-3-1"}]})
+         "ProductionVariants": [variant(STAMPED, "ml.g6e.xlarge", 2)]})
     arn = resources.create_endpoint_config(clients["sagemaker"], STAMPED, model_name=STAMPED,
                                      instance_type="ml.g6e.xlarge", instance_count=2, startup_timeout_s=1920,
                                      download_timeout_s=1920,
@@ -168,7 +209,8 @@ def test_async_endpoint_config_with_notifications(stubbed):
     stubs["sagemaker"].add_response(
         "create_endpoint_config", {"EndpointConfigArn": "arn:aws:sagemaker:us-east-1:1:endpoint-config/c"},
         {"EndpointConfigName": "sam3d-async-20251128-130509",
-         "ProductionVariants": [variant("sam3d-async-20251128-130509", "ml.g6e.2xlarge", health=1920, download=2400)],
+         "ProductionVariants": [variant("sam3d-async-20251128-130509", "ml.g6e.2xlarge", health=1920, download=2400,
+                                        ami=None)],
          "AsyncInferenceConfig": {
              "OutputConfig": {"S3OutputPath": "s3://b/out/", "S3FailurePath": "s3://b/fail/",
                               "NotificationConfig": {"SuccessTopic": success, "ErrorTopic": TOPIC}},
@@ -182,20 +224,16 @@ def test_async_endpoint_config_with_notifications(stubbed):
     assert "NotificationConfig" not in resources.AsyncConfig("s3://b/o/", "s3://b/f/").to_api()["OutputConfig"]
 
 
-def test_create_then_update_endpoint(stubbed):
+def test_create_endpoint_tags_it(stubbed):
     clients, stubs = stubbed
-    stub = stubs["sagemaker"]
-    not_found(stub, "describe_endpoint", {"EndpointName": "sam3-rt"}, "endpoint")
-    stub.add_response("create_endpoint", {"EndpointArn": "arn:aws:sagemaker:us-east-1:1:endpoint/sam3-rt"},
-                      {"EndpointName": "sam3-rt", "EndpointConfigName": "c1"})
-    stub.add_response("describe_endpoint", endpoint_desc("sam3-rt", "InService", "c1"), {"EndpointName": "sam3-rt"})
-    stub.add_response("update_endpoint", {"EndpointArn": "arn:aws:sagemaker:us-east-1:1:endpoint/sam3-rt"},
-                      {"EndpointName": "sam3-rt", "EndpointConfigName": "c2"})
-    sm = clients["sagemaker"]
-    assert not resources.endpoint_exists(sm, "sam3-rt")
-    assert resources.create_or_update_endpoint(sm, "sam3-rt", "c1", exists=False, out=io.StringIO()) == "created"
-    assert resources.endpoint_exists(sm, "sam3-rt")
-    assert resources.create_or_update_endpoint(sm, "sam3-rt", "c2", exists=True, out=io.StringIO()) == "updated"
+    arn = "arn:aws:sagemaker:us-east-1:1:endpoint/sam3-rt"
+    tags = [{"Key": "project", "Value": "gen3d"}, {"Key": "gen3d:endpoint", "Value": "sam3-rt"}]
+    stubs["sagemaker"].add_response("create_endpoint", {"EndpointArn": arn},
+                                    {"EndpointName": "sam3-rt", "EndpointConfigName": "c1", "Tags": tags})
+    out = io.StringIO()
+    assert resources.create_endpoint(clients["sagemaker"], "sam3-rt", "c1",
+                                     tags={"project": "gen3d", "gen3d:endpoint": "sam3-rt"}, out=out) == arn
+    assert out.getvalue() == "creating endpoint sam3-rt with c1\n"
 
 
 def test_wait_prints_status_changes_until_in_service(stubbed):
@@ -567,12 +605,14 @@ def test_deploy_dry_run_prints_calls(tmp_path):
     assert proc.returncode == 0, proc.stderr
     calls = dry_run_calls(proc.stdout)
     ops = [op for _, op, _ in calls]
-    assert ops[:12] == ["DescribeLogGroups", "CreateLogGroup", "PutRetentionPolicy", *["upload_file"] * 3,
-                        "DescribeModel", "CreateModel", "CreateEndpointConfig", "DescribeEndpoint", "CreateEndpoint",
+    # what runs is read first; the log group before the upload; the failure alarms exist before the endpoint
+    # changes (an update rolls back on them); the alarms are tagged last (the scaling alarm exists only then)
+    assert ops[:16] == ["DescribeEndpoint", "DescribeLogGroups", "CreateLogGroup", "PutRetentionPolicy",
+                        *["upload_file"] * 3, "DescribeModel", "CreateModel", "CreateEndpointConfig",
+                        "PutMetricAlarm", "PutMetricAlarm", "PutMetricAlarm", "DescribeAlarms", "CreateEndpoint",
                         "DescribeEndpoint"]
-    assert ops[12:26] == ["DescribeScalableTargets", "RegisterScalableTarget", "PutScalingPolicy",
-                          "PutScalingPolicy", "PutMetricAlarm", "PutMetricAlarm", "PutMetricAlarm", "PutMetricAlarm",
-                          "DescribeAlarms", "DescribeAlarms", *["TagResource"] * 4]
+    assert ops[16:26] == ["DescribeScalableTargets", "RegisterScalableTarget", "PutScalingPolicy", "PutScalingPolicy",
+                          "PutMetricAlarm", "DescribeAlarms", *["TagResource"] * 4]
     tags = {"project": "gen3d", "team": "vision", "cost-center": "42", "gen3d:endpoint": "sam3d-async"}
     tag_list = [{"Key": k, "Value": v} for k, v in tags.items()]
     by_op = {op: p for _, op, p in calls}
@@ -599,6 +639,8 @@ def test_deploy_dry_run_prints_calls(tmp_path):
     # 1800 s startupTimeout + 60 s GEN3D_READY_MARGIN_S + 60 s slack: the container's own exit comes first
     assert variant_sent["ContainerStartupHealthCheckTimeoutInSeconds"] == 1920
     assert variant_sent["ModelDataDownloadTimeoutInSeconds"] == 1920
+    assert variant_sent["InferenceAmiVersion"] == gpus.DEFAULT_INFERENCE_AMI
+    assert "GPU driver: ml.g6e.2xlarge with al2-ami-sagemaker-inference-gpu-3-1 runs driver 550" in proc.stdout
     assert "health check 1920 s, model download 1920 s (archive" in proc.stdout
     assert config["AsyncInferenceConfig"] == {
         "OutputConfig": {"S3OutputPath": "s3://bkt/results/", "S3FailurePath": "s3://bkt/gen3d/prod/async/failure/",
@@ -624,6 +666,65 @@ def test_deploy_dry_run_refuses_sam3d_on_g5(tmp_path):
     assert proc.returncode == 2
     assert "refusing to deploy sam3d on ml.g5.2xlarge" in proc.stderr and "24 GiB" in proc.stderr
     assert dry_run_calls(proc.stdout) == []
+
+
+def test_deploy_dry_run_on_g5_picks_a_driver_that_runs_the_image(tmp_path, capsys):
+    """The issue's check: sam3 on ml.g5.2xlarge (SageMaker's default there: driver 470, CUDA 11.4) is sent with
+    InferenceAmiVersion gpu-3-1 (driver 550), and the 470 default is refused before anything is created."""
+    from gen3d.cli import deploy as deploy_cli
+
+    common = ["--model", "sam3", "--archive", str(write_archive(tmp_path, "sam3")), "--bucket", "b", "--image-uri",
+              IMAGE, "--role-arn", ROLE, "--instance-type", "ml.g5.2xlarge", "--no-smoke-test", "--dry-run"]
+    assert deploy_cli.main(common) == 0
+    out = capsys.readouterr().out
+    config = next(p for _, op, p in dry_run_calls(out) if op == "CreateEndpointConfig")
+    assert config["ProductionVariants"][0]["InferenceAmiVersion"] == "al2-ami-sagemaker-inference-gpu-3-1"
+    assert ("GPU driver: ml.g5.2xlarge with al2-ami-sagemaker-inference-gpu-3-1 runs driver 550, CUDA 12.4; the sam3 "
+            "image (CUDA 12.6) needs NVIDIA driver >= 525") in out
+    assert deploy_cli.main([*common, "--inference-ami-version", "none"]) == 2
+    captured = capsys.readouterr()
+    assert dry_run_calls(captured.out) == []
+    assert ("ml.g5.2xlarge with ml.g5's default AMI runs driver 470, CUDA 11.4: the container would find no usable "
+            "GPU; use --inference-ami-version al2-ami-sagemaker-inference-gpu-3-1") in captured.err
+
+
+@pytest.mark.parametrize(("handler", "refusal"), [
+    ({"checkpoint": "sam3_tiny.pt", "preset": "tiny", "demo_weights": True},
+     "was built from demo weights (preset tiny, random weights: its answers mean nothing); build it with "
+     "--checkpoint (sam3) or --pipeline-dir (sam3d), or pass --allow-demo-weights"),
+    ({"checkpoint": "weights.bin"},  # no demo_weights: not written by gen3d-build-archives
+     "holds demo weights (its model-config.yaml was not read); deploy an archive directory built by "
+     "gen3d-build-archives, or pass --allow-demo-weights")])
+def test_deploy_refuses_demo_weights_before_anything_is_sent(tmp_path, capsys, handler, refusal):
+    from gen3d.cli import deploy as deploy_cli
+
+    archive = write_archive(tmp_path, "sam3", handler=handler)
+    common = ["--model", "sam3", "--archive", str(archive), "--bucket", "b", "--image-uri", IMAGE, "--role-arn", ROLE,
+              "--no-smoke-test", "--dry-run"]
+    assert deploy_cli.main(common) == 2
+    captured = capsys.readouterr()
+    assert dry_run_calls(captured.out) == []
+    assert captured.err.startswith("ERROR: refusing to deploy: ") and refusal in captured.err
+    assert deploy_cli.main([*common, "--allow-demo-weights"]) == 0
+    out = capsys.readouterr().out
+    assert "WARNING: " in out and "deployed anyway (--allow-demo-weights)" in out
+    assert "CreateEndpointConfig" in [op for _, op, _ in dry_run_calls(out)]
+
+
+def test_deploy_refuses_sam3d_on_realtime(tmp_path, capsys):
+    """SageMaker cuts a real-time invocation at 60 s; generate_3d takes longer."""
+    from gen3d.cli import deploy as deploy_cli
+
+    common = ["--model", "sam3d", "--archive", str(write_archive(tmp_path, "sam3d", startup=1800)), "--bucket", "b",
+              "--image-uri", IMAGE, "--role-arn", ROLE, "--no-smoke-test", "--dry-run"]
+    assert deploy_cli.main(common) == 2
+    captured = capsys.readouterr()
+    assert dry_run_calls(captured.out) == []
+    assert captured.err.strip() == (
+        "ERROR: refusing sam3d on a real-time endpoint: SageMaker cuts a real-time invocation at 60 s and "
+        "generate_3d takes longer; use --mode async, or --allow-realtime-sam3d to deploy it anyway")
+    assert deploy_cli.main([*common, "--allow-realtime-sam3d"]) == 0
+    assert deploy_cli.main([*common, "--mode", "async"]) == 0
 
 
 def test_deploy_refuses_a_health_check_below_the_archives_need(tmp_path, capsys):
@@ -680,11 +781,12 @@ def test_invoke_script_async_against_moto(sm_moto, tmp_path):
                              "--max-concurrency", "--async-output-s3", "--smoke-payload", "--sns-topic-arn",
                              "--min-instances", "--max-instances", "--target-invocations", "--health-check-timeout",
                              "--download-timeout", "--invocation-timeout", "--allowed-buckets", "--no-checklist",
-                             "--tag", "--log-retention-days", "--kms-key-id"]),
+                             "--inference-ami-version", "--allow-demo-weights", "--allow-realtime-sam3d",
+                             "--canary", "--tag", "--log-retention-days", "--kms-key-id"]),
     ("sagemaker_invoke.py", ["--endpoint-name", "--mode", "--payload", "--async-input-s3", "--verify", "--dry-run",
                              "--points", "--labels", "--box", "--text", "--embedding-id", "--mask-s3-key",
                              "--mask-png", "--mask-polygon", "--seed", "--out", "--image-file",
-                             "--invocation-timeout"]),
+                             "--invocation-timeout", "--preset"]),
     ("sagemaker_teardown.py", ["--endpoint-name", "--region", "--wait", "--dry-run"])])
 def test_script_help(script, options):
     proc = run_script(script, "--help")

@@ -10,6 +10,7 @@ import json
 
 import numpy as np
 import pytest
+from botocore.response import StreamingBody
 from botocore.stub import Stubber
 from PIL import Image
 from pycocotools import mask as mask_utils
@@ -150,9 +151,52 @@ def test_invoke_script_segment_writes_masks_and_inline_embedding(sm_moto, tmp_pa
     assert (tmp_path / "seg" / "mask-1.png").read_bytes() == b"\x89PNG stored"
     (tmp_path / "photo.png").write_bytes(png_bytes(5))
     proc = run_script("sagemaker_invoke.py", "--endpoint-name", "sam3-rt", "--image-file", str(tmp_path / "photo.png"),
-                      "--out", str(tmp_path / "emb"), env_extra=env)
+                      "--preset", "tiny", "--out", str(tmp_path / "emb"), env_extra=env)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "emb" / "abc.safetensors").read_bytes() == b"safetensors bytes"
+
+
+def test_invoke_refuses_a_realtime_answer_over_6_mb_before_sending(tmp_path, capsys, monkeypatch):
+    """get_embedding with an inline image answers with the embedding inline: 10.6 MB of float16 at the production
+    preset's 1008 px, 14.2 MB as base64. sagemaker-runtime is a Stubber expecting the one request that fits."""
+    from gen3d.cli import invoke as invoke_cli
+    from gen3d.sagemaker import clients as aws
+
+    rt = client("sagemaker-runtime")
+    stub = Stubber(rt)
+    stub.add_response("invoke_endpoint", {"Body": StreamingBody(io.BytesIO(b'{"status": "success"}'), 21)})
+    monkeypatch.setattr(aws, "make_clients", lambda *a, **k: aws.Clients(None, None, rt, None, None))
+    (tmp_path / "photo.png").write_bytes(png_bytes(5))
+    with stub:
+        assert invoke_cli.main(["--endpoint-name", "sam3-rt", "--image-file", str(tmp_path / "photo.png")]) == 1
+        assert capsys.readouterr().err.strip() == (
+            "ERROR: refusing to send: the get_embedding answer of preset sam3 carries its 10.6 MB embedding inline "
+            "as 14.2 MB of base64, over SageMaker's 6 MB real-time response limit; send the image by S3 key so the "
+            "embedding is written to S3 (--bucket with --image-file uploads it), or use an async endpoint (--mode "
+            "async)")
+        (tmp_path / "big.png").write_bytes(bytes(5 * 2**20))
+        assert invoke_cli.main(["--endpoint-name", "sam3-rt", "--image-file", str(tmp_path / "big.png"), "--task",
+                                "segment", "--text", "cat"]) == 1
+        assert capsys.readouterr().err.startswith("ERROR: the request is 7.0 MB, over SageMaker's 6 MB real-time "
+                                                  "limit")
+        payload = tmp_path / "request.json"
+        payload.write_text(json.dumps({"task": "get_embedding", "image_base64": "aGk=", "embedding_dtype": "float32"}))
+        assert invoke_cli.main(["--endpoint-name", "sam3-rt", "--payload", str(payload), "--preset", "tiny"]) == 0
+        stub.assert_no_pending_responses()  # the tiny preset's 0.5 MB float32 answer fits: sent
+
+
+def test_invoke_sends_an_inline_embedding_to_an_async_endpoint(sm_moto, tmp_path):
+    """Async answers go through S3 (up to 1 GB): no size refusal."""
+    s3 = client("s3")
+    s3.create_bucket(Bucket="iob")
+    answer = {"status": "success", "task": "get_embedding", "embedding_base64": "aGk="}
+    set_moto_async_results(sm_moto, [{"data": json.dumps(answer)}])
+    (tmp_path / "photo.png").write_bytes(png_bytes(5))
+    proc = run_script("sagemaker_invoke.py", "--endpoint-name", "sam3-async", "--mode", "async", "--image-file",
+                      str(tmp_path / "photo.png"), "--async-input-s3", "s3://iob/in/1.json",
+                      env_extra={"AWS_ENDPOINT_URL": sm_moto})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == answer
 
 
 def test_invoke_script_refuses_flags_of_another_task(sm_moto, capsys):

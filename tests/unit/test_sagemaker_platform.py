@@ -60,8 +60,7 @@ def deploy_to_moto(clients: aws.Clients, endpoint: str, archive, when, *, until:
                                          startup_timeout_s=720, download_timeout_s=720, tags=endpoint_tags,
                                          out=io.StringIO())  # fmt: skip
     if "endpoint" in steps:
-        resources.create_or_update_endpoint(clients.sagemaker, endpoint, name, exists=False, tags=endpoint_tags,
-                                            out=io.StringIO())  # fmt: skip
+        resources.create_endpoint(clients.sagemaker, endpoint, name, tags=endpoint_tags, out=io.StringIO())
     return name, data
 
 

@@ -8,13 +8,15 @@ import ast
 import fnmatch
 import json
 import re
+import shlex
 import subprocess
 import tomllib
 
 import pytest
 
 from gen3d.cli import iam_policy
-from gen3d.sagemaker import iam
+from gen3d.models import MODELS
+from gen3d.sagemaker import gpus, iam
 from gen3d.serving.buckets import ENV, BucketPolicy
 from gen3d.serving.storage import DEFAULT_OUTPUT_PREFIX, output_key, output_prefix
 from tests.conftest import REPO
@@ -34,7 +36,8 @@ S3_CALL_ACTIONS = {"get_object": "s3:GetObject", "head_object": "s3:GetObject", 
 
 def allows(policy: dict, action: str, resource: str, context: dict | None = None) -> bool:
     """Whether an Allow statement grants ``action`` on ``resource`` (IAM's * and ? wildcards; StringLike and
-    StringEquals conditions on ``context``)."""
+    StringEquals conditions on ``context``, whose values may name context keys as policy variables: ``${key}``)."""
+    context = context or {}
     for statement in policy["Statement"]:
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
@@ -44,9 +47,10 @@ def allows(policy: dict, action: str, resource: str, context: dict | None = None
             continue
         like = statement.get("Condition", {}).get("StringLike", {})
         equal = statement.get("Condition", {}).get("StringEquals", {})
-        values_of = {k: v if isinstance(v, list) else [v] for k, v in (*like.items(), *equal.items())}
-        if all(any(fnmatch.fnmatchcase((context or {}).get(k, "\0"), v) if k in like
-                   else (context or {}).get(k) == v for v in values) for k, values in values_of.items()):
+        values_of = {k: [re.sub(r"\$\{([^}]+)\}", lambda m: context.get(m.group(1), "\0"), value)
+                         for value in (v if isinstance(v, list) else [v])] for k, v in (*like.items(), *equal.items())}
+        if all(any(fnmatch.fnmatchcase(context.get(k, "\0"), v) if k in like
+                   else context.get(k) == v for v in values) for k, values in values_of.items()):
             return True
     return False
 
@@ -95,7 +99,8 @@ def test_policy_covers_what_a_deployment_makes_the_role_do(tmp_path):
     for path in (config["S3OutputPath"], config["S3FailurePath"]):
         assert allows(policy, "s3:PutObject", path.replace("s3://", "arn:aws:s3:::") + "0d1e-request.out")
     async_input = next(p for _, op, p in calls if op == "PutObject" and p["Key"].endswith(".json"))
-    assert allows(policy, "s3:GetObject", f"arn:aws:s3:::{async_input['Bucket']}/{async_input['Key']}")
+    own = {"aws:PrincipalAccount": "123456789012", "s3:ResourceAccount": "123456789012"}  # a bucket of the role's
+    assert allows(policy, "s3:GetObject", f"arn:aws:s3:::{async_input['Bucket']}/{async_input['Key']}", own)
     assert all(allows(policy, "sns:Publish", topic) for topic in config["NotificationConfig"].values())
     repository = "arn:aws:ecr:us-east-1:123456789012:repository/gen3d"
     assert all(allows(policy, action, repository) for action in iam.ECR_PULL)
@@ -105,10 +110,14 @@ def test_policy_covers_what_a_deployment_makes_the_role_do(tmp_path):
     # the container: inputs anywhere in the allowed buckets (and 404s need ListBucket), outputs under its prefix
     out_key = output_key(output_prefix(DEFAULT_OUTPUT_PREFIX, "u1", "s1"), "3d/g/object.ply")
     for bucket in ("bkt", "inputs-eu"):
-        assert allows(policy, "s3:GetObject", f"arn:aws:s3:::{bucket}/photos/p.png")
-        assert allows(policy, "s3:ListBucket", f"arn:aws:s3:::{bucket}")
-        assert allows(policy, "s3:PutObject", f"arn:aws:s3:::{bucket}/{out_key}")
-        assert not allows(policy, "s3:PutObject", f"arn:aws:s3:::{bucket}/photos/p.png")
+        assert allows(policy, "s3:GetObject", f"arn:aws:s3:::{bucket}/photos/p.png", own)
+        assert allows(policy, "s3:ListBucket", f"arn:aws:s3:::{bucket}", own)
+        assert allows(policy, "s3:PutObject", f"arn:aws:s3:::{bucket}/{out_key}", own)
+        assert not allows(policy, "s3:PutObject", f"arn:aws:s3:::{bucket}/photos/p.png", own)
+    # an allowed glob's bucket in another account: nothing (s3:ResourceAccount)
+    other = {**own, "s3:ResourceAccount": "999999999999"}
+    assert not allows(policy, "s3:GetObject", "arn:aws:s3:::inputs-evil/photos/p.png", other)
+    assert not allows(policy, "s3:PutObject", f"arn:aws:s3:::inputs-evil/{out_key}", other)
     assert not allows(policy, "s3:GetObject", "arn:aws:s3:::someone-elses-bucket/k")
     assert not allows(policy, "s3:DeleteObject", "arn:aws:s3:::bkt/gen3d/sam3d-async/async/output/x.out")
     assert not allows(policy, "sns:Publish", TOPIC.replace("alerts", "other"))
@@ -124,6 +133,23 @@ def test_policy_covers_every_s3_call_of_the_container():
     assert calls and calls <= set(S3_CALL_ACTIONS), calls
     granted = {a for s in iam.execution_role_policy(bucket="b")["Statement"] for a in s["Action"]}
     assert {S3_CALL_ACTIONS[c] for c in calls} <= granted
+
+
+def test_container_s3_access_is_limited_to_buckets_of_the_expected_account(capsys):
+    """Bucket names are global (anyone can create a bucket an allow-list glob matches, in their own account): the
+    container's S3 statements match buckets of one account only, the role's own by default as the server's
+    ExpectedBucketOwner is, or --bucket-owner's (the container's GEN3D_BUCKET_OWNER)."""
+    container = ("InputsList", "InputsRead", "OutputsWrite")
+
+    def owners(policy: dict) -> list[object]:
+        return [s.get("Condition", {}).get("StringEquals", {}).get("s3:ResourceAccount")
+                for s in policy["Statement"] if s["Sid"] in container]
+
+    assert owners(json.loads(POLICY_FILE.read_text())) == [["${aws:PrincipalAccount}"]] * 3
+    assert iam_policy.main(["--bucket", "b", "--allowed-buckets", "gen3d-*", "--bucket-owner", "210987654321"]) == 0
+    assert owners(json.loads(capsys.readouterr().out)) == [["210987654321"]] * 3
+    assert iam_policy.main(["--bucket", "b", "--bucket-owner", "my-account"]) == 2
+    assert "12-digit" in capsys.readouterr().err
 
 
 def test_policy_cli_reads_the_image_uri(capsys):
@@ -280,3 +306,31 @@ def test_local_serve_command_uses_the_venv():
     readme = (REPO / "README.md").read_text()
     assert "make sagemaker-local" in readme and "SM_MODEL_DIR=/path/with/archives SAGEMAKER_BIND_TO_PORT=9080 " \
                                                  "scripts/serve" not in readme
+
+
+def image_labels() -> dict[str, dict[str, str]]:
+    """Every Dockerfile stage's labels, its own over those of the stage it is built FROM."""
+    text = re.sub(r"\\\n", " ", "\n".join(line for line in (REPO / "Dockerfile").read_text().splitlines()
+                                        if not line.lstrip().startswith("#")))
+    stages: dict[str, dict[str, str]] = {}
+    current: dict[str, str] = {}
+    for op, args in re.findall(r"^\s*(FROM|LABEL)\s+(.*)$", text, re.MULTILINE | re.IGNORECASE):
+        if op.upper() == "FROM":
+            parent, name = (re.split(r"\s+as\s+", args, flags=re.IGNORECASE) + [""])[:2]
+            current = stages.setdefault(name.strip(), dict(stages.get(parent.strip(), {})))
+        else:
+            current.update(pair.split("=", 1) for pair in shlex.split(args))
+    return stages
+
+
+def test_image_labels_say_the_cuda_the_code_and_the_lock_say():
+    """Each target's LABELs name the CUDA version and minimum driver gen3d/models.py records (gen3d-deploy picks
+    the endpoint's driver from those), and that CUDA is the runtime its lock installs."""
+    labels = image_labels()
+    for name, spec in MODELS.items():
+        assert {k: v for k, v in labels[name].items() if k.startswith("gen3d.")} == {
+            "gen3d.cuda-version": spec.cuda_version, "gen3d.min-nvidia-driver": str(spec.min_driver)}, name
+        lock = (REPO / "locks" / f"{name}-image.lock").read_text()
+        runtime = re.search(r"^nvidia-cuda-runtime-cu12==(\d+\.\d+)\.", lock, re.MULTILINE)
+        assert runtime and runtime.group(1) == spec.cuda_version, name
+    assert gpus.driver_table() in (REPO / "README.md").read_text(), "README's driver table is gpus.driver_table()"
