@@ -45,8 +45,11 @@ SAM3D_LOCK_ARGS := --overrides locks/sam3d-image.overrides.txt --excludes locks/
 LOCK_OUT ?= locks
 LOCK_NAMES ?= image-tools sam3-image sam3-image-test sam3d-image
 LOCK_ARGS_sam3-image := --overrides locks/sam3-image.overrides.txt
-LOCK_ARGS_sam3-image-test = -c $(LOCK_OUT)/sam3-image.lock
 LOCK_ARGS_sam3d-image := $(SAM3D_LOCK_ARGS)
+# The test locks are resolved against locks/'s image lock (written just before by `make locks`; the committed one
+# in `make check-locks`, which checks that lock on its own): uv writes the constraint's path into the lock's
+# comments, so a temporary folder's path there would make every check fail.
+LOCK_ARGS_sam3-image-test := -c locks/sam3-image.lock
 # The sam3 image's locked environment here (its CUDA wheels run on the CPU), with the test tools.
 IMAGE_VENV := .venv-sam3-image
 IMAGE_STAMP := $(IMAGE_VENV)/.installed-$(shell cat locks/sam3-image.lock locks/sam3-image-test.lock pyproject.toml 2>/dev/null | sha1sum | cut -c1-12)
@@ -126,7 +129,7 @@ lint: setup
 	$(BIN)/ruff check .
 
 # Writes the image locks from their inputs (locks/*.in, third_party/sam-3d-objects/); commit the result.
-# LOCK_NAMES picks some of them (the test-lock resolves against $(LOCK_OUT)'s sam3-image.lock).
+# LOCK_NAMES picks some of them (each test lock resolves against locks/'s image lock).
 locks: setup
 	$(foreach lock,$(LOCK_NAMES),$(UV_COMPILE) locks/$(lock).in $(LOCK_ARGS_$(lock)) -o $(LOCK_OUT)/$(lock).lock &&) true
 
