@@ -38,8 +38,8 @@ def name_of(requirement: str) -> str:
 
 
 def requirement_lines(path: Path) -> list[str]:
-    """Requirement lines of a requirements file: comments, options and `-r` lines dropped."""
-    lines = (line.split(" #", 1)[0].split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    """Requirement lines of a requirements file: comments, options, per-line ``--hash`` and `-r` lines dropped."""
+    lines = (line.split("#", 1)[0].split(" --", 1)[0].strip() for line in path.read_text().splitlines())
     return [line for line in lines if line and not line.startswith("-")]
 
 
@@ -109,7 +109,8 @@ def test_test_tools_keep_the_sam3_image_versions():
 def test_sam3d_image_keeps_upstreams_pins_or_says_why():
     locked = {name: version for name, (version, _) in lock_entries(LOCKS / "sam3d-image.lock").items()}
     cuda = {name_of(line): line.split("==", 1)[1] for line in requirement_lines(LOCKS / "sam3d-image.cuda121.txt")}
-    builds = {name_of(line): line for line in requirement_lines(LOCKS / "sam3d-image.builds.txt")}
+    built = ("sam3d-image.builds.txt", "sam3d-image.flash-attn.txt")
+    builds = {name_of(line): line for name in built for line in requirement_lines(LOCKS / name)}
     excluded = set(requirement_lines(LOCKS / "sam3d-image.excludes.txt"))
     overrides = pins(LOCKS / "sam3d-image.overrides.txt")
     assert set(cuda) == set(CUDA_INDEX) and not set(CUDA_INDEX) & set(locked)
@@ -147,3 +148,24 @@ def test_sam3d_image_serving_pins_follow_requirements_txt():
     assert set(NOT_IN_SAM3D_IMAGE) <= set(ours), "an exception names a package requirements.txt no longer pins"
     assert (locked["pycocotools"], locked["plyfile"], locked["numpy"].split(".")[0]) == ("2.0.7", "1.1.3", "1")
     assert locked["pydantic"] == "2.11.10"
+
+
+def test_flash_attn_is_pypis_sdist_pinned_by_hash():
+    text = (LOCKS / "sam3d-image.flash-attn.txt").read_text()
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    # the sha256 of flash_attn-2.8.3.tar.gz, read from PyPI's simple index (PyPI has no wheel of it)
+    sha = "1e71dd64a9e0280e0447b8a0c2541bad4bf6ac65bdeaa2f90e51a9e57de0370d"
+    assert lines == ["--index-url https://pypi.org/simple", f"flash_attn==2.8.3 --hash=sha256:{sha}"]
+    assert "flash-attn" not in {name_of(line) for line in requirement_lines(LOCKS / "sam3d-image.builds.txt")}
+
+
+def test_pip_check_exceptions_name_the_locked_versions():
+    """The lines the sam3d image's pip check may print name packages at the lock's versions (a bump must
+    revisit them)."""
+    locked = {name: version for name, (version, _) in lock_entries(LOCKS / "sam3d-image.lock").items()}
+    lines = requirement_lines(LOCKS / "sam3d-image.pip-check.txt")
+    assert lines == sorted(lines) and len(lines) == 3
+    for line in lines:
+        name, version, rest = line.split(" ", 2)
+        assert rest == "is not supported on this platform" and locked[name] == version, line
+
