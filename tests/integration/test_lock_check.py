@@ -39,7 +39,7 @@ def check_locks(root: Path, *names: str) -> subprocess.CompletedProcess:
 def test_unchanged_inputs_pass(lock_inputs):
     # the test locks too: their comments name the image lock they are constrained by, which must not be the
     # check's temporary folder
-    names = ("image-tools", "sam3-image", "sam3-image-test")
+    names = ("image-tools", "sam3-image", "sam3-image-test", "sam3d-image-test")
     result = check_locks(lock_inputs, *names)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"check-locks: {' '.join(names)} resolve unchanged from their inputs" in result.stdout

@@ -1,18 +1,21 @@
 """The image locks (locks/) against their inputs, without network: the sam3d image builds the sam-3d-objects
 commit whose files are vendored, every locked package carries hashes, upstream's pins are kept or replaced for
-a stated reason, and the serving pins follow requirements.txt. `make check-images` does the resolving."""
+a stated reason, the serving pins follow requirements.txt, and what `make check-images` installs here for the
+sam3d image stands in only where the image compiles or needs CUDA. `make check-images` does the resolving."""
 
 from __future__ import annotations
 
 import hashlib
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.conftest import REPO
 
 LOCKS = REPO / "locks"
 UPSTREAM = REPO / "third_party" / "sam-3d-objects"
-IMAGE_LOCKS = ("image-tools", "sam3-image", "sam3-image-test", "sam3d-image")
+IMAGE_LOCKS = ("image-tools", "sam3-image", "sam3-image-test", "sam3d-image", "sam3d-image-test")
 CUDA_INDEX = ("torch", "torchvision", "torchaudio", "xformers")
 # requirements.txt pins the sam3d image does not take, and why (everything else it takes at the same version)
 NOT_IN_SAM3D_IMAGE = {
@@ -169,3 +172,51 @@ def test_pip_check_exceptions_name_the_locked_versions():
         name, version, rest = line.split(" ", 2)
         assert rest == "is not supported on this platform" and locked[name] == version, line
 
+
+def test_sam3d_test_environment_keeps_the_image_versions_and_says_what_stands_in():
+    """.venv-sam3d-image = sam3d-image.lock less its excludes, plus sam3d-image-test.lock: the test lock changes no
+    version of the image's lock; only what the image takes from elsewhere, compiles, or runs on CUDA only is
+    replaced, and each replacement is a line of sam3d-image-test.in (with requirements-sam3d-cpu.txt's pins)."""
+    image = {name: version for name, (version, _) in lock_entries(LOCKS / "sam3d-image.lock").items()}
+    tests = {name: version for name, (version, _) in lock_entries(LOCKS / "sam3d-image-test.lock").items()}
+    shared = tests.keys() & image.keys()
+    assert {name: tests[name] for name in shared} == {name: image[name] for name in shared}
+    excluded = set(requirement_lines(LOCKS / "sam3d-image-test.excludes.txt"))
+    assert excluded == {"spconv-cu121", "cumm-cu121"} and excluded <= image.keys() and not excluded & tests.keys()
+    cuda = {name_of(line): line.split("==", 1)[1] for line in requirement_lines(LOCKS / "sam3d-image.cuda121.txt")}
+    assert {name: tests[name] for name in cuda} == {name: version.split("+")[0] for name, version in cuda.items()}
+    direct = pins(LOCKS / "sam3d-image-test.in")
+    cpu_demo = pins(REPO / "requirements-sam3d-cpu.txt")
+    stand_ins = {"sam3d", "easypytorch3d", "gsplat", "utils3d", "spconv"}
+    assert {name: direct[name] for name in stand_ins} == {name: cpu_demo[name] for name in stand_ins}
+    dev = pins(REPO / "requirements-dev.txt")
+    assert {name: direct[name] for name in ("pytest-timeout", "moto", "hypothesis")} == {
+        name: dev[name] for name in ("pytest-timeout", "moto", "hypothesis")
+    }
+    assert tests["pytest"] == image["pytest"]  # sam-3d-objects pins pytest 8.1.1: the image's, not requirements-dev's
+    added = tests.keys() - image.keys()
+    assert set(direct) - {"pytest"} <= added
+
+
+def makefile_value(name: str) -> str:
+    """A Makefile variable's value, as make expands it (with this environment's venv)."""
+    proc = subprocess.run(
+        ["make", "-s", "--no-print-directory", "-f", "Makefile", "-f", "-", "print-value", f"VENV={sys.prefix}"],
+        input=f"print-value:\n\t@echo $({name})\n",
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_check_images_runs_every_sam3d_test_file_in_the_sam3d_image_environment():
+    marked = {
+        str(path.relative_to(REPO))
+        for path in (REPO / "tests").rglob("test_*.py")
+        if re.search(r"^pytestmark = pytest\.mark\.sam3d$", path.read_text(), re.MULTILINE)
+    }
+    assert set(makefile_value("SAM3D_TESTS").split()) == marked | {"tests/unit/test_serving_units.py"}
+    assert makefile_value("SAM3D_IMAGE_VENV") == ".venv-sam3d-image"
