@@ -43,10 +43,14 @@ UV_COMPILE = $(UV) pip compile --no-config --quiet --python-version 3.11 --pytho
 SAM3D_LOCK_ARGS := --overrides locks/sam3d-image.overrides.txt --excludes locks/sam3d-image.excludes.txt \
   $(addprefix --no-emit-package ,torch torchvision torchaudio xformers)
 LOCK_OUT ?= locks
-LOCK_NAMES ?= image-tools sam3-image sam3-image-test sam3d-image
+LOCK_NAMES ?= image-tools sam3-image sam3-image-test sam3d-image sam3d-image-test
 LOCK_ARGS_sam3-image := --overrides locks/sam3-image.overrides.txt
-LOCK_ARGS_sam3-image-test := -c locks/sam3-image.lock
 LOCK_ARGS_sam3d-image := $(SAM3D_LOCK_ARGS)
+# The test locks are resolved against locks/'s image lock (written just before by `make locks`; the committed one
+# in `make check-locks`, which checks that lock on its own): uv writes the constraint's path into the lock's
+# comments, so a temporary folder's path there would make every check fail.
+LOCK_ARGS_sam3-image-test := -c locks/sam3-image.lock
+LOCK_ARGS_sam3d-image-test := -c locks/sam3d-image.lock --overrides locks/sam3d-image.overrides.txt
 # The sam3 image's locked environment here (its CUDA wheels run on the CPU), with the test tools.
 IMAGE_VENV := .venv-sam3-image
 IMAGE_STAMP := $(IMAGE_VENV)/.installed-$(shell cat locks/sam3-image.lock locks/sam3-image-test.lock pyproject.toml 2>/dev/null | sha1sum | cut -c1-12)
@@ -54,6 +58,18 @@ IMAGE_STAMP := $(IMAGE_VENV)/.installed-$(shell cat locks/sam3-image.lock locks/
 SAM3_TESTS := $(wildcard tests/unit/test_sam3_*.py) tests/unit/test_serving_units.py tests/unit/test_gpu_check.py \
   tests/integration/test_get_embedding_serving.py tests/integration/test_segment_serving.py \
   tests/integration/test_sagemaker_serve.py
+# The sam3d image's locked environment here: its pip tools (image-tools.lock), sam3d-image.lock less the CUDA-only
+# packages of sam3d-image-test.excludes.txt, and sam3d-image-test.lock (PyPI's torch 2.5.1 for the +cu121 builds,
+# sam3d 0.1.2 for the sam-3d-objects checkout, CPU stand-ins for what the image compiles, the test tools).
+SAM3D_IMAGE_VENV := .venv-sam3d-image
+SAM3D_IMAGE_INPUTS := locks/image-tools.lock locks/sam3d-image.lock locks/sam3d-image-test.lock \
+  locks/sam3d-image-test.excludes.txt pyproject.toml
+SAM3D_IMAGE_STAMP := $(SAM3D_IMAGE_VENV)/.installed-$(shell cat $(SAM3D_IMAGE_INPUTS) 2>/dev/null | sha1sum | cut -c1-12)
+SAM3D_TESTS := tests/unit/test_sam3d_units.py tests/unit/test_serving_units.py \
+  tests/integration/test_generate_3d_serving.py tests/integration/test_sam3d_worker_imports.py
+# What pip check says only here: the stand-in torch (PyPI's CUDA 12.4 build) asks for CUDA 12.4 libraries, the lock
+# holds the CUDA 12.1 ones of the image's torch 2.5.1+cu121.
+STAND_IN_TORCH_CHECK := ^torch 2\.5\.1 has requirement nvidia-[a-z0-9-]+==[0-9.]+; .*, but you have nvidia-[a-z0-9-]+ [0-9.]+\.$$
 
 # `make sagemaker-local`: the SageMaker container's `serve` (gen3d-serve) without Docker, on the archives of
 # MODEL_DIR (what SageMaker copies to /opt/ml/model), inference on PORT; MODEL picks one archive (GEN3D_MODEL).
@@ -126,9 +142,19 @@ lint: setup
 	$(BIN)/ruff check .
 
 # Writes the image locks from their inputs (locks/*.in, third_party/sam-3d-objects/); commit the result.
-# LOCK_NAMES picks some of them.
+# LOCK_NAMES picks some of them (each test lock resolves against locks/'s image lock).
 locks: setup
 	$(foreach lock,$(LOCK_NAMES),$(UV_COMPILE) locks/$(lock).in $(LOCK_ARGS_$(lock)) -o $(LOCK_OUT)/$(lock).lock &&) true
+
+$(SAM3D_IMAGE_STAMP): $(SAM3D_IMAGE_INPUTS) | setup
+	rm -rf $(SAM3D_IMAGE_VENV)
+	$(UV) venv -q --no-config -p $(PYTHON) $(SAM3D_IMAGE_VENV)
+	$(UV) pip install -q -p $(SAM3D_IMAGE_VENV)/bin/python --no-config --require-hashes --no-deps -r locks/image-tools.lock
+	$(UV) pip install -q -p $(SAM3D_IMAGE_VENV)/bin/python --no-config --require-hashes --no-deps \
+	  --excludes locks/sam3d-image-test.excludes.txt -r locks/sam3d-image.lock
+	$(UV) pip install -q -p $(SAM3D_IMAGE_VENV)/bin/python --no-config --require-hashes --no-deps -r locks/sam3d-image-test.lock
+	$(UV) pip install -q -p $(SAM3D_IMAGE_VENV)/bin/python --no-config --no-deps --no-build-isolation -e .
+	touch $@
 
 $(IMAGE_STAMP): locks/sam3-image.lock locks/sam3-image-test.lock pyproject.toml | setup
 	rm -rf $(IMAGE_VENV)
@@ -140,7 +166,10 @@ $(IMAGE_STAMP): locks/sam3-image.lock locks/sam3-image-test.lock pyproject.toml 
 	touch $@
 
 # Both image environments resolve from their inputs to exactly the committed locks (any conflict or drift
-# fails), and the sam3 tests pass under the sam3 image's own locked environment (torch 2.7.1+cu126 on the CPU).
+# fails); the sam3 tests pass under the sam3 image's own locked environment (torch 2.7.1+cu126 on the CPU) and the
+# sam3d tests under the sam3d image's (torch 2.5.1, numpy 1.26.4, pydantic 2.11.10 ...), whose pip check (the
+# image's pip 25.3) prints exactly what the Dockerfile accepts (locks/sam3d-image.pip-check.txt), less the
+# stand-in torch's CUDA 12.4 pins.
 # The drift check resolves starting from the committed locks: uv keeps an existing output file's pins as
 # preferences, so a lock changes only when an input did. `--exclude-newer` alone does not freeze a resolve here:
 # the registry gains releases late, with upload dates before LOCK_DATE (shared/FACTS.md).
@@ -153,9 +182,14 @@ check-locks: setup
 	  done && echo "check-locks: $(LOCK_NAMES) resolve unchanged from their inputs ($$((SECONDS - start)) s)"
 
 check-images: setup java check-locks
-	@$(MAKE) --no-print-directory $(IMAGE_STAMP)
+	@$(MAKE) --no-print-directory $(IMAGE_STAMP) $(SAM3D_IMAGE_STAMP)
 	$(IMAGE_VENV)/bin/python -c "import torch, sam3; print('sam3 image environment: torch', torch.__version__)"
 	$(IMAGE_VENV)/bin/python -m pytest -q --models sam3 $(SAM3_TESTS)
+	$(SAM3D_IMAGE_VENV)/bin/python -m pip check | grep -vE '$(STAND_IN_TORCH_CHECK)' | LC_ALL=C sort \
+	  | diff <(grep -v '^#' locks/sam3d-image.pip-check.txt) - && echo "sam3d image environment: pip check as in the image"
+	$(SAM3D_IMAGE_VENV)/bin/python -c "import torch, numpy, pydantic; \
+	  print('sam3d image environment: torch', torch.__version__, 'numpy', numpy.__version__, 'pydantic', pydantic.__version__)"
+	$(SAM3D_IMAGE_VENV)/bin/python -m pytest -q --models sam3d $(SAM3D_TESTS)
 
 # Wheels scripts/gpu_check.py needs on a GPU machine that has Python 3.12 and torch (2.11+cu130) but not sam3:
 # sam3 and what the sam3 serving path imports that such a machine lacks (its packages: tests/data/

@@ -50,9 +50,15 @@ def unpack(mar: Path, dest: Path) -> Path:
     return dest
 
 
+def tree(root: Path) -> dict[str, tuple[int, int]]:
+    """Every path under ``root`` with its size and modification time."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+
+
 def test_serves_ping_and_seed_payload_on_invocations(model_store, aws_env, s3, tmp_path):
     model_dir = tmp_path / "model"
     unpack(model_store / "sam3.mar", model_dir / "sam3")
+    before = tree(model_dir)
     env, port = serve_env(model_dir, aws_env, GEN3D_LOG_DIR=str(tmp_path / "logs"))
     out = open(tmp_path / "serve.out", "wb")  # noqa: SIM115 - a pipe would fill up and block TorchServe
     proc = subprocess.Popen(SERVE, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -87,6 +93,10 @@ def test_serves_ping_and_seed_payload_on_invocations(model_store, aws_env, s3, t
         os.killpg(proc.pid, 15)
         assert proc.wait(60) is not None
         out.close()
+    # The images run as an unprivileged user and /opt/ml/model is read-only on SageMaker: serve writes nothing
+    # there; its TorchServe configuration goes to the temporary folder.
+    assert tree(model_dir) == before
+    assert list(Path(env["TMPDIR"]).glob("gen3d-serve-*/config.properties"))
 
 
 def test_missing_checkpoint_exits_with_one_clear_line(model_store, aws_env, tmp_path):

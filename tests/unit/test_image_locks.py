@@ -1,18 +1,21 @@
 """The image locks (locks/) against their inputs, without network: the sam3d image builds the sam-3d-objects
 commit whose files are vendored, every locked package carries hashes, upstream's pins are kept or replaced for
-a stated reason, and the serving pins follow requirements.txt. `make check-images` does the resolving."""
+a stated reason, the serving pins follow requirements.txt, and what `make check-images` installs here for the
+sam3d image stands in only where the image compiles or needs CUDA. `make check-images` does the resolving."""
 
 from __future__ import annotations
 
 import hashlib
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.conftest import REPO
 
 LOCKS = REPO / "locks"
 UPSTREAM = REPO / "third_party" / "sam-3d-objects"
-IMAGE_LOCKS = ("image-tools", "sam3-image", "sam3-image-test", "sam3d-image")
+IMAGE_LOCKS = ("image-tools", "sam3-image", "sam3-image-test", "sam3d-image", "sam3d-image-test")
 CUDA_INDEX = ("torch", "torchvision", "torchaudio", "xformers")
 # requirements.txt pins the sam3d image does not take, and why (everything else it takes at the same version)
 NOT_IN_SAM3D_IMAGE = {
@@ -38,8 +41,8 @@ def name_of(requirement: str) -> str:
 
 
 def requirement_lines(path: Path) -> list[str]:
-    """Requirement lines of a requirements file: comments, options and `-r` lines dropped."""
-    lines = (line.split(" #", 1)[0].split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    """Requirement lines of a requirements file: comments, options, per-line ``--hash`` and `-r` lines dropped."""
+    lines = (line.split("#", 1)[0].split(" --", 1)[0].strip() for line in path.read_text().splitlines())
     return [line for line in lines if line and not line.startswith("-")]
 
 
@@ -109,7 +112,8 @@ def test_test_tools_keep_the_sam3_image_versions():
 def test_sam3d_image_keeps_upstreams_pins_or_says_why():
     locked = {name: version for name, (version, _) in lock_entries(LOCKS / "sam3d-image.lock").items()}
     cuda = {name_of(line): line.split("==", 1)[1] for line in requirement_lines(LOCKS / "sam3d-image.cuda121.txt")}
-    builds = {name_of(line): line for line in requirement_lines(LOCKS / "sam3d-image.builds.txt")}
+    built = ("sam3d-image.builds.txt", "sam3d-image.flash-attn.txt")
+    builds = {name_of(line): line for name in built for line in requirement_lines(LOCKS / name)}
     excluded = set(requirement_lines(LOCKS / "sam3d-image.excludes.txt"))
     overrides = pins(LOCKS / "sam3d-image.overrides.txt")
     assert set(cuda) == set(CUDA_INDEX) and not set(CUDA_INDEX) & set(locked)
@@ -147,3 +151,72 @@ def test_sam3d_image_serving_pins_follow_requirements_txt():
     assert set(NOT_IN_SAM3D_IMAGE) <= set(ours), "an exception names a package requirements.txt no longer pins"
     assert (locked["pycocotools"], locked["plyfile"], locked["numpy"].split(".")[0]) == ("2.0.7", "1.1.3", "1")
     assert locked["pydantic"] == "2.11.10"
+
+
+def test_flash_attn_is_pypis_sdist_pinned_by_hash():
+    text = (LOCKS / "sam3d-image.flash-attn.txt").read_text()
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    # the sha256 of flash_attn-2.8.3.tar.gz, read from PyPI's simple index (PyPI has no wheel of it)
+    sha = "1e71dd64a9e0280e0447b8a0c2541bad4bf6ac65bdeaa2f90e51a9e57de0370d"
+    assert lines == ["--index-url https://pypi.org/simple", f"flash_attn==2.8.3 --hash=sha256:{sha}"]
+    assert "flash-attn" not in {name_of(line) for line in requirement_lines(LOCKS / "sam3d-image.builds.txt")}
+
+
+def test_pip_check_exceptions_name_the_locked_versions():
+    """The lines the sam3d image's pip check may print name packages at the lock's versions (a bump must
+    revisit them)."""
+    locked = {name: version for name, (version, _) in lock_entries(LOCKS / "sam3d-image.lock").items()}
+    lines = requirement_lines(LOCKS / "sam3d-image.pip-check.txt")
+    assert lines == sorted(lines) and len(lines) == 3
+    for line in lines:
+        name, version, rest = line.split(" ", 2)
+        assert rest == "is not supported on this platform" and locked[name] == version, line
+
+
+def test_sam3d_test_environment_keeps_the_image_versions_and_says_what_stands_in():
+    """.venv-sam3d-image = sam3d-image.lock less its excludes, plus sam3d-image-test.lock: the test lock changes no
+    version of the image's lock; only what the image takes from elsewhere, compiles, or runs on CUDA only is
+    replaced, and each replacement is a line of sam3d-image-test.in (with requirements-sam3d-cpu.txt's pins)."""
+    image = {name: version for name, (version, _) in lock_entries(LOCKS / "sam3d-image.lock").items()}
+    tests = {name: version for name, (version, _) in lock_entries(LOCKS / "sam3d-image-test.lock").items()}
+    shared = tests.keys() & image.keys()
+    assert {name: tests[name] for name in shared} == {name: image[name] for name in shared}
+    excluded = set(requirement_lines(LOCKS / "sam3d-image-test.excludes.txt"))
+    assert excluded == {"spconv-cu121", "cumm-cu121"} and excluded <= image.keys() and not excluded & tests.keys()
+    cuda = {name_of(line): line.split("==", 1)[1] for line in requirement_lines(LOCKS / "sam3d-image.cuda121.txt")}
+    assert {name: tests[name] for name in cuda} == {name: version.split("+")[0] for name, version in cuda.items()}
+    direct = pins(LOCKS / "sam3d-image-test.in")
+    cpu_demo = pins(REPO / "requirements-sam3d-cpu.txt")
+    stand_ins = {"sam3d", "easypytorch3d", "gsplat", "utils3d", "spconv"}
+    assert {name: direct[name] for name in stand_ins} == {name: cpu_demo[name] for name in stand_ins}
+    dev = pins(REPO / "requirements-dev.txt")
+    assert {name: direct[name] for name in ("pytest-timeout", "moto", "hypothesis")} == {
+        name: dev[name] for name in ("pytest-timeout", "moto", "hypothesis")
+    }
+    assert tests["pytest"] == image["pytest"]  # sam-3d-objects pins pytest 8.1.1: the image's, not requirements-dev's
+    added = tests.keys() - image.keys()
+    assert set(direct) - {"pytest"} <= added
+
+
+def makefile_value(name: str) -> str:
+    """A Makefile variable's value, as make expands it (with this environment's venv)."""
+    proc = subprocess.run(
+        ["make", "-s", "--no-print-directory", "-f", "Makefile", "-f", "-", "print-value", f"VENV={sys.prefix}"],
+        input=f"print-value:\n\t@echo $({name})\n",
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_check_images_runs_every_sam3d_test_file_in_the_sam3d_image_environment():
+    marked = {
+        str(path.relative_to(REPO))
+        for path in (REPO / "tests").rglob("test_*.py")
+        if re.search(r"^pytestmark = pytest\.mark\.sam3d$", path.read_text(), re.MULTILINE)
+    }
+    assert set(makefile_value("SAM3D_TESTS").split()) == marked | {"tests/unit/test_serving_units.py"}
+    assert makefile_value("SAM3D_IMAGE_VENV") == ".venv-sam3d-image"

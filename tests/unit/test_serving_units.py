@@ -90,6 +90,7 @@ def test_images_exif_modes_and_digest():
     assert field_of(decode_image, b"GIF89a broken", "body") == "body"
 
 
+@pytest.mark.sam3  # SAM 3's tiny model / BPE vocabulary: sam3's packages
 def test_batched_encoder_equals_unbatched(tiny_loaded):
     from gen3d.sam3.features import encode_images
 
@@ -103,6 +104,7 @@ def test_batched_encoder_equals_unbatched(tiny_loaded):
             torch.testing.assert_close(batched_one.float(), one.float(), atol=2e-3, rtol=2e-3)
 
 
+@pytest.mark.sam3  # SAM 3's tiny model / BPE vocabulary: sam3's packages
 def test_startup_errors_name_the_path(tmp_path, bpe_path):
     from gen3d.sam3.service import Sam3Service
 
