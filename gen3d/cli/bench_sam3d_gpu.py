@@ -98,9 +98,13 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.set_device(device)
     picture = decode_image(args.image.read_bytes(), "--image")
     image = np.asarray(picture, dtype=np.uint8)
-    mask = mask_from_png(args.mask.read_bytes(), "--mask")
-    if mask.shape != image.shape[:2] or not mask.any():
-        print(f"--mask must be a non-empty {image.shape[0]}x{image.shape[1]} mask, got {mask.shape}")
+    try:
+        mask = mask_from_png(args.mask.read_bytes(), image.shape[:2], "--mask")
+        problem = "" if mask.any() else "it is empty"
+    except ServingError as err:
+        problem = err.message
+    if problem:
+        print(f"--mask must be a non-empty {image.shape[0]}x{image.shape[1]} mask PNG: {problem}")
         return 2
     try:
         fields = {

@@ -164,7 +164,9 @@ def save_outputs(s3: Any, response: dict[str, Any], folder: Path, bucket: str | 
         if entry.get("png_s3_key"):
             fetch(str(entry["png_s3_key"]), f"mask-{i}.png")
         elif entry.get("rle"):
-            write(mask_png(mask_from_rle(entry["rle"], field=f"masks[{i}].rle")), f"mask-{i}.png")
+            rle = entry["rle"]  # the answer's own size: the mask is only written out
+            size = rle.get("size") if isinstance(rle, dict) else None
+            write(mask_png(mask_from_rle(rle, size, f"masks[{i}].rle")), f"mask-{i}.png")
     for kind, key in (response.get("outputs") or {}).items():
         if key:
             fetch(str(key), SAM3D_FILE_NAMES.get(kind, Path(str(key)).name))

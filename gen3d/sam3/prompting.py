@@ -37,7 +37,7 @@ class MaskResult:
 
     def mask(self) -> np.ndarray:
         """The bool HxW mask (decoded from the RLE when needed, e.g. for a PNG)."""
-        return mask_from_rle(self.rle)
+        return mask_from_rle(self.rle, self.rle["size"])
 
     @classmethod
     def of(cls, mask: np.ndarray, score: float, box: list[float], prompt_index: int = 0) -> MaskResult:

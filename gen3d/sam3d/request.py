@@ -21,7 +21,7 @@ from gen3d.errors import InvalidField
 from gen3d.sam3d.types import DECODE_FORMATS, OPTION_RENDERERS, GenerateOptions
 from gen3d.serving.images import opened
 from gen3d.serving.limits import MAX_POLYGON_POINTS, MAX_SEED, MAX_STEPS
-from gen3d.serving.masks import mask_from_png, mask_from_polygon, mask_from_rle, polygons_of
+from gen3d.serving.masks import check_mask_size, mask_from_png, mask_from_polygon, mask_from_rle, polygons_of
 from gen3d.serving.schema import Envelope, ParsedRequest, S3Key, validated
 from gen3d.serving.storage import S3Location, check_key
 
@@ -116,19 +116,17 @@ def mask_source(req: ParsedRequest, model: Generate3dRequest) -> MaskSource:
 
 
 def decode_mask(source: MaskSource, data: bytes | None, size: tuple[int, int]) -> np.ndarray:
-    """A bool mask of ``size`` (h, w) from ``source`` (``data``: the PNG bytes of an S3 or body mask)."""
+    """A bool mask of ``size`` (h, w) from ``source`` (``data``: the PNG bytes of an S3 or body mask). Each kind
+    is checked against ``size`` before it is decoded or drawn: a client's numbers never size an allocation."""
     if source.field == "body":
         mask = alpha_mask(data or b"")
     elif source.field == "mask_s3_key":
-        mask = mask_from_png(data or b"", source.field)
+        mask = mask_from_png(data or b"", size, source.field)
     elif source.field == "mask_rle":
-        mask = mask_from_rle(source.value, source.field)
+        mask = mask_from_rle(source.value, size, source.field)
     else:
         mask = mask_from_polygon(source.value, size, source.field)
-    if mask.shape != size:
-        raise InvalidField(
-            source.field, f"mask is {mask.shape[0]}x{mask.shape[1]} (h x w) but the image is {size[0]}x{size[1]}"
-        )
+    check_mask_size(source.field, mask.shape, size)
     if not mask.any():
         raise InvalidField(source.field, "mask is empty: it must select the object (at least one pixel)")
     return mask.astype(bool)
@@ -136,21 +134,16 @@ def decode_mask(source: MaskSource, data: bytes | None, size: tuple[int, int]) -
 
 def alpha_mask(data: bytes) -> np.ndarray:
     """The alpha channel of a raw RGBA image body as a bool mask (alpha > 0 is the object)."""
-    try:
-        with opened(data, "body") as img:
-            img.load()
-            if "A" not in img.getbands() and not (img.mode == "P" and "transparency" in img.info):
-                raise InvalidField(
-                    "body",
-                    "a raw image body must carry the object mask in its alpha channel (RGBA PNG); "
-                    "or send JSON with image and mask_s3_key, mask_rle or mask_polygon",
-                )
-            upright = ImageOps.exif_transpose(img)  # as decode_image turns the picture
-            return np.array(upright.convert("RGBA").getchannel("A")) > 0
-    except InvalidField:
-        raise
-    except (OSError, ValueError) as err:
-        raise InvalidField("body", f"not a readable image ({err})") from err
+    with opened(data, "body") as img:
+        img.load()
+        if "A" not in img.getbands() and not (img.mode == "P" and "transparency" in img.info):
+            raise InvalidField(
+                "body",
+                "a raw image body must carry the object mask in its alpha channel (RGBA PNG); "
+                "or send JSON with image and mask_s3_key, mask_rle or mask_polygon",
+            )
+        upright = ImageOps.exif_transpose(img)  # as decode_image turns the picture
+        return np.array(upright.convert("RGBA").getchannel("A")) > 0
 
 
 def generate_options(model: Generate3dRequest, renderers: frozenset[str]) -> GenerateOptions:

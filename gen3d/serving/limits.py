@@ -3,6 +3,8 @@ config.properties' ``max_request_size`` is checked against :data:`MAX_REQUEST_BY
 
 from __future__ import annotations
 
+import sys
+
 MAX_REQUEST_BYTES = 64 * 1024 * 1024  # TorchServe's max_request_size (config.properties): body, JSON or raw image
 MAX_JSON_DEPTH = 32
 MAX_INPUT_BYTES = 256 * 1024 * 1024  # one S3 object read for a request (image or mask)
@@ -21,14 +23,20 @@ MAX_RESPONSE_BYTES = 200 * 1024 * 1024  # TorchServe's max_response_size (config
 LIMITS: list[tuple[str, str, str]] = [
     ("request body", f"{MAX_REQUEST_BYTES // 2**20} MiB", "JSON or raw image (TorchServe answers 413 above)"),
     ("JSON nesting", f"{MAX_JSON_DEPTH} levels", "400 `body`"),
+    ("JSON integers", f"{sys.int_info.default_max_str_digits:,} digits", "Python's limit: 400 `body` above"),
     ("S3 input object", f"{MAX_INPUT_BYTES // 2**20} MiB", "image or mask read from S3: 413 naming the field"),
     ("image pixels", f"{MAX_IMAGE_PIXELS:,} (width x height)", "413 naming the field, read from the header"),
     ("`user_id`, `session_id`, `X-Request-Id`", f"{MAX_ID_CHARS} characters", "letters, digits, `.`, `_`, `-`"),
-    ("S3 keys", f"{MAX_KEY_BYTES} bytes", "not starting with `/`"),
+    ("S3 keys", f"{MAX_KEY_BYTES} bytes", "not starting with `/`, no `.` or `..` segment"),
     ("`points`", f"{MAX_POINTS}", "segment"),
     ("`boxes`", f"{MAX_BOXES}", "segment"),
     ("`text`", f"{MAX_TEXT_CHARS} characters", "segment"),
-    ("`mask_polygon`", f"{MAX_POLYGON_POINTS:,} points", "generate_3d, all polygons together"),
+    (
+        "`mask_polygon`",
+        f"{MAX_POLYGON_POINTS:,} points",
+        "generate_3d, all polygons together, each point inside the image",
+    ),
+    ("`mask_rle` size, mask PNG", "the image's height and width", "generate_3d, checked before the mask is decoded"),
     ("`ss_steps`, `slat_steps`", f"1-{MAX_STEPS}", "generate_3d"),
     ("`seed`", f"0-{MAX_SEED}", "generate_3d"),
     ("inline generate_3d files", f"{INLINE_OUTPUT_BYTES // 2**20} MiB", "above: 413 asking for `output_bucket`"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image, ImageDraw, UnidentifiedImageError
+from PIL import Image, ImageDraw
 from pycocotools import mask as coco_mask
 
 from gen3d.errors import InvalidField
@@ -18,28 +18,36 @@ def rle_from_mask(mask: np.ndarray) -> dict:
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
 
 
-def mask_from_rle(rle: object, field: str = "mask_rle") -> np.ndarray:
-    """Bool HxW mask from a COCO RLE dict (compressed string or uncompressed list counts)."""
+def check_mask_size(field: str, mask_size: tuple[int, int], size: tuple[int, int]) -> None:
+    """400 naming ``field`` unless a mask of ``mask_size`` (h, w) fits the image of ``size`` (h, w)."""
+    if tuple(mask_size) != tuple(size):
+        raise InvalidField(field, f"mask is {mask_size[0]}x{mask_size[1]} (h x w) but the image is {size[0]}x{size[1]}")
+
+
+def mask_from_rle(rle: object, size: tuple[int, int], field: str = "mask_rle") -> np.ndarray:
+    """Bool HxW mask from a COCO RLE dict (compressed string or uncompressed list counts) for an image of ``size``
+    (h, w). The RLE's own size is checked against ``size`` before anything is decoded: decoding allocates it."""
     if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
         raise InvalidField(field, 'must be a COCO RLE object {"size": [h, w], "counts": ...}')
-    size = rle["size"]
-    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+    rle_size = rle["size"]
+    if not (isinstance(rle_size, list) and len(rle_size) == 2 and all(type(v) is int and v > 0 for v in rle_size)):
         raise InvalidField(field, "size must be [height, width] with positive integers")
+    check_mask_size(field, rle_size, size)
     counts = rle["counts"]
     try:
         if isinstance(counts, list):
-            if sum(counts) != size[0] * size[1]:
-                raise InvalidField(field, "uncompressed counts must add up to height*width")
-            encoded = coco_mask.frPyObjects({"size": size, "counts": counts}, size[0], size[1])
+            if any(type(c) is not int or c < 0 for c in counts) or sum(counts) != size[0] * size[1]:
+                raise InvalidField(field, "uncompressed counts must be integers >= 0 adding up to height*width")
+            encoded = coco_mask.frPyObjects({"size": rle_size, "counts": counts}, size[0], size[1])
         elif isinstance(counts, str):
-            encoded = {"size": size, "counts": counts.encode("ascii")}
+            encoded = {"size": rle_size, "counts": counts.encode("ascii")}
         else:
             raise InvalidField(field, "counts must be a string or a list of integers")
         return coco_mask.decode(encoded).astype(bool)
     except InvalidField:
         raise
     except Exception as err:  # pycocotools raises bare exceptions on malformed counts
-        raise InvalidField(field, f"cannot decode RLE ({err})") from err
+        raise InvalidField(field, "cannot decode the RLE counts (not COCO RLE of this size)") from err
 
 
 def polygons_of(polygon: object) -> list:
@@ -49,33 +57,42 @@ def polygons_of(polygon: object) -> list:
     return polygon if nested and isinstance(polygon[0][0], list) else [polygon]
 
 
+def polygon_points(poly: object, size: tuple[int, int], field: str) -> list[tuple[float, float]]:
+    """One polygon's points, each an [x, y] pair of numbers inside the image of ``size`` (h, w): 0 <= x <= width,
+    0 <= y <= height; 400 naming ``field`` otherwise."""
+    if not isinstance(poly, list) or len(poly) < 3:
+        raise InvalidField(field, "each polygon needs at least 3 [x, y] points")
+    height, width = size
+    for point in poly:
+        pair = isinstance(point, list) and len(point) == 2
+        if not (pair and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in point)):
+            raise InvalidField(field, "points must be [x, y] number pairs")
+        if not (0 <= point[0] <= width and 0 <= point[1] <= height):  # False for NaN too
+            raise InvalidField(
+                field, f"points must lie inside the {width}x{height} image (0 <= x <= width, 0 <= y <= height)"
+            )
+    return [(float(x), float(y)) for x, y in poly]
+
+
 def mask_from_polygon(polygon: object, size: tuple[int, int], field: str = "mask_polygon") -> np.ndarray:
-    """Bool HxW mask filling one or more polygons given as [[x, y], ...] (or a list of such) in pixels."""
-    polygons = polygons_of(polygon)
+    """Bool HxW mask filling one or more polygons given as [[x, y], ...] (or a list of such) in pixels; every
+    point is checked to lie inside the image before anything is drawn."""
+    polygons = [polygon_points(poly, size, field) for poly in polygons_of(polygon)]
     img = Image.new("1", (size[1], size[0]), 0)
     draw = ImageDraw.Draw(img)
-    for poly in polygons:
-        if not isinstance(poly, list) or len(poly) < 3:
-            raise InvalidField(field, "each polygon needs at least 3 [x, y] points")
-        try:
-            points = [(float(x), float(y)) for x, y in poly]
-        except (TypeError, ValueError) as err:
-            raise InvalidField(field, "points must be [x, y] number pairs") from err
-        if not all(np.isfinite(points).all(axis=1)):
-            raise InvalidField(field, "points must be finite numbers")
+    for points in polygons:
         draw.polygon(points, fill=1)
     return np.array(img, dtype=bool)
 
 
-def mask_from_png(data: bytes, field: str = "mask_s3_key") -> np.ndarray:
-    """Bool HxW mask from a PNG: any non-zero pixel (of the alpha channel when there is one) is inside."""
-    try:
-        with opened(data, field) as img:
-            img.load()
-            band = img.getchannel("A") if "A" in img.getbands() else img.convert("L")
-            return np.array(band) > 0
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise InvalidField(field, f"not a readable mask image ({err})") from err
+def mask_from_png(data: bytes, size: tuple[int, int], field: str = "mask_s3_key") -> np.ndarray:
+    """Bool HxW mask from a PNG for an image of ``size`` (h, w), checked from the header before the pixels are
+    decoded: any non-zero pixel (of the alpha channel when there is one) is inside."""
+    with opened(data, field) as img:
+        check_mask_size(field, (img.height, img.width), size)
+        img.load()
+        band = img.getchannel("A") if "A" in img.getbands() else img.convert("L")
+        return np.array(band) > 0
 
 
 def mask_png(mask: np.ndarray) -> bytes:

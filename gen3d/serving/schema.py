@@ -15,6 +15,7 @@ import base64
 import binascii
 import json
 import re
+import sys
 import uuid
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
@@ -152,11 +153,15 @@ def validated(model: type[M], body: dict) -> M:
         raise invalid_field(err) from None
 
 
-def _json_depth(value: Any, depth: int = 1) -> int:
-    if isinstance(value, dict):
-        return max((_json_depth(v, depth + 1) for v in value.values()), default=depth)
-    if isinstance(value, list):
-        return max((_json_depth(v, depth + 1) for v in value), default=depth)
+def _json_depth(value: Any) -> int:
+    """How deep a parsed JSON value nests (a scalar is 1), level by level: no recursion, so a body nested
+    hundreds deep (TorchServe parses ``application/json`` bodies itself) cannot exhaust the stack."""
+    depth, level = 0, [value]
+    while level:
+        depth += 1
+        level = [child for item in level if isinstance(item, dict) for child in item.values()] + [
+            child for item in level if isinstance(item, list) for child in item
+        ]
     return depth
 
 
@@ -178,6 +183,9 @@ def _body_as_json(raw: RawRequest) -> dict | None:
             raise InvalidField("body", "JSON body is not UTF-8") from err
         except json.JSONDecodeError as err:
             raise InvalidField("body", f"invalid JSON: {err.msg} at position {err.pos}") from err
+        except ValueError as err:  # Python's int() refuses integers longer than sys.get_int_max_str_digits()
+            digits = sys.get_int_max_str_digits()
+            raise InvalidField("body", f"invalid JSON: a number has more than {digits} digits") from err
         except RecursionError as err:
             raise InvalidField("body", f"JSON nested deeper than {limits.MAX_JSON_DEPTH} levels") from err
     elif isinstance(body, str):
@@ -221,7 +229,8 @@ def parse_request(raw: RawRequest, default_task: str) -> ParsedRequest:
     binary = any(t in raw.accept for t in BINARY_TYPES)
     body = _body_as_json(raw)
     if body is None:
-        data = bytes(raw.body)
+        # TorchServe hands a text/* body over decoded (str): its bytes are its UTF-8 encoding
+        data = raw.body.encode() if isinstance(raw.body, str) else bytes(raw.body)
         if not data:
             raise InvalidField("body", "empty body")
         return ParsedRequest(task=default_task, image=ImageSource(field="body", inline=data), binary_response=binary)

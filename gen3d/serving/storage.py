@@ -49,9 +49,21 @@ def check_bucket(bucket: object, field: str = "bucket") -> str:
 
 
 def check_key(key: object, field: str) -> str:
-    """``key`` if it is a plausible S3 object key; 400 naming ``field`` otherwise."""
-    if not isinstance(key, str) or not key or len(key.encode()) > MAX_KEY_BYTES or key.startswith("/"):
-        raise InvalidField(field, f"must be a non-empty S3 key of at most {MAX_KEY_BYTES} bytes, not starting with '/'")
+    """``key`` if it is a plausible S3 object key; 400 naming ``field`` otherwise.
+
+    No segment may be ``.`` or ``..``: botocore sends them as they are in the URL path (``/bucket/a/../b``), so
+    a proxy or S3-compatible store that resolves dot segments would serve another object, or with path-style
+    addressing another bucket, than the one the allow-list checked.
+    """
+    rule = f"must be a non-empty S3 key of at most {MAX_KEY_BYTES} bytes, not starting with '/', no '.' or '..' segment"
+    if not isinstance(key, str) or not key or key.startswith("/"):
+        raise InvalidField(field, rule)
+    try:
+        size = len(key.encode())
+    except UnicodeEncodeError as err:
+        raise InvalidField(field, "must be UTF-8 text (no lone surrogates)") from err
+    if size > MAX_KEY_BYTES or any(part in (".", "..") for part in key.split("/")):
+        raise InvalidField(field, rule)
     return key
 
 

@@ -150,7 +150,7 @@ def server_mask(server, prompts: dict) -> np.ndarray:
         body["boxes"] = [[b["x0"], b["y0"], b["x1"], b["y1"]]]
     masks = post_ok(server, body).json()["masks"]
     assert len(masks) == 1
-    return mask_from_rle(masks[0]["rle"])
+    return mask_from_rle(masks[0]["rle"], masks[0]["rle"]["size"])
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -238,7 +238,7 @@ def test_concept_segment_overlays_every_instance(page, torchserve):
         return n;
     }"""
     )
-    union = np.any([mask_from_rle(m["rle"]) for m in served], axis=0)
+    union = np.any([mask_from_rle(m["rle"], m["rle"]["size"]) for m in served], axis=0)
     assert drawn == union.sum()  # every instance is overlaid
 
 

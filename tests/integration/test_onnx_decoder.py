@@ -172,7 +172,7 @@ def test_masks_equal_the_servers_segment(decoder, pictures, served, picture, pro
     assert len(answer["masks"]) == len(boxes)
     for entry, box in zip(sorted(answer["masks"], key=lambda m: m["prompt_index"]), boxes, strict=True):
         masks, scores, _ = run_decoder(decoder, tensors, metadata, points, labels, box)
-        assert_same_mask(masks[0], mask_from_rle(entry["rle"]))
+        assert_same_mask(masks[0], mask_from_rle(entry["rle"], entry["rle"]["size"]))
         assert entry["score"] == pytest.approx(float(scores[0]), abs=1e-5)
 
 
@@ -196,5 +196,5 @@ def test_multimask_file_equals_the_servers_three_candidates(torchserve, multimas
         assert masks.shape[0] == 3 and low_res.shape[0] == 3
         assert len(answer["masks"]) == 3
         for entry, k in zip(answer["masks"], np.argsort(-scores), strict=True):
-            assert_same_mask(masks[k], mask_from_rle(entry["rle"]))
+            assert_same_mask(masks[k], mask_from_rle(entry["rle"], entry["rle"]["size"]))
             assert entry["score"] == pytest.approx(float(scores[k]), abs=1e-5)

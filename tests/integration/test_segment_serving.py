@@ -33,7 +33,7 @@ def check_masks(body: dict, size: tuple[int, int]) -> list[np.ndarray]:
     masks = []
     for entry in body["masks"]:
         assert entry["rle"]["size"] == list(size) and isinstance(entry["rle"]["counts"], str)
-        mask = mask_from_rle(entry["rle"])
+        mask = mask_from_rle(entry["rle"], entry["rle"]["size"])
         if body["mode"] == "interactive":
             assert entry["box"] == pytest.approx(box_of(mask), abs=0.01)
         else:
@@ -171,7 +171,8 @@ def test_client_decodes_get_embedding_file_like_the_server(torchserve, s3, demo_
     finally:
         predictor.reset_predictor()  # the shared model holds no image's features
     assert len(served["masks"]) == 1
-    np.testing.assert_array_equal(mask_from_rle(served["masks"][0]["rle"]), masks[0] > 0)
+    rle = served["masks"][0]["rle"]
+    np.testing.assert_array_equal(mask_from_rle(rle, rle["size"]), masks[0] > 0)
     assert served["masks"][0]["score"] == pytest.approx(float(scores[0]), abs=1e-5)
 
 
@@ -182,7 +183,7 @@ def test_png_masks_written_to_s3(torchserve, s3, image_key):
     entry = body["masks"][0]
     assert entry["png_s3_key"].startswith("gen3d-outputs/admin-test/test-v2-001/masks/")
     png = Image.open(io.BytesIO(s3.get_object(Bucket=BUCKET, Key=entry["png_s3_key"])["Body"].read()))
-    np.testing.assert_array_equal(np.array(png) > 0, mask_from_rle(entry["rle"]))
+    np.testing.assert_array_equal(np.array(png) > 0, mask_from_rle(entry["rle"], entry["rle"]["size"]))
 
 
 BAD_PROMPTS = [
