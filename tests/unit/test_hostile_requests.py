@@ -239,7 +239,8 @@ def sam3d_answer(body: dict | bytes, content_type: str = "application/json") -> 
     from gen3d.sam3d.service import Sam3dService
 
     loaded = LoadedSam3d(NeverGenerates(), PRESETS["tiny-cpu-demo"], "0" * 64)
-    store = S3Store(client=object(), buckets=BucketPolicy.parse("gen3d-data-bucket"))  # any S3 call fails the test
+    # client=object(): any S3 call fails the test
+    store = S3Store(client=object(), buckets=BucketPolicy.parse("gen3d-data-bucket"), owner="123456789012")
     service = Sam3dService(loaded, store=store, prefix_template="p/{user_id}/{session_id}")
     data = json.dumps(body).encode() if isinstance(body, dict) else body
     reply = service.handle([RawRequest(body=data, content_type=content_type)])[0]
