@@ -187,7 +187,7 @@ def parsed(body: dict):
     """The generate_3d model of a JSON body (checked as the service does)."""
     from gen3d.sam3d.request import generate_request
 
-    return generate_request(parse_request(RawRequest(body=body), "generate_3d"))
+    return generate_request(parse_request(RawRequest(body, "application/json"), "generate_3d"))
 
 
 ALL_RENDERERS = frozenset({"nvdiffrast", "diff_gaussian_rasterization"})
@@ -245,7 +245,7 @@ def test_masks_are_bool_and_sized_like_the_image():
     mask = np.zeros((4, 6), bool)
     mask[1:3, 2:5] = True
     rle_body = {"task": "generate_3d", "mask_rle": rle_from_mask(mask)}
-    source = mask_source(parse_request(RawRequest(body=rle_body), "generate_3d"), parsed(rle_body))
+    source = mask_source(parse_request(RawRequest(rle_body, "application/json"), "generate_3d"), parsed(rle_body))
     decoded = decode_mask(source, None, (4, 6))
     assert decoded.dtype == np.bool_ and (decoded == mask).all()
     with pytest.raises(ServingError, match="mask is 4x6 .* image is 4x7") as err:
@@ -254,7 +254,7 @@ def test_masks_are_bool_and_sized_like_the_image():
     buf = io.BytesIO()
     Image.fromarray((mask * 255).astype(np.uint8)).save(buf, "PNG")
     s3_body = {"task": "generate_3d", "bucket": "some-bucket", "mask_s3_key": "m.png"}
-    s3_source = mask_source(parse_request(RawRequest(body=s3_body), "generate_3d"), parsed(s3_body))
+    s3_source = mask_source(parse_request(RawRequest(s3_body, "application/json"), "generate_3d"), parsed(s3_body))
     assert (decode_mask(s3_source, buf.getvalue(), (4, 6)) == mask).all()
 
 
@@ -285,7 +285,7 @@ def test_out_of_memory_answers_507_and_the_next_request_is_served(monkeypatch):
     Image.new("RGB", (8, 6)).save(buf, "PNG")
     body = {"task": "generate_3d", "image_base64": base64.b64encode(buf.getvalue()).decode()}
     body["mask_polygon"] = [[1, 1], [6, 1], [6, 5]]
-    first, second = (service.handle([RawRequest(body=json.dumps(body).encode())])[0] for _ in range(2))
+    first, second = (service.handle([RawRequest(json.dumps(body).encode(), "application/json")])[0] for _ in range(2))
     assert first.status == 507 and first.body["error"]["field"] == "generate"
     assert "out of memory on cuda" in first.body["error"]["message"] and first.body["preset"] == "sam3d-objects"
     assert second.status == 200 and second.body["pose"]["translation"] == [0.0, 0.0, 2.0]
