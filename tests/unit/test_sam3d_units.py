@@ -5,6 +5,7 @@ handling and the archive builder's sam3d paths."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -295,6 +296,78 @@ def test_out_of_memory_answers_507_and_the_next_request_is_served(monkeypatch):
     )
     assert list(second.body["timings_ms"]) == ["decode", "generate", "stages", "encode", "total"]  # README's keys
     assert len(emptied) == 2  # after each request
+
+
+class Splat:
+    """What the service reads of a Gaussian splat."""
+
+    get_xyz = torch.zeros(5, 3)
+
+    def save_ply(self, buf) -> None:
+        buf.write(b"ply\nformat binary_little_endian 1.0\nend_header\n" + bytes(60))
+
+
+class OneObject:
+    """A generator answering a splat, a mesh and a pose."""
+
+    preset, device, renderers = REAL, torch.device("cpu"), frozenset()
+
+    def generate(self, image, mask, options) -> Generation:
+        import trimesh
+
+        return Generation(Splat(), trimesh.creation.box(), [1.0, 0, 0, 0], [0.0, 0, 2], [1.0, 1, 1], {}, {})
+
+
+class FlakyS3:
+    """An S3 client whose put_object fails for keys ending in ``failing``; it keeps what was written, in order."""
+
+    def __init__(self, failing: str) -> None:
+        self.failing, self.written = failing, {}
+
+    def put_object(self, Bucket, Key, Body, **kwargs) -> None:
+        from botocore.exceptions import ClientError
+
+        if Key.endswith(self.failing):
+            raise ClientError({"Error": {"Code": "InternalError", "Message": "We encountered an error"}}, "PutObject")
+        self.written[Key] = Body
+
+
+def test_pose_json_the_manifest_is_written_last_and_only_after_the_other_files():
+    from gen3d.sam3d.service import Sam3dService
+    from gen3d.serving.buckets import BucketPolicy
+    from gen3d.serving.storage import S3Store
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 6)).save(buf, "PNG")
+    body = {"task": "generate_3d", "image_base64": base64.b64encode(buf.getvalue()).decode(), "user_id": "u"}
+    body.update(session_id="s", output_bucket="gen3d-out", mask_polygon=[[1, 1], [6, 1], [6, 5]])
+    raw = RawRequest(json.dumps(body).encode(), "application/json")
+
+    def serve(s3: FlakyS3):
+        store = S3Store(client=s3, buckets=BucketPolicy(("gen3d-out",)))
+        service = Sam3dService(LoadedSam3d(OneObject(), REAL, "0" * 64), store, "p/{user_id}/{session_id}")
+        reply = service.handle([raw])[0]
+        service.io.shutdown(wait=True)  # every write it started has ended
+        return reply
+
+    s3 = FlakyS3("object.glb")
+    failed = serve(s3)
+    assert failed.status == 502 and failed.body["error"]["field"] == "output_bucket"
+    folder = next(iter(s3.written)).rsplit("/", 1)[0]  # p/u/s/3d/<generation_id>
+    generation_id = folder.rsplit("/", 1)[1]
+    assert list(s3.written) == [f"{folder}/object.ply"]  # no pose.json: the generation is incomplete
+    assert f"generation {generation_id} is incomplete" in failed.body["error"]["message"]
+
+    s3 = FlakyS3("nothing fails")
+    answer = serve(s3)
+    assert answer.status == 200 and list(s3.written)[-1] == answer.body["outputs"]["pose"]
+    manifest = json.loads(s3.written[answer.body["outputs"]["pose"]])
+    assert manifest["generation_id"] == answer.body["generation_id"]
+    for name in ("ply", "glb"):
+        data = s3.written[answer.body["outputs"][name]]
+        listed = manifest["files"][name]
+        assert answer.body["outputs"][name].endswith("/" + listed["file"]) and listed["bytes"] == len(data)
+        assert listed["sha256"] == hashlib.sha256(data).hexdigest()
 
 
 def test_stage_recorder_adds_up_calls():
