@@ -84,8 +84,9 @@ def print_report(report: dict) -> None:
         worst = report["segment_worst"]
         print(f"worst segment batch on {worst['device']}: {worst['requests']} requests x {worst['megapixels']} MP, "
               f"{worst['masks_per_answer']} of {worst['masks_total']} masks each, {worst['pngs_written']} PNGs: "
-              f"{worst['seconds']} s (responseTimeout {worst['response_timeout_s']} s); upsampling "
-              f"{worst['upsample_s_per_mask']} s per mask; largest answer {worst['answer_mb']} MB; peak RSS "
+              f"{worst['seconds']} s, {worst['cpu_s']} CPU s (responseTimeout {worst['response_timeout_s']} s); "
+              f"upsampling {worst['upsample_s_per_mask']} s (wall, CPU) per mask; largest answer "
+              f"{worst['answer_mb']} MB; peak RSS "
               f"{worst['peak_rss_mb']} MB; per request {worst['timings_ms']}")  # fmt: skip
 
 

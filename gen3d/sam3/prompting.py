@@ -12,8 +12,7 @@ per answer is bounded by ``max_masks``.
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,10 +68,17 @@ class Segmentation:
     def truncated(self) -> bool:
         return self.total > len(self.masks)
 
-    def within(self, rle_bytes: int) -> Segmentation:
-        """The leading masks whose RLE counts add up to at most ``rle_bytes``: what bounds the answer's size."""
-        sizes = itertools.accumulate(len(r.rle["counts"]) for r in self.masks)
-        return Segmentation([r for r, size in zip(self.masks, sizes, strict=True) if size <= rle_bytes], self.total)
+
+def fitting(results: Iterable[MaskResult], rle_bytes: int | None) -> list[MaskResult]:
+    """The leading ``results`` whose RLE counts add up to at most ``rle_bytes`` (all when ``None``): what bounds an
+    answer's size. Reading stops at the first that does not fit, so a generator computes no further mask."""
+    kept, size = [], 0
+    for result in results:
+        size += len(result.rle["counts"])
+        if rle_bytes is not None and size > rle_bytes:
+            break
+        kept.append(result)
+    return kept
 
 
 def best(results: list[MaskResult], max_masks: int | None) -> list[MaskResult]:
@@ -172,19 +178,21 @@ def concept_masks(
 ) -> Iterator[MaskResult]:
     """``Sam3Processor._forward_grounding``'s post-processing, thresholding (and keeping the ``max_masks`` best)
     first and upsampling a few kept masks at a time (same operations: presence-weighted sigmoid scores, strict
-    ``>`` threshold, bilinear upsampling without corner alignment, sigmoid, ``> 0.5``), in query order. Each mask
-    leaves the device transposed, so pycocotools reads its columns without a copy on the host; with ``rows``,
-    also as it is, for its packed rows."""
+    ``>`` threshold, bilinear upsampling without corner alignment, sigmoid, ``> 0.5``), best first (equal scores in
+    query order). Each mask leaves the device transposed, so pycocotools reads its columns without a copy on the
+    host; with ``rows``, also as it is, for its packed rows."""
     from sam3.model import box_ops
     from sam3.model.data_misc import interpolate
 
     probs = concept_scores(outputs)
     keep = kept_queries(probs, threshold, max_masks)
     scores = probs[keep].float().cpu().numpy()
-    low_res = outputs["pred_masks"][keep]
+    order = np.argsort(-scores, kind="stable")
+    scores = scores[order]
+    low_res = outputs["pred_masks"][keep][torch.from_numpy(order).to(probs.device)]
     boxes = box_ops.box_cxcywh_to_xyxy(outputs["pred_boxes"][keep])
     boxes = (boxes * torch.tensor([width, height, width, height]).to(boxes.device)[None, :]).float().cpu().numpy()
-    boxes = np.clip(boxes, 0, [width, height, width, height])  # detections may reach past the image border
+    boxes = np.clip(boxes, 0, [width, height, width, height])[order]  # detections may reach past the image border
     chunk = max(1, UPSAMPLE_BUDGET_BYTES // (4 * height * width))
     for start in range(0, low_res.shape[0], chunk):
         upsampled = interpolate(
@@ -201,9 +209,11 @@ def concept_masks(
 
 
 @torch.inference_mode()
-def concept_segmentation(loaded: LoadedSam3, features: ImageFeatures, prompts: SegmentPrompts) -> Segmentation:
+def concept_segmentation(
+    loaded: LoadedSam3, features: ImageFeatures, prompts: SegmentPrompts, rle_bytes: int | None = None
+) -> Segmentation:
     """The instances of the text concept (and exemplar boxes) scoring above the threshold, best first, at most
-    ``prompts.max_masks`` of them."""
+    ``prompts.max_masks`` of them and no more than fit ``rle_bytes`` (the rest are never upsampled)."""
     height, width = features.original_size
     with loaded.precision():
         outputs = ground(loaded, features, prompts)
@@ -211,8 +221,7 @@ def concept_segmentation(loaded: LoadedSam3, features: ImageFeatures, prompts: S
         found = concept_masks(
             outputs, height, width, prompts.score_threshold, prompts.max_masks, prompts.return_png_masks
         )
-        results = list(found)
-    return Segmentation(sorted(results, key=lambda r: -r.score), total)
+        return Segmentation(fitting(found, rle_bytes), total)
 
 
 def segment_concept(loaded: LoadedSam3, features: ImageFeatures, prompts: SegmentPrompts) -> list[MaskResult]:
@@ -220,9 +229,12 @@ def segment_concept(loaded: LoadedSam3, features: ImageFeatures, prompts: Segmen
     return concept_segmentation(loaded, features, prompts).masks
 
 
-def segment(loaded: LoadedSam3, features: ImageFeatures, prompts: SegmentPrompts) -> Segmentation:
-    """Masks for ``prompts`` in the mode they ask for, at most ``prompts.max_masks`` (the best scores)."""
+def segment(
+    loaded: LoadedSam3, features: ImageFeatures, prompts: SegmentPrompts, rle_bytes: int | None = None
+) -> Segmentation:
+    """Masks for ``prompts`` in the mode they ask for: at most ``prompts.max_masks`` (the best scores), and the
+    leading ones whose RLE fits ``rle_bytes``."""
     if prompts.concept:
-        return concept_segmentation(loaded, features, prompts)
+        return concept_segmentation(loaded, features, prompts, rle_bytes)
     results = segment_interactive(loaded, features, prompts)
-    return Segmentation(best(results, prompts.max_masks), len(results))
+    return Segmentation(fitting(best(results, prompts.max_masks), rle_bytes), len(results))

@@ -290,7 +290,7 @@ class Sam3Service(ModelService[Sam3Job]):
         if job.image is None:  # by embedding_id: now the image's size is known (decode checked a sent image)
             check_in_image(prompts, *job.features.original_size)
         started = time.perf_counter()
-        found = segment(self.loaded, job.features, prompts).within(MAX_ANSWER_RLE_BYTES)
+        found = segment(self.loaded, job.features, prompts, MAX_ANSWER_RLE_BYTES)
         job.timings_ms["prompt"] = elapsed_ms(started)
         masks = [
             {
