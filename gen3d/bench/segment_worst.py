@@ -33,15 +33,22 @@ BUCKET = "gen3d-bench"
 MASK_SIDE = 4 * PUBLISHED.grid  # 288: the published model's mask logits
 
 
-def published_grounding(queries: int = QUERIES, seed: int = 0):
-    """A stand-in for ``prompting.ground``: outputs of the published model's shapes on the model's device."""
+MASK_KINDS = ("noisy", "objects")
+
+
+def published_grounding(masks: str = "noisy", queries: int = QUERIES, seed: int = 0):
+    """A stand-in for ``prompting.ground``: outputs of the published model's shapes on the model's device. Mask
+    logits are random per 288x288 cell (``noisy``: the most runs a mask can have) or blobs of ~1/8 of the picture
+    (``objects``: runs like real objects')."""
 
     def ground(loaded, features, prompts) -> dict[str, torch.Tensor]:
         gen = torch.Generator().manual_seed(seed)
+        cells = MASK_SIDE if masks == "noisy" else 8
+        logits = torch.randn((1, queries, cells, cells), generator=gen) * 4
         outputs = {
             "pred_logits": torch.randn((1, queries, 1), generator=gen),
             "presence_logit_dec": torch.full((1, 1), 4.0),
-            "pred_masks": torch.randn((1, queries, MASK_SIDE, MASK_SIDE), generator=gen) * 4,
+            "pred_masks": torch.nn.functional.interpolate(logits, (MASK_SIDE, MASK_SIDE), mode="bilinear"),
             "pred_boxes": torch.rand((1, queries, 4), generator=gen) * 0.5 + 0.25,
         }
         return {name: value.to(loaded.device) for name, value in outputs.items()}
@@ -77,7 +84,9 @@ def upsample_seconds(device: torch.device, side: int, masks: int = 3) -> tuple[f
     return (time.perf_counter() - started) / masks, (cpu_seconds() - cpu) / masks
 
 
-def run(side: int = 8000, requests: int = SAM3.batch_size, device: str = "cpu") -> dict[str, object]:
+def run(
+    side: int = 8000, requests: int = SAM3.batch_size, device: str = "cpu", masks: str = "noisy"
+) -> dict[str, object]:
     """One batch as described above; what it took, per request and in all."""
     from gen3d.sam3 import prompting
     from gen3d.sam3.assets import bpe_vocab_path
@@ -94,7 +103,7 @@ def run(side: int = 8000, requests: int = SAM3.batch_size, device: str = "cpu") 
     bpe = str(bpe_vocab_path())
     (CHECKOUT / "build").mkdir(exist_ok=True)
     loaded = load_sam3("tiny", demo_checkpoint(CHECKOUT / "build", PRESETS["tiny"], bpe), bpe, torch_device)
-    prompting.ground = published_grounding()
+    prompting.ground = published_grounding(masks)
     moto = MotoS3()
     moto.start()
     try:
@@ -125,6 +134,7 @@ def run(side: int = 8000, requests: int = SAM3.batch_size, device: str = "cpu") 
         raise RuntimeError(f"the worst-case batch failed: {failed[0]}")
     return {
         "device": str(torch_device),
+        "masks": masks,
         "megapixels": round(side * side / 1e6, 1),
         "requests": requests,
         "masks_per_answer": [len(body["masks"]) for body in bodies],
@@ -140,12 +150,12 @@ def run(side: int = 8000, requests: int = SAM3.batch_size, device: str = "cpu") 
     }
 
 
-def in_fresh_process(side: int, requests: int, device: str) -> dict[str, object]:
+def in_fresh_process(side: int, requests: int, device: str, masks: str) -> dict[str, object]:
     """:func:`run` in a new Python process (its peak memory is the batch's alone); its report."""
     import subprocess
 
     done = subprocess.run(
-        [sys.executable, "-m", "gen3d.bench.segment_worst", str(side), str(requests), device],
+        [sys.executable, "-m", "gen3d.bench.segment_worst", str(side), str(requests), device, masks],
         capture_output=True, text=True, check=False, cwd=Path(CHECKOUT),
     )  # fmt: skip
     if done.returncode != 0:
@@ -155,4 +165,4 @@ def in_fresh_process(side: int, requests: int, device: str) -> dict[str, object]
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    print(json.dumps(run(int(args[0]), int(args[1]), args[2]) if args else run()))
+    print(json.dumps(run(int(args[0]), int(args[1]), args[2], args[3]) if args else run()))

@@ -45,6 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--worst-requests", type=int, default=SAM3.batch_size, help="segment-worst: requests in the batch"
     )
     parser.add_argument("--worst-device", default="cpu", help="segment-worst: where the post-processing runs")
+    parser.add_argument(
+        "--worst-masks", choices=("noisy", "objects"), default="noisy", help="segment-worst: the masks' shapes"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     return parser.parse_args(argv)
 
@@ -82,7 +85,8 @@ def print_report(report: dict) -> None:
               f"{masks['all_at_once_gb']} GB")  # fmt: skip
     if "segment_worst" in report:
         worst = report["segment_worst"]
-        print(f"worst segment batch on {worst['device']}: {worst['requests']} requests x {worst['megapixels']} MP, "
+        print(f"worst segment batch on {worst['device']} ({worst['masks']} masks): {worst['requests']} requests x "
+              f"{worst['megapixels']} MP, "
               f"{worst['masks_per_answer']} of {worst['masks_total']} masks each, {worst['pngs_written']} PNGs: "
               f"{worst['seconds']} s, {worst['cpu_s']} CPU s (responseTimeout {worst['response_timeout_s']} s); "
               f"upsampling {worst['upsample_s_per_mask']} s (wall, CPU) per mask; largest answer "
@@ -116,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         from gen3d.bench import segment_worst
 
         report["segment_worst"] = segment_worst.in_fresh_process(
-            args.worst_side, args.worst_requests, args.worst_device
+            args.worst_side, args.worst_requests, args.worst_device, args.worst_masks
         )
     if args.json:
         print(json.dumps(report, indent=1))
