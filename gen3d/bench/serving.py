@@ -136,6 +136,15 @@ class MotoS3:
             "AWS_DEFAULT_REGION": "us-east-1",
         }
 
+    def client(self):
+        """A boto3 S3 client that reaches it."""
+        import boto3
+
+        env = self.env()
+        return boto3.client("s3", endpoint_url=self.url, region_name=env["AWS_DEFAULT_REGION"],
+                            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])  # fmt: skip
+
     def start(self, timeout: float = 60) -> None:
         """Returns once it answers; raises if it exits or does not answer within ``timeout`` s."""
         self.process = subprocess.Popen(
@@ -165,18 +174,13 @@ class MotoS3:
 @contextmanager
 def moto_s3() -> Iterator[dict[str, str]]:
     """moto's S3 server with one bucket holding the bench's picture: the AWS environment that reaches it."""
-    import boto3
-
     server = MotoS3()
     server.start()
     try:
-        env = server.env()
-        s3 = boto3.client("s3", endpoint_url=server.url, region_name=env["AWS_DEFAULT_REGION"],
-                          aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                          aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])  # fmt: skip
+        s3 = server.client()
         s3.create_bucket(Bucket=BUCKET)
         s3.put_object(Bucket=BUCKET, Key="bench/image.png", Body=png_bytes(0))
-        yield env
+        yield server.env()
     finally:
         server.stop()
 

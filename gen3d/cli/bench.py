@@ -7,7 +7,9 @@ shared, noisy machine). `make bench` runs it.
 2. cold start of the published architecture (random 3.45 GB checkpoint, made once in build/): the project's
    loader against random init + read + load_state_dict;
 3. what a click reads from the feature store at 1008 px, and what repeated clicks read;
-4. peak memory of concept-mask post-processing for a 64-megapixel image with score_threshold 0.
+4. peak memory of concept-mask post-processing for a 64-megapixel image with score_threshold 0;
+5. the worst segment batch against sam3's responseTimeout: 4 concept requests on 64-megapixel pictures with
+   score_threshold 0, the default max_masks and PNG masks written to S3 (gen3d.bench.segment_worst).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import asdict
 
 from gen3d.models import SAM3
 
-PARTS = ("serving", "cold-start", "cache", "masks")
+PARTS = ("serving", "cold-start", "cache", "masks", "segment-worst")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,6 +39,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mask-side", type=int, default=8000, help="image side for the mask memory (8000: 64 MP)")
     parser.add_argument(
         "--mask-queries", type=int, default=16, help="queries kept (the published model has 200; peak is per chunk)"
+    )
+    parser.add_argument("--worst-side", type=int, default=8000, help="segment-worst: picture side (8000: 64 MP)")
+    parser.add_argument(
+        "--worst-requests", type=int, default=SAM3.batch_size, help="segment-worst: requests in the batch"
+    )
+    parser.add_argument("--worst-device", default="cpu", help="segment-worst: where the post-processing runs")
+    parser.add_argument(
+        "--worst-masks", choices=("noisy", "objects"), default="noisy", help="segment-worst: the masks' shapes"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     return parser.parse_args(argv)
@@ -73,6 +83,15 @@ def print_report(report: dict) -> None:
         print(f"concept masks at {masks['megapixels']} MP, threshold 0, {masks['queries']} kept: peak "
               f"{masks['peak_above_inputs_mb']} MB above the inputs in {masks['seconds']} s; all at once would need "
               f"{masks['all_at_once_gb']} GB")  # fmt: skip
+    if "segment_worst" in report:
+        worst = report["segment_worst"]
+        print(f"worst segment batch on {worst['device']} ({worst['masks']} masks): {worst['requests']} requests x "
+              f"{worst['megapixels']} MP, "
+              f"{worst['masks_per_answer']} of {worst['masks_total']} masks each, {worst['pngs_written']} PNGs: "
+              f"{worst['seconds']} s, {worst['cpu_s']} CPU s (responseTimeout {worst['response_timeout_s']} s); "
+              f"upsampling {worst['upsample_s_per_mask']} s (wall, CPU) per mask; largest answer "
+              f"{worst['answer_mb']} MB; peak RSS "
+              f"{worst['peak_rss_mb']} MB; per request {worst['timings_ms']}")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,6 +116,12 @@ def main(argv: list[str] | None = None) -> int:
         from gen3d.bench import memory
 
         report["masks"] = memory.mask_peak(args.mask_side, args.mask_queries)
+    if "segment-worst" in parts:
+        from gen3d.bench import segment_worst
+
+        report["segment_worst"] = segment_worst.in_fresh_process(
+            args.worst_side, args.worst_requests, args.worst_device, args.worst_masks
+        )
     if args.json:
         print(json.dumps(report, indent=1))
     else:

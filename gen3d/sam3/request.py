@@ -3,7 +3,7 @@ their own fields, pydantic models whose JSON Schema ``gen3d-schema`` publishes).
 
 Segment has two modes, as SAM 3 offers them:
 - concept: ``text`` (all instances of a noun phrase), optionally with exemplar ``boxes`` (+ ``box_labels``);
-  masks scoring above ``score_threshold`` are returned.
+  masks scoring above ``score_threshold`` are returned, the ``max_masks`` best of them.
 - interactive (no ``text``): ``points`` with ``point_labels`` and/or ``boxes``, SAM 1-style, one object per
   box (or one for the points); ``multimask`` returns 3 candidates for a single ambiguous click.
 Coordinates are pixels of the original (EXIF-rotated) image, boxes are [x0, y0, x1, y1].
@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import Field, FiniteFloat, field_validator, model_validator
 
 from gen3d.errors import InvalidField
-from gen3d.serving.limits import MAX_BOXES, MAX_POINTS, MAX_TEXT_CHARS
+from gen3d.serving.limits import DEFAULT_MAX_MASKS, MAX_BOXES, MAX_MASKS, MAX_POINTS, MAX_TEXT_CHARS
 from gen3d.serving.schema import Envelope, ParsedRequest, validated
 
 EMBEDDING_ID_PATTERN = r"^[0-9a-f]{32}$"
@@ -57,6 +57,12 @@ class SegmentRequest(Sam3Request):
     multimask: bool = Field(False, description="3 ranked candidates for an ambiguous single click")
     score_threshold: float = Field(0.5, ge=0, le=1, description="concept mode: keep masks scoring above")
     return_png_masks: bool = Field(False, description="also write each mask as a PNG to S3")
+    max_masks: int = Field(
+        DEFAULT_MAX_MASKS,
+        ge=1,
+        le=MAX_MASKS,
+        description="answer at most this many masks, the best scores (masks_total and truncated say what was cut)",
+    )
 
     @field_validator("embedding_id", mode="before")
     @classmethod
@@ -101,6 +107,7 @@ class SegmentPrompts:
     multimask: bool
     score_threshold: float
     return_png_masks: bool
+    max_masks: int | None = None  # the best this many masks only; None: every mask (the request always sets it)
 
     @property
     def concept(self) -> bool:
@@ -124,6 +131,7 @@ def parse_segment(req: ParsedRequest) -> tuple[SegmentRequest, SegmentPrompts]:
         multimask=model.multimask,
         score_threshold=float(model.score_threshold),
         return_png_masks=model.return_png_masks,
+        max_masks=model.max_masks,
     )
     return model, prompts
 

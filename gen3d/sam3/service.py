@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -38,15 +39,16 @@ from gen3d.sam3.request import (
 )
 from gen3d.sam3.warmup import warm_up
 from gen3d.serving.images import decode_image, image_digest
-from gen3d.serving.masks import mask_png
+from gen3d.serving.limits import MAX_ANSWER_RLE_BYTES
+from gen3d.serving.masks import png_of_rows
 from gen3d.serving.replies import Reply, size_mb
 from gen3d.serving.schema import require_image
 from gen3d.serving.service import Job, MetricSink, ModelService, elapsed_ms, no_metrics
-from gen3d.serving.storage import S3Store, prefix_template
+from gen3d.serving.storage import S3Location, S3Store, prefix_template
 
 log = logging.getLogger(__name__)
 
-PROMPT_FIELDS = ("text", "points", "point_labels", "boxes", "box_labels", "multimask", "score_threshold")
+PROMPT_FIELDS = ("text", "points", "point_labels", "boxes", "box_labels", "multimask", "score_threshold", "max_masks")
 DEFAULT_CACHE_DIR = "/tmp/gen3d-embedding-cache"
 # GEN3D_CACHE_GB: interactive tier (~94 images per GB at 1008 px); GEN3D_CONCEPT_CACHE_GB: concept tier (~18 per
 # GB); GEN3D_DEVICE_CACHE_MB: interactive features each worker keeps on its device (~94 images per GB);
@@ -300,7 +302,7 @@ class Sam3Service(ModelService[Sam3Job]):
         if job.image is None:  # by embedding_id: now the image's size is known (decode checked a sent image)
             check_in_image(prompts, *job.features.original_size)
         started = time.perf_counter()
-        results = segment(self.loaded, job.features, prompts)
+        found = segment(self.loaded, job.features, prompts, MAX_ANSWER_RLE_BYTES)
         job.timings_ms["prompt"] = elapsed_ms(started)
         masks = [
             {
@@ -310,14 +312,23 @@ class Sam3Service(ModelService[Sam3Job]):
                 "prompt_index": r.prompt_index,
                 "area": r.area,
             }
-            for r in results
+            for r in found.masks
         ]
-        if prompts.return_png_masks:
+        if prompts.return_png_masks:  # written on the io pool while the batch's next request is answered
             segment_id = self.segment_id(job)
-            for i, (entry, result) in enumerate(zip(masks, results, strict=True)):
+            for i, (entry, result) in enumerate(zip(masks, found.masks, strict=True)):
                 loc = self.output_location(req, f"masks/{segment_id}/{i}.png")
-                self.store.put_bytes(loc, mask_png(result.mask()), "image/png")
+                job.pending.append(self.io.submit(self._write_png, loc, result.rows, job.features.original_size[1]))
+                result.rows = None  # the task holds them until the PNG is written
                 entry["png_s3_key"] = loc.key
                 fields["output_bucket"] = loc.bucket
-        fields.update(mode="concept" if prompts.concept else "interactive", masks=masks)
+        fields.update(
+            mode="concept" if prompts.concept else "interactive",
+            masks=masks,
+            masks_total=found.total,
+            truncated=found.truncated,
+        )
         return fields
+
+    def _write_png(self, loc: S3Location, rows: np.ndarray, width: int) -> None:
+        self.store.put_bytes(loc, png_of_rows(rows, width), "image/png")

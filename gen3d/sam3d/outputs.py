@@ -1,8 +1,11 @@
 """generate_3d's output files: the Gaussian splat PLY (the model's own ``save_ply``), the GLB (trimesh) and
-the pose JSON, with the frame conventions spelled out in the pose file itself."""
+the pose JSON, with the frame conventions spelled out in the pose file itself. pose.json is also the generation's
+manifest: it lists the other files (name, size, SHA-256) and is written after them, so a generation whose
+pose.json exists is complete."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -65,7 +68,11 @@ def encode_generation(gen: Generation, meta: dict[str, object]) -> Encoded:
     if gen.glb is not None:
         files["glb"] = glb_bytes(gen.glb)
         summary["mesh"] = {"vertices": int(len(gen.glb.vertices)), "faces": int(len(gen.glb.faces))}
-    document = {"format": POSE_FORMAT, **pose, "frames": FRAMES, **meta}
+    listed = {
+        name: {"file": FILE_NAMES[name], "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        for name, data in files.items()
+    }
+    document = {"format": POSE_FORMAT, **pose, "frames": FRAMES, **meta, "files": listed}
     files["pose"] = json.dumps(document, indent=1).encode()
     summary["sizes_mb"] = {name: round(len(data) / 1e6, 3) for name, data in files.items()}
     return Encoded(files=files, pose=pose, summary=summary)

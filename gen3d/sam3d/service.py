@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gen3d.errors import TooLarge
+from gen3d.errors import ServingError, TooLarge
 from gen3d.models import SAM3D
 from gen3d.sam3d.loading import LoadedSam3d, load_sam3d
 from gen3d.sam3d.outputs import CONTENT_TYPES, FILE_NAMES, encode_generation
@@ -157,7 +157,15 @@ class Sam3dService(ModelService[Sam3dJob]):
             def put(name: str) -> None:
                 self.store.put_bytes(locations[name], encoded.files[name], CONTENT_TYPES[name], s3_meta)
 
-            list(self.io.map(put, encoded.files))
+            try:  # pose.json, the manifest, last: only a complete generation has one
+                list(self.io.map(put, [name for name in encoded.files if name != "pose"]))
+                put("pose")
+            except ServingError as err:
+                raise type(err)(
+                    err.field,
+                    f"{err.message}; generation {generation_id} is incomplete: its pose.json (the manifest, written "
+                    "last) was not written, and any other file under its folder is a leftover",
+                ) from err
             bucket = next(iter(locations.values())).bucket
             fields.update(outputs={name: loc.key for name, loc in locations.items()}, output_bucket=bucket)
             job.timings_ms["write"] = elapsed_ms(started)

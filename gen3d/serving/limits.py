@@ -14,6 +14,9 @@ MAX_KEY_BYTES = 1024  # S3 keys
 MAX_POINTS = 64
 MAX_BOXES = 16
 MAX_TEXT_CHARS = 256
+MAX_MASKS = 200  # segment's max_masks: the published SAM 3's query count, the most masks it can answer
+DEFAULT_MAX_MASKS = 100  # what bounds a segment answer's work when the request does not say
+MAX_ANSWER_RLE_BYTES = 128 * 1024 * 1024  # a segment answer's RLE counts, all masks: under MAX_RESPONSE_BYTES
 MAX_POLYGON_POINTS = 100_000  # all polygons of mask_polygon together
 MAX_STEPS = 200  # ss_steps, slat_steps
 MAX_SEED = 2**63 - 1
@@ -31,6 +34,12 @@ LIMITS: list[tuple[str, str, str]] = [
     ("`points`", f"{MAX_POINTS}", "segment"),
     ("`boxes`", f"{MAX_BOXES}", "segment"),
     ("`text`", f"{MAX_TEXT_CHARS} characters", "segment"),
+    ("`max_masks`", f"1-{MAX_MASKS} (default {DEFAULT_MAX_MASKS})", "segment: masks per answer, the best scores"),
+    (
+        "segment masks' RLE",
+        f"{MAX_ANSWER_RLE_BYTES // 2**20} MiB per answer",
+        "the best masks that fit; `truncated` says when some were left out",
+    ),
     (
         "`mask_polygon`",
         f"{MAX_POLYGON_POINTS:,} points",

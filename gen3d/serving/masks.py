@@ -13,9 +13,25 @@ from gen3d.serving.images import opened
 
 
 def rle_from_mask(mask: np.ndarray) -> dict:
-    """COCO RLE of a bool HxW mask: ``{"size": [h, w], "counts": str}`` (compressed counts)."""
-    rle = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+    """COCO RLE of a bool HxW mask: ``{"size": [h, w], "counts": str}`` (compressed counts). pycocotools reads
+    the mask column by column: a uint8 mask already in column-major order (a transposed C array) is not copied."""
+    rle = coco_mask.encode(np.asfortranarray(mask, dtype=np.uint8))
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
+
+
+def _coco(rle: dict) -> dict:
+    return {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+
+
+def rle_area(rle: dict) -> int:
+    """Pixels inside an RLE of :func:`rle_from_mask`, counted from its runs (the mask is not decoded)."""
+    return int(coco_mask.area(_coco(rle)))
+
+
+def rle_box(rle: dict) -> list[float]:
+    """Tight xyxy box of an RLE of :func:`rle_from_mask`, from its runs: :func:`box_of` of the mask."""
+    x, y, w, h = (float(v) for v in coco_mask.toBbox(_coco(rle)))
+    return [x, y, x + w, y + h]
 
 
 def check_mask_size(field: str, mask_size: tuple[int, int], size: tuple[int, int]) -> None:
@@ -95,11 +111,24 @@ def mask_from_png(data: bytes, size: tuple[int, int], field: str = "mask_s3_key"
         return np.array(band) > 0
 
 
-def mask_png(mask: np.ndarray) -> bytes:
-    """A bool mask as an 8-bit PNG (0 or 255)."""
+def packed_rows(mask: np.ndarray) -> np.ndarray:
+    """A bool HxW mask as rows of bits, most significant first, each row padded to whole bytes: 1/8 of the
+    mask's bytes, and the layout of Pillow's 1-bit images."""
+    return np.packbits(mask, axis=-1)
+
+
+def png_of_rows(rows: np.ndarray, width: int) -> bytes:
+    """A 1-bit PNG (black outside, white inside) of :func:`packed_rows` of a mask ``width`` pixels wide. zlib's
+    fastest level: at 64 MP it writes a mask in a fraction of the default's time, for a file a few tenths
+    larger."""
     buf = io.BytesIO()
-    Image.fromarray(mask.astype(np.uint8) * 255).save(buf, "PNG")
+    Image.frombytes("1", (width, rows.shape[0]), rows.tobytes()).save(buf, "PNG", compress_level=1)
     return buf.getvalue()
+
+
+def mask_png(mask: np.ndarray) -> bytes:
+    """A bool mask as a 1-bit PNG, read back as 0/1 (mode "1") or 0/255 (converted to "L")."""
+    return png_of_rows(packed_rows(mask), mask.shape[1])
 
 
 def box_of(mask: np.ndarray) -> list[float]:

@@ -1,9 +1,12 @@
 """The request envelope every model shares: what a client may send and how it is checked.
 
 A request body is one of
-- JSON (``Content-Type: application/json``, or any body that parses as a JSON object) with ``task`` and an
-  image given by ``image_s3_key`` + ``bucket`` or by ``image_base64``;
-- raw image bytes (``image/png``, ``image/jpeg``, ``image/webp``, ...): the model's default task.
+- JSON (``Content-Type: application/json``) with ``task`` and an image given by ``image_s3_key`` + ``bucket`` or
+  by ``image_base64``;
+- raw image bytes (``image/png``, ``image/jpeg``, ``image/webp``, ..., or ``application/octet-stream``): the
+  model's default task.
+Any other Content-Type is refused (415) before the body is read: the types a web page may send to another origin
+without asking it first (``text/plain``, forms) never run a task (:func:`body_kind`).
 The envelope is the pydantic model :class:`Envelope`; each task extends it (``gen3d.sam3.request``,
 ``gen3d.sam3d.request``), and ``gen3d-schema`` publishes their JSON Schema. Every failed check becomes an
 :class:`InvalidField` naming the offending field.
@@ -18,15 +21,16 @@ import re
 import sys
 import uuid
 from dataclasses import dataclass, field
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from gen3d.errors import InvalidField
+from gen3d.errors import InvalidField, UnsupportedMediaType
 from gen3d.serving import limits
 from gen3d.serving.storage import S3Location, check_bucket, check_id, check_key
 
 BINARY_TYPES = ("application/octet-stream", "application/x-safetensors")
+JSON_TYPE = "application/json"
 REQUEST_ID_HEADERS = ("x-request-id", "x-amzn-sagemaker-inference-id")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -165,18 +169,35 @@ def _json_depth(value: Any) -> int:
     return depth
 
 
+def media_type(content_type: str) -> str:
+    """The media type of a Content-Type header: lowercased, without parameters (``""`` when there is none)."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def body_kind(raw: RawRequest) -> Literal["json", "image"]:
+    """What the request's Content-Type says its body is; 415 naming the header for any other type. A web page can
+    POST ``text/plain`` or a form to a server on 127.0.0.1 without a CORS preflight, but not these types."""
+    media = media_type(raw.content_type)
+    if media == JSON_TYPE:
+        return "json"
+    if media.startswith("image/") or media == "application/octet-stream":
+        return "image"
+    raise UnsupportedMediaType(
+        "Content-Type",
+        f"{media or 'a missing Content-Type'} is not accepted: send JSON as {JSON_TYPE}, an image as image/* or "
+        "application/octet-stream",
+    )
+
+
 def _body_as_json(raw: RawRequest) -> dict | None:
+    if body_kind(raw) == "image":
+        return None
     body = raw.body
     if isinstance(body, dict):
         parsed = body
     elif isinstance(body, (bytes, bytearray)):
-        if raw.content_type.startswith("image/"):
-            return None
-        stripped = bytes(body).lstrip()
-        if not stripped.startswith(b"{"):
-            if "json" in raw.content_type:
-                raise InvalidField("body", "Content-Type is JSON but the body is not a JSON object")
-            return None
+        if not bytes(body).lstrip().startswith(b"{"):
+            raise InvalidField("body", "Content-Type is application/json but the body is not a JSON object")
         try:
             parsed = json.loads(bytes(body).decode("utf-8"))
         except UnicodeDecodeError as err:
@@ -229,8 +250,9 @@ def parse_request(raw: RawRequest, default_task: str) -> ParsedRequest:
     binary = any(t in raw.accept for t in BINARY_TYPES)
     body = _body_as_json(raw)
     if body is None:
-        # TorchServe hands a text/* body over decoded (str): its bytes are its UTF-8 encoding
-        data = raw.body.encode() if isinstance(raw.body, str) else bytes(raw.body)
+        if not isinstance(raw.body, (bytes, bytearray)):
+            raise InvalidField("body", "an image body must be the file's bytes")
+        data = bytes(raw.body)
         if not data:
             raise InvalidField("body", "empty body")
         return ParsedRequest(task=default_task, image=ImageSource(field="body", inline=data), binary_response=binary)

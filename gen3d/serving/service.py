@@ -14,7 +14,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
@@ -80,6 +80,9 @@ class Job:
     request: ParsedRequest | None = None
     timings_ms: dict[str, object] = field(default_factory=dict)
     reply: Reply | None = None
+    # work ``encode`` left running on the io pool (outputs being written while the batch's next request is
+    # encoded); the answer waits for it, and its first failure becomes the answer
+    pending: list[Future] = field(default_factory=list)
 
     @property
     def task(self) -> str | None:
@@ -204,6 +207,8 @@ class ModelService(ABC, Generic[JobT]):
             for job in ready:
                 if job.reply is None:
                     self._timed(job, encode, self._encode_job, job)
+            for job in ready:
+                self._await_pending(job, encode)
         finally:
             self.after_batch(jobs)
         return [self._finish_job(job) for job in jobs]
@@ -213,6 +218,18 @@ class ModelService(ABC, Generic[JobT]):
         started = time.perf_counter()
         self.attempt(job, stage, fn, *args)
         job.timings_ms[stage] = elapsed_ms(started)
+
+    def _await_pending(self, job: JobT, stage: str) -> None:
+        """Waits for the work ``encode`` left running for ``job`` (its time counts in ``stage``'s); the first
+        failure replaces a successful answer."""
+        if not job.pending:
+            return
+        started = time.perf_counter()
+        wait(job.pending)
+        failures = [future.exception() for future in job.pending if future.exception() is not None]
+        if failures and job.reply is not None and job.reply.status == 200:
+            job.reply = self.reply_for(job, stage, failures[0])
+        job.timings_ms[stage] = round(float(job.timings_ms.get(stage, 0.0)) + elapsed_ms(started), 1)
 
     def _decode_job(self, job: JobT) -> None:
         job.request = req = parse_request(job.raw, self.spec.default_task)
@@ -253,4 +270,3 @@ class ModelService(ABC, Generic[JobT]):
         with in_request(job.raw.request_id):
             log.info("%s %s -> %d in %.0f ms", self.spec.name, job.task, reply.status, elapsed_ms(job.started))
         return reply
-

@@ -25,17 +25,19 @@ def _header(headers: dict[str, Any], name: str) -> str:
 
 
 def raw_requests(data: list[dict], context) -> list[RawRequest]:
-    """TorchServe's batch as :class:`RawRequest` objects (body, Content-Type, Accept, request id)."""
+    """TorchServe's batch as :class:`RawRequest` objects (body, Content-Type, Accept, request id).
+
+    The Content-Type is the request's own header, never a part's: TorchServe splits a multipart form into parts,
+    and decodes a part that calls itself ``application/json`` into a dict, but the form itself is what a web page
+    may send anywhere without a CORS preflight (its header says ``multipart/form-data``: 415)."""
     raws = []
     for idx, item in enumerate(data):
         name = "body" if "body" in item else "data" if "data" in item else next(iter(item), "body")
         headers = context.get_all_request_header(idx) or {}
-        part = headers.get(name) if isinstance(headers.get(name), dict) else {}
-        content_type = part.get("content-type") or _header(headers, "content-type")
         raws.append(
             RawRequest(
                 body=item.get(name, b""),
-                content_type=content_type.lower(),
+                content_type=_header(headers, "content-type").lower(),
                 accept=_header(headers, "accept").lower(),
                 request_id=request_id_from(headers),
             )

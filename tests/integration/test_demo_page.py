@@ -206,6 +206,13 @@ def center(box: dict) -> tuple[float, float]:
 
 
 def test_concept_segment_overlays_every_instance(page, torchserve):
+    sent = []  # the page's POSTs to TorchServe: the server runs a task for JSON and image types only
+
+    def record(request) -> None:
+        if request.method == "POST" and "/predictions/" in request.url:
+            sent.append(request.headers.get("content-type"))
+
+    page.on("request", record)
     page.evaluate("window.gen3d.state.embedding = null; window.gen3d.error = null")
     page.set_input_files("#file", str(SAMPLE))  # "Open image": a file of this computer
     page.wait_for_function("window.gen3d.state.embedding || window.gen3d.error", timeout=60_000)
@@ -215,6 +222,8 @@ def test_concept_segment_overlays_every_instance(page, torchserve):
     page.fill("#threshold", "0")
     page.click("#concept-form button")
     page.wait_for_function("window.gen3d.state.instances.length > 0 || window.gen3d.error", timeout=60_000)
+    page.remove_listener("request", record)
+    assert sent == ["image/png", "application/json"]
     body = {
         "task": "segment",
         "image_base64": base64.b64encode(SAMPLE.read_bytes()).decode(),

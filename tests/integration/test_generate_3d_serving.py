@@ -6,6 +6,7 @@ Each generation costs seconds on a CPU, so a handful of module-scoped results se
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 
@@ -133,6 +134,10 @@ def test_pose_is_a_unit_quaternion_translation_and_scale(from_png_mask, s3):
     assert {k: document[k] for k in pose} == pose
     assert document["preset"] == PRESET and document["generation_id"] == from_png_mask["generation_id"]
     assert "x left, y up, z forward" in document["frames"]["camera_frame"]
+    for name in ("ply", "glb"):  # pose.json is the manifest of the generation's other files
+        data, key = read(s3, from_png_mask["outputs"][name]), from_png_mask["outputs"][name]
+        listed = {"file": key.rsplit("/", 1)[1], "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        assert document["files"][name] == listed
 
 
 def test_same_mask_and_seed_give_the_same_splat_bytes(from_png_mask, from_rle, s3):

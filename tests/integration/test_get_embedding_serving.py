@@ -181,6 +181,34 @@ def test_bad_requests_in_a_batch_leave_the_others_and_the_worker_alone(torchserv
     assert post(torchserve, good).status_code == 200
 
 
+def test_only_json_and_image_content_types_run_a_task(torchserve, s3):
+    """What a web page may POST to 127.0.0.1 without a CORS preflight (text/plain, forms, multipart with a JSON
+    part) answers 415 naming the header; JSON as application/json (any charset) and images still work."""
+    put_image(s3, "test-data/test-image.png", png_bytes(1))
+    body = json.dumps({"task": "get_embedding", "image_base64": base64.b64encode(png_bytes(6)).decode()})
+    url = torchserve.inference_url + "/predictions/sam3"
+    refused = [
+        requests.post(url, data=body, headers={"Content-Type": "text/plain"}, timeout=60),
+        requests.post(url, data=body.encode(), headers={"Content-Type": ""}, timeout=60),
+        requests.post(url, data={"task": "get_embedding"}, timeout=60),  # application/x-www-form-urlencoded
+        requests.post(url, files={"body": ("b.json", body, "application/json")}, timeout=60),
+        requests.post(url, files={"body": ("p.png", png_bytes(6), "image/png")}, timeout=60),
+    ]
+    for resp in refused:
+        assert resp.status_code == 415, resp.text
+        assert resp.json()["error"] == {
+            "code": 415,
+            "type": "unsupported_media_type",
+            "field": "Content-Type",
+            "message": resp.json()["error"]["message"],
+        }
+    assert "text/plain is not accepted" in refused[0].json()["error"]["message"]
+    charset = requests.post(url, data=body, headers={"Content-Type": "application/json; charset=utf-8"}, timeout=60)
+    assert charset.status_code == 200, charset.text
+    octets = post(torchserve, png_bytes(6), {"Content-Type": "application/octet-stream"})
+    assert octets.status_code == 200 and octets.json()["embedding_id"] == charset.json()["embedding_id"]
+
+
 def test_invocations_route_reaches_the_named_model(torchserve, s3):
     # The fixture serves sam3 and sam3d, so /invocations needs model_name (a SageMaker container serves one
     # model, where the bare route works: tests/integration/test_sagemaker_serve.py).

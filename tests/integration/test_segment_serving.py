@@ -88,7 +88,12 @@ def test_text_concept_returns_every_instance_above_threshold(torchserve, image_k
     ).json()
     assert everything["mode"] == "concept"
     assert len(everything["masks"]) == 16  # the tiny preset's query count: all score above 0
+    assert everything["masks_total"] == 16 and everything["truncated"] is False  # default max_masks: 100
     check_masks(everything, (96, 128))
+    best = post(
+        torchserve, {**SEGMENT, "image_s3_key": image_key, "text": "red chair", "score_threshold": 0.0, "max_masks": 4}
+    ).json()
+    assert best["masks"] == everything["masks"][:4] and best["masks_total"] == 16 and best["truncated"] is True
     cutoff = sorted(m["score"] for m in everything["masks"])[8]
     some = post(
         torchserve, {**SEGMENT, "image_s3_key": image_key, "text": "red chair", "score_threshold": cutoff}
@@ -183,6 +188,7 @@ def test_png_masks_written_to_s3(torchserve, s3, image_key):
     entry = body["masks"][0]
     assert entry["png_s3_key"].startswith("gen3d-outputs/admin-test/test-v2-001/masks/")
     png = Image.open(io.BytesIO(s3.get_object(Bucket=BUCKET, Key=entry["png_s3_key"])["Body"].read()))
+    assert png.mode == "1"  # 1-bit
     np.testing.assert_array_equal(np.array(png) > 0, mask_from_rle(entry["rle"], entry["rle"]["size"]))
 
 
@@ -197,6 +203,8 @@ BAD_PROMPTS = [
     ({"text": "cat", "points": [[10, 10]], "point_labels": [1]}, 400, "points"),
     ({}, 400, "text"),
     ({"text": "cat", "score_threshold": 3}, 400, "score_threshold"),
+    ({"text": "cat", "max_masks": 0}, 400, "max_masks"),
+    ({"text": "cat", "max_masks": 201}, 400, "max_masks"),
     ({"text": "cat", "model_id": "sam3/other/0123456789abcdef"}, 409, "model_id"),
 ]
 

@@ -42,7 +42,10 @@ def test_json_depth_is_limited():
     deep = {"task": "get_embedding"}
     for _ in range(limits.MAX_JSON_DEPTH):
         deep = {"task": "get_embedding", "x": deep}
-    assert status_of(parse_request, RawRequest(json.dumps(deep).encode()), "get_embedding") == (400, "body")
+    assert status_of(parse_request, RawRequest(json.dumps(deep).encode(), "application/json"), "get_embedding") == (
+        400,
+        "body",
+    )
     recursion = b'{"task": "x", "a": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
     assert status_of(parse_request, RawRequest(recursion, "application/json"), "get_embedding") == (400, "body")
 

@@ -22,7 +22,9 @@ def loaded(tiny_loaded):
     return tiny_loaded
 
 
-def concept(text: str, boxes: list[list[float]], labels: list[bool], threshold: float) -> SegmentPrompts:
+def concept(
+    text: str, boxes: list[list[float]], labels: list[bool], threshold: float, max_masks: int | None = None
+) -> SegmentPrompts:
     return SegmentPrompts(
         text=text,
         points=None,
@@ -32,6 +34,7 @@ def concept(text: str, boxes: list[list[float]], labels: list[bool], threshold: 
         multimask=False,
         score_threshold=threshold,
         return_png_masks=False,
+        max_masks=max_masks,
     )
 
 
@@ -84,3 +87,65 @@ def test_masks_are_upsampled_a_few_at_a_time(loaded, monkeypatch):
     chunked = prompting.segment_concept(loaded, features, prompts)
     assert max(calls) == 3 and sum(calls) == len(whole)
     assert [r.rle for r in chunked] == [r.rle for r in whole]
+
+
+def test_max_masks_keeps_the_best_and_upsamples_only_those(loaded, monkeypatch):
+    from sam3.model import data_misc
+
+    features = encode_images(loaded, [decode_image(png_bytes(5, size=(96, 128)), "f")])[0]
+    every = prompting.segment(loaded, features, concept("a lamp", [], [], 0.0))
+    assert len(every.masks) == every.total == loaded.preset.num_queries and not every.truncated
+    upsampled = []
+    real = data_misc.interpolate
+    monkeypatch.setattr(data_misc, "interpolate", lambda x, *a, **k: upsampled.append(x.shape[0]) or real(x, *a, **k))
+    capped = prompting.segment(loaded, features, concept("a lamp", [], [], 0.0, max_masks=5))
+    assert sum(upsampled) == 5  # the other queries' masks were never computed
+    assert (capped.total, capped.truncated) == (every.total, True)
+    assert [(r.rle, r.score, r.box) for r in capped.masks] == [(r.rle, r.score, r.box) for r in every.masks[:5]]
+    cutoff = every.masks[3].score  # a threshold keeping 3 (strict >): the cap does not apply
+    three = prompting.segment(loaded, features, concept("a lamp", [], [], cutoff, max_masks=5))
+    assert (len(three.masks), three.total, three.truncated) == (3, 3, False)
+
+
+def test_interactive_max_masks_keeps_the_best_scores_in_prompt_order(loaded):
+    features = encode_images(loaded, [decode_image(png_bytes(6, size=(96, 128)), "f")])[0]
+    prompts = SegmentPrompts(
+        text=None,
+        points=None,
+        point_labels=None,
+        boxes=np.array([[10, 10, 60, 50], [70, 30, 120, 90]], dtype=np.float32),
+        box_labels=[True, True],
+        multimask=True,
+        score_threshold=0.5,
+        return_png_masks=False,
+    )
+    every = prompting.segment(loaded, features, prompts)
+    assert len(every.masks) == every.total == 6 and [r.prompt_index for r in every.masks] == [0, 0, 0, 1, 1, 1]
+    prompts.max_masks = 4
+    capped = prompting.segment(loaded, features, prompts)
+    best4 = sorted(range(6), key=lambda i: -every.masks[i].score)[:4]
+    assert [r.rle for r in capped.masks] == [every.masks[i].rle for i in sorted(best4)]
+    assert (capped.total, capped.truncated) == (6, True)
+
+
+def test_masks_rle_area_and_box_equal_the_masks_own(loaded):
+    """Areas and interactive boxes are read from the RLE's runs, and concept masks leave the device transposed:
+    both equal what the decoded mask gives."""
+    from gen3d.serving.masks import box_of, rle_from_mask
+
+    features = encode_images(loaded, [decode_image(png_bytes(7, size=(96, 128)), "f")])[0]
+    prompts = SegmentPrompts(
+        text=None,
+        points=np.array([[40, 30]], dtype=np.float32),
+        point_labels=np.array([1], dtype=np.int32),
+        boxes=None,
+        box_labels=[],
+        multimask=True,
+        score_threshold=0.5,
+        return_png_masks=False,
+    )
+    interactive = prompting.segment(loaded, features, prompts).masks
+    for result in interactive + prompting.segment_concept(loaded, features, concept("a cup", [], [], 0.0)):
+        mask = result.mask()
+        assert mask.shape == (96, 128) and result.area == int(mask.sum()) and rle_from_mask(mask) == result.rle
+    assert all(r.box == box_of(r.mask()) for r in interactive)

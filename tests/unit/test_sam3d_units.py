@@ -5,6 +5,7 @@ handling and the archive builder's sam3d paths."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -187,7 +188,7 @@ def parsed(body: dict):
     """The generate_3d model of a JSON body (checked as the service does)."""
     from gen3d.sam3d.request import generate_request
 
-    return generate_request(parse_request(RawRequest(body=body), "generate_3d"))
+    return generate_request(parse_request(RawRequest(body, "application/json"), "generate_3d"))
 
 
 ALL_RENDERERS = frozenset({"nvdiffrast", "diff_gaussian_rasterization"})
@@ -245,7 +246,7 @@ def test_masks_are_bool_and_sized_like_the_image():
     mask = np.zeros((4, 6), bool)
     mask[1:3, 2:5] = True
     rle_body = {"task": "generate_3d", "mask_rle": rle_from_mask(mask)}
-    source = mask_source(parse_request(RawRequest(body=rle_body), "generate_3d"), parsed(rle_body))
+    source = mask_source(parse_request(RawRequest(rle_body, "application/json"), "generate_3d"), parsed(rle_body))
     decoded = decode_mask(source, None, (4, 6))
     assert decoded.dtype == np.bool_ and (decoded == mask).all()
     with pytest.raises(ServingError, match="mask is 4x6 .* image is 4x7") as err:
@@ -254,7 +255,7 @@ def test_masks_are_bool_and_sized_like_the_image():
     buf = io.BytesIO()
     Image.fromarray((mask * 255).astype(np.uint8)).save(buf, "PNG")
     s3_body = {"task": "generate_3d", "bucket": "some-bucket", "mask_s3_key": "m.png"}
-    s3_source = mask_source(parse_request(RawRequest(body=s3_body), "generate_3d"), parsed(s3_body))
+    s3_source = mask_source(parse_request(RawRequest(s3_body, "application/json"), "generate_3d"), parsed(s3_body))
     assert (decode_mask(s3_source, buf.getvalue(), (4, 6)) == mask).all()
 
 
@@ -285,7 +286,7 @@ def test_out_of_memory_answers_507_and_the_next_request_is_served(monkeypatch):
     Image.new("RGB", (8, 6)).save(buf, "PNG")
     body = {"task": "generate_3d", "image_base64": base64.b64encode(buf.getvalue()).decode()}
     body["mask_polygon"] = [[1, 1], [6, 1], [6, 5]]
-    first, second = (service.handle([RawRequest(body=json.dumps(body).encode())])[0] for _ in range(2))
+    first, second = (service.handle([RawRequest(json.dumps(body).encode(), "application/json")])[0] for _ in range(2))
     assert first.status == 507 and first.body["error"]["field"] == "generate"
     assert "out of memory on cuda" in first.body["error"]["message"] and first.body["preset"] == "sam3d-objects"
     assert second.status == 200 and second.body["pose"]["translation"] == [0.0, 0.0, 2.0]
@@ -295,6 +296,78 @@ def test_out_of_memory_answers_507_and_the_next_request_is_served(monkeypatch):
     )
     assert list(second.body["timings_ms"]) == ["decode", "generate", "stages", "encode", "total"]  # README's keys
     assert len(emptied) == 2  # after each request
+
+
+class Splat:
+    """What the service reads of a Gaussian splat."""
+
+    get_xyz = torch.zeros(5, 3)
+
+    def save_ply(self, buf) -> None:
+        buf.write(b"ply\nformat binary_little_endian 1.0\nend_header\n" + bytes(60))
+
+
+class OneObject:
+    """A generator answering a splat, a mesh and a pose."""
+
+    preset, device, renderers = REAL, torch.device("cpu"), frozenset()
+
+    def generate(self, image, mask, options) -> Generation:
+        import trimesh
+
+        return Generation(Splat(), trimesh.creation.box(), [1.0, 0, 0, 0], [0.0, 0, 2], [1.0, 1, 1], {}, {})
+
+
+class FlakyS3:
+    """An S3 client whose put_object fails for keys ending in ``failing``; it keeps what was written, in order."""
+
+    def __init__(self, failing: str) -> None:
+        self.failing, self.written = failing, {}
+
+    def put_object(self, Bucket, Key, Body, **kwargs) -> None:
+        from botocore.exceptions import ClientError
+
+        if Key.endswith(self.failing):
+            raise ClientError({"Error": {"Code": "InternalError", "Message": "We encountered an error"}}, "PutObject")
+        self.written[Key] = Body
+
+
+def test_pose_json_the_manifest_is_written_last_and_only_after_the_other_files():
+    from gen3d.sam3d.service import Sam3dService
+    from gen3d.serving.buckets import BucketPolicy
+    from gen3d.serving.storage import S3Store
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 6)).save(buf, "PNG")
+    body = {"task": "generate_3d", "image_base64": base64.b64encode(buf.getvalue()).decode(), "user_id": "u"}
+    body.update(session_id="s", output_bucket="gen3d-out", mask_polygon=[[1, 1], [6, 1], [6, 5]])
+    raw = RawRequest(json.dumps(body).encode(), "application/json")
+
+    def serve(s3: FlakyS3):
+        store = S3Store(client=s3, buckets=BucketPolicy(("gen3d-out",)), owner="123456789012")
+        service = Sam3dService(LoadedSam3d(OneObject(), REAL, "0" * 64), store, "p/{user_id}/{session_id}")
+        reply = service.handle([raw])[0]
+        service.io.shutdown(wait=True)  # every write it started has ended
+        return reply
+
+    s3 = FlakyS3("object.glb")
+    failed = serve(s3)
+    assert failed.status == 502 and failed.body["error"]["field"] == "output_bucket"
+    folder = next(iter(s3.written)).rsplit("/", 1)[0]  # p/u/s/3d/<generation_id>
+    generation_id = folder.rsplit("/", 1)[1]
+    assert list(s3.written) == [f"{folder}/object.ply"]  # no pose.json: the generation is incomplete
+    assert f"generation {generation_id} is incomplete" in failed.body["error"]["message"]
+
+    s3 = FlakyS3("nothing fails")
+    answer = serve(s3)
+    assert answer.status == 200 and list(s3.written)[-1] == answer.body["outputs"]["pose"]
+    manifest = json.loads(s3.written[answer.body["outputs"]["pose"]])
+    assert manifest["generation_id"] == answer.body["generation_id"]
+    for name in ("ply", "glb"):
+        data = s3.written[answer.body["outputs"][name]]
+        listed = manifest["files"][name]
+        assert answer.body["outputs"][name].endswith("/" + listed["file"]) and listed["bytes"] == len(data)
+        assert listed["sha256"] == hashlib.sha256(data).hexdigest()
 
 
 def test_stage_recorder_adds_up_calls():

@@ -17,6 +17,8 @@ from gen3d.serving.schema import RawRequest, parse_request
 from gen3d.serving.storage import output_key, output_prefix
 from tests.conftest import REPO, png_bytes
 
+JSON = "application/json"
+
 
 def field_of(fn, *args) -> str:
     with pytest.raises(ServingError) as err:
@@ -28,12 +30,14 @@ def test_request_forms():
     raw = parse_request(RawRequest(png_bytes(1), "image/png"), "get_embedding")
     assert raw.task == "get_embedding" and raw.image.inline and not raw.came_by_s3
     seed = parse_request(
-        RawRequest({"task": "get_embedding", "image_s3_key": "a/b.png", "bucket": "gen3d-data-bucket"}), "get_embedding"
+        RawRequest({"task": "get_embedding", "image_s3_key": "a/b.png", "bucket": "gen3d-data-bucket"}, JSON),
+        "get_embedding",
     )
     assert seed.came_by_s3 and seed.image.s3.uri == "s3://gen3d-data-bucket/a/b.png"
     b64 = parse_request(
         RawRequest(
-            b'{"task": "get_embedding", "image_base64": "data:image/png;base64,' + base64.b64encode(b"x") + b'"}'
+            b'{"task": "get_embedding", "image_base64": "data:image/png;base64,' + base64.b64encode(b"x") + b'"}',
+            "application/json; charset=utf-8",
         ),
         "get_embedding",
     )
@@ -47,17 +51,70 @@ def test_request_forms():
     [
         (b"{oops", "application/json", "body"),
         (b"[1, 2]", "application/json", "body"),
-        ({"image_s3_key": "k", "bucket": "gen3d-data-bucket"}, "", "task"),
-        ({"task": "get_embedding", "image_s3_key": "k"}, "", "bucket"),
-        ({"task": "get_embedding", "image_s3_key": "/abs", "bucket": "gen3d-data-bucket"}, "", "image_s3_key"),
-        ({"task": "get_embedding", "image_s3_key": "k", "image_base64": "eA==", "bucket": "b-b-b"}, "", "image_s3_key"),
-        ({"task": "get_embedding", "user_id": "a/b"}, "", "user_id"),
-        ({"task": "get_embedding", "session_id": ".."}, "", "session_id"),
-        ({"task": "get_embedding", "output_bucket": "UPPER"}, "", "output_bucket"),
+        ({"image_s3_key": "k", "bucket": "gen3d-data-bucket"}, JSON, "task"),
+        ({"task": "get_embedding", "image_s3_key": "k"}, JSON, "bucket"),
+        ({"task": "get_embedding", "image_s3_key": "/abs", "bucket": "gen3d-data-bucket"}, JSON, "image_s3_key"),
+        (
+            {"task": "get_embedding", "image_s3_key": "k", "image_base64": "eA==", "bucket": "b-b-b"},
+            JSON,
+            "image_s3_key",
+        ),
+        ({"task": "get_embedding", "user_id": "a/b"}, JSON, "user_id"),
+        ({"task": "get_embedding", "session_id": ".."}, JSON, "session_id"),
+        ({"task": "get_embedding", "output_bucket": "UPPER"}, JSON, "output_bucket"),
     ],
 )
 def test_request_errors_name_the_field(body, content_type, field):
     assert field_of(parse_request, RawRequest(body, content_type), "get_embedding") == field
+
+
+SEED_JSON = b'{"task": "get_embedding", "image_base64": "eA=="}'
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (SEED_JSON, "text/plain"),  # what a page can POST cross-site without a preflight
+        (SEED_JSON, "text/plain;charset=UTF-8"),
+        (SEED_JSON.decode(), "text/plain"),  # TorchServe hands text/* bodies over as str
+        (SEED_JSON, ""),
+        ({"task": "get_embedding", "image_base64": "eA=="}, "multipart/form-data; boundary=x"),
+        (b"task=get_embedding", "application/x-www-form-urlencoded"),
+        (png_bytes(1), "text/plain"),
+        (png_bytes(1), ""),
+    ],
+)
+def test_bodies_of_other_content_types_answer_415_naming_the_header(body, content_type):
+    with pytest.raises(ServingError) as err:
+        parse_request(RawRequest(body, content_type), "get_embedding")
+    assert (err.value.status, err.value.field, err.value.error_type) == (415, "Content-Type", "unsupported_media_type")
+    assert "application/json" in err.value.message
+
+
+def test_json_and_images_by_their_content_types():
+    for content_type in ("application/json", "Application/JSON; charset=utf-8"):
+        assert parse_request(RawRequest(SEED_JSON, content_type.lower()), "segment").task == "get_embedding"
+    for content_type in ("image/png", "image/webp", "application/octet-stream"):
+        req = parse_request(RawRequest(png_bytes(1), content_type), "get_embedding")
+        assert req.image.field == "body" and req.image.inline == png_bytes(1)
+    as_image = parse_request(RawRequest(SEED_JSON, "application/octet-stream"), "get_embedding")
+    assert as_image.image.inline == SEED_JSON  # never read as JSON: decoding it answers 400 naming the body
+    assert field_of(parse_request, RawRequest(png_bytes(1), JSON), "get_embedding") == "body"
+
+
+class MultipartContext:
+    """What TorchServe hands a handler for a multipart form whose part "body" says application/json."""
+
+    def get_all_request_header(self, idx):
+        return {"body": {"content-type": "application/json"}, "Content-Type": "multipart/form-data; boundary=b"}
+
+
+def test_the_handler_reads_the_requests_content_type_not_a_parts():
+    from gen3d.torchserve.handler import raw_requests
+
+    (raw,) = raw_requests([{"body": {"task": "get_embedding", "image_base64": "eA=="}}], MultipartContext())
+    assert raw.content_type == "multipart/form-data; boundary=b"
+    assert field_of(parse_request, raw, "get_embedding") == "Content-Type"
 
 
 def test_output_keys_cannot_leave_the_prefix():

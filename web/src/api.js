@@ -43,9 +43,11 @@ export class Api {
     return response.json();
   }
 
-  /** get_embedding of the image file's bytes, as the safetensors file itself (ArrayBuffer). */
+  /** get_embedding of the image file's bytes, as the safetensors file itself (ArrayBuffer). The server takes an
+   * image body as image/* or application/octet-stream only (415 otherwise). */
   async getEmbedding(file) {
-    const headers = { "Content-Type": file.type || "application/octet-stream", Accept: "application/octet-stream" };
+    const type = file.type.startsWith("image/") ? file.type : "application/octet-stream";
+    const headers = { "Content-Type": type, Accept: "application/octet-stream" };
     return (await this.post("sam3", file, headers)).arrayBuffer();
   }
 
