@@ -32,11 +32,14 @@ def test_worker_killed_under_load_answers_every_request_and_recovers(torchserve)
         futures = [pool.submit(post, torchserve, body) for body in bodies]
         time.sleep(1.5)  # the queue is full and the worker busy
         os.kill(pid, signal.SIGKILL)
+        in_flight = sum(not f.done() for f in futures)
         answers = [f.result() for f in futures]  # every request is answered (no hang, no dropped connection)
+    assert in_flight > 0  # the kill hit a loaded worker, not an idle one
     failed = [a for a in answers if a.status_code != 200]
     batch_size = 4
     assert len(failed) <= batch_size, [(a.status_code, a.text[:200]) for a in failed]  # at most the batch in flight
     assert all(a.status_code >= 500 for a in failed)
+    assert all(isinstance(a.json(), dict) for a in failed)  # 5xx bodies are JSON too (TorchServe's own, here)
     wait_for_worker(torchserve, pid)
     assert post(torchserve, inline(2000)).status_code == 200
 
