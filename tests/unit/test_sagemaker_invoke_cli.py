@@ -179,7 +179,7 @@ def test_save_outputs_writes_rle_masks_as_png_and_names_a_bad_one(tmp_path):
     written = payloads.save_outputs(None, {"masks": [{"rle": listed}]}, tmp_path, None)
     assert [p.name for p in written] == ["response.json", "mask-0.png"]
     with Image.open(tmp_path / "mask-0.png") as png:
-        assert png.mode == "L" and (np.array(png) == truth * 255).all()
+        assert png.mode == "1" and (np.array(png) == truth).all()  # 1-bit, as the server's PNG masks
     with pytest.raises(InvalidField, match=r"masks\[1\]\.rle: size must be"):
         payloads.save_outputs(None, {"masks": [{"rle": listed}, {"rle": {"size": [0, 4], "counts": ""}}]},
                               tmp_path, None)
