@@ -10,6 +10,8 @@ import base64
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +155,22 @@ def server_mask(server, prompts: dict) -> np.ndarray:
     return mask_from_rle(masks[0]["rle"], masks[0]["rle"]["size"])
 
 
+@contextmanager
+def posted_content_types(page) -> Iterator[list[str]]:
+    """The Content-Type of each POST the page sends to TorchServe meanwhile."""
+    sent = []
+
+    def record(request) -> None:
+        if request.method == "POST" and "/predictions/" in request.url:
+            sent.append(request.headers.get("content-type"))
+
+    page.on("request", record)
+    try:
+        yield sent
+    finally:
+        page.remove_listener("request", record)
+
+
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
@@ -206,23 +224,16 @@ def center(box: dict) -> tuple[float, float]:
 
 
 def test_concept_segment_overlays_every_instance(page, torchserve):
-    sent = []  # the page's POSTs to TorchServe: the server runs a task for JSON and image types only
-
-    def record(request) -> None:
-        if request.method == "POST" and "/predictions/" in request.url:
-            sent.append(request.headers.get("content-type"))
-
-    page.on("request", record)
-    page.evaluate("window.gen3d.state.embedding = null; window.gen3d.error = null")
-    page.set_input_files("#file", str(SAMPLE))  # "Open image": a file of this computer
-    page.wait_for_function("window.gen3d.state.embedding || window.gen3d.error", timeout=60_000)
-    assert page.evaluate("window.gen3d.error") is None
-    assert page.inner_text("#status").startswith("still-life.png: embedding")
-    page.fill("#text", "red ball")
-    page.fill("#threshold", "0")
-    page.click("#concept-form button")
-    page.wait_for_function("window.gen3d.state.instances.length > 0 || window.gen3d.error", timeout=60_000)
-    page.remove_listener("request", record)
+    with posted_content_types(page) as sent:  # the server runs a task for JSON and image types only
+        page.evaluate("window.gen3d.state.embedding = null; window.gen3d.error = null")
+        page.set_input_files("#file", str(SAMPLE))  # "Open image": a file of this computer
+        page.wait_for_function("window.gen3d.state.embedding || window.gen3d.error", timeout=60_000)
+        assert page.evaluate("window.gen3d.error") is None
+        assert page.inner_text("#status").startswith("still-life.png: embedding")
+        page.fill("#text", "red ball")
+        page.fill("#threshold", "0")
+        page.click("#concept-form button")
+        page.wait_for_function("window.gen3d.state.instances.length > 0 || window.gen3d.error", timeout=60_000)
     assert sent == ["image/png", "application/json"]
     body = {
         "task": "segment",
@@ -249,6 +260,18 @@ def test_concept_segment_overlays_every_instance(page, torchserve):
     )
     union = np.any([mask_from_rle(m["rle"], m["rle"]["size"]) for m in served], axis=0)
     assert drawn == union.sum()  # every instance is overlaid
+
+
+def test_a_picture_the_browser_calls_something_else_is_sent_as_octets(page):
+    """The server takes an image body as image/* or application/octet-stream only: a file whose type the browser
+    does not know as an image (a .heic on some systems, a misnamed file) still gets an embedding."""
+    page.evaluate("window.gen3d.state.embedding = null; window.gen3d.error = null")
+    misnamed = {"name": "still-life.txt", "mimeType": "text/plain", "buffer": SAMPLE.read_bytes()}
+    with posted_content_types(page) as sent:
+        page.set_input_files("#file", files=[misnamed])
+        page.wait_for_function("window.gen3d.state.embedding || window.gen3d.error", timeout=60_000)
+    assert page.evaluate("window.gen3d.error") is None
+    assert sent == ["application/octet-stream"]
 
 
 def test_server_errors_are_shown_as_the_json_says(page):
