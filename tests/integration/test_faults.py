@@ -27,10 +27,12 @@ def inline(seed: int) -> dict:
 
 def test_worker_killed_under_load_answers_every_request_and_recovers(torchserve):
     pid = worker_pids(torchserve, status="READY")[0]
-    bodies = [inline(1000 + i) for i in range(24)]
+    bodies = [inline(1000 + i) for i in range(32)]
     with ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(post, torchserve, body) for body in bodies]
-        time.sleep(1.5)  # the queue is full and the worker busy
+        started = time.monotonic()  # kill once the worker is answering, with most requests still queued
+        while not any(f.done() for f in futures) and time.monotonic() - started < 120:
+            time.sleep(0.005)
         os.kill(pid, signal.SIGKILL)
         in_flight = sum(not f.done() for f in futures)
         answers = [f.result() for f in futures]  # every request is answered (no hang, no dropped connection)
