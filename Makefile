@@ -134,7 +134,8 @@ test: setup web chromium
 unit: setup
 	$(BIN)/python -m pytest -q tests/unit
 
-# benchmarks, not tests: prints serving overhead, batching, cold start, cache reads and mask memory (~10 min here)
+# benchmarks, not tests: prints serving overhead, batching, cold start, cache reads, mask memory and the worst
+# segment batch (~15-25 min here; `gen3d-bench --only NAME` runs one part)
 bench: setup
 	$(BIN)/gen3d-bench
 
