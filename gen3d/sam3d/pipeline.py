@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -128,6 +129,15 @@ def _rewrite_moge(cfg, moge_checkpoint: Path, source: Path) -> None:
         raise StartupError(f"{source}: MoGe from_pretrained node names no pretrained_model_name_or_path or _args_")
 
 
+def compile_requested(config: dict) -> bool:
+    """``handler.compile``; true stops start-up unless a C compiler is on PATH: torch.compile builds its kernels
+    when the first request runs (the sam3d runtime image ships no compiler), which would fail every request."""
+    wanted = bool(config.get("compile", False))
+    if wanted and not (shutil.which("cc") or shutil.which("gcc")):
+        raise StartupError("handler.compile: true needs a C compiler on PATH (cc or gcc; none found): set it false")
+    return wanted
+
+
 def prepare_config(pipeline_yaml: Path, config: dict, device: torch.device, runtime_dir: Path):
     """pipeline.yaml made ready to instantiate offline: checked, with absolute paths and staged weights.
 
@@ -166,7 +176,7 @@ def prepare_config(pipeline_yaml: Path, config: dict, device: torch.device, runt
     cfg.depth_model.device = str(device)
     cfg.device = str(device)
     cfg.rendering_engine = "pytorch3d"  # as notebook/inference.py: nvdiffrast is not installed
-    cfg.compile_model = bool(config.get("compile", False))
+    cfg.compile_model = compile_requested(config)
     cfg.workspace_dir = str(workspace)
     return cfg, staged, digest.hexdigest()
 

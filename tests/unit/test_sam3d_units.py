@@ -517,3 +517,14 @@ def test_gpu_bench_runs_the_demo_preset_on_the_cpu(tmp_path, capsys):
     assert gaussians > 0 and gaussians % run["voxels"] == 0
     assert main([*argv, "--decode-formats", "mesh"]) == 2
     assert "cannot run: " in capsys.readouterr().out
+
+
+def test_compile_without_a_c_compiler_stops_start_up(monkeypatch):
+    from gen3d.errors import StartupError
+    from gen3d.sam3d.pipeline import compile_requested
+
+    assert compile_requested({}) is False
+    monkeypatch.setenv("PATH", "")  # the sam3d runtime image: no compiler
+    assert compile_requested({"compile": False}) is False
+    with pytest.raises(StartupError, match="handler.compile: true needs a C compiler"):
+        compile_requested({"compile": True})
