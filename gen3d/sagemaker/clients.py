@@ -201,3 +201,13 @@ def tolerant(out: IO[str] | None, what: str, action: Callable[[], Any]) -> bool:
         return False
     say(out, f"{what}: deleted")
     return True
+
+
+def describe_or_none(describe: Callable[..., dict], **params: object) -> dict | None:
+    """``describe(**params)``'s answer, or None when what it describes does not exist (other errors raise)."""
+    try:
+        return describe(**params)
+    except ClientError as err:
+        if is_not_found(err):
+            return None
+        raise

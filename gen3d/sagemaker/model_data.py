@@ -18,7 +18,7 @@ from typing import IO, Any
 
 from botocore.exceptions import ClientError
 
-from gen3d.sagemaker.clients import is_not_found, say
+from gen3d.sagemaker.clients import describe_or_none, say
 from gen3d.sagemaker.names import parse_s3_uri
 from gen3d.sagemaker.tags import object_tagged_for
 
@@ -36,12 +36,9 @@ class ModelData:
 
 def describe_model_data(sm: Any, model: str) -> ModelData | None:
     """What ``model`` serves, or None when it is gone."""
-    try:
-        desc = sm.describe_model(ModelName=model)
-    except ClientError as err:
-        if is_not_found(err):
-            return None
-        raise
+    desc = describe_or_none(sm.describe_model, ModelName=model)
+    if desc is None:
+        return None
     container = desc.get("PrimaryContainer", {})
     uri = container.get("ModelDataSource", {}).get("S3DataSource", {}).get("S3Uri")
     return ModelData(model, desc["CreationTime"], uri if uri and uri.endswith("/") else None)

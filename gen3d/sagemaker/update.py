@@ -24,7 +24,7 @@ from typing import IO, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from gen3d.sagemaker.autoscaling import ScalingPlan, apply_scaling, has_scalable_target, remove_autoscaling
-from gen3d.sagemaker.clients import VARIANT_NAME, Clients, is_not_found, say
+from gen3d.sagemaker.clients import VARIANT_NAME, Clients, describe_or_none, say
 from gen3d.sagemaker.errors import DeployRefused
 from gen3d.sagemaker.names import alarm_names
 from gen3d.sagemaker.resources import wait_for_endpoint
@@ -60,12 +60,9 @@ class RunningEndpoint:
 
 def read_running(sm: Any, aas: Any, endpoint_name: str) -> RunningEndpoint | None:
     """The endpoint as it runs; None when there is none (reads only)."""
-    try:
-        desc = sm.describe_endpoint(EndpointName=endpoint_name)
-    except ClientError as err:
-        if is_not_found(err):
-            return None
-        raise
+    desc = describe_or_none(sm.describe_endpoint, EndpointName=endpoint_name)
+    if desc is None:
+        return None
     config = sm.describe_endpoint_config(EndpointConfigName=desc["EndpointConfigName"])
     variants = config.get("ProductionVariants") or [{}]
     variant = variants[0] if len(variants) == 1 else {}
