@@ -79,7 +79,7 @@ MODEL_DIR ?= model-store
 PORT ?= 9080
 MODEL ?=
 
-# the demo page's npm packages (onnxruntime-web, three), exactly as web/package-lock.json pins them
+# the demo page's npm packages (onnxruntime-web, three, swagger-ui-dist for /api), exactly as web/package-lock.json pins them
 WEB_STAMP := web/node_modules/.installed-$(shell cat web/package-lock.json | sha1sum | cut -c1-12)
 
 .PHONY: setup java node chromium web archives serve sagemaker-local test unit bench lint clean locks check-locks check-images \

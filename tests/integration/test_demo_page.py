@@ -401,3 +401,33 @@ def test_make_serve_serves_the_page_and_opens_cors_for_it(model_store, aws_env, 
             },
         )
         assert preflight.status_code == 200 and preflight.headers["Access-Control-Allow-Origin"] == page
+
+
+def test_api_page_renders_the_openapi_document_and_tries_an_operation(browser, page_server, torchserve):
+    """/api: Swagger UI (npm's swagger-ui-dist, served from this server) renders docs/openapi.json's operations,
+    and "Try it out" on POST /predictions/sam3 with the document's first example answers 200 from TorchServe (CORS
+    opened for the page's origin), the server set from /config.json."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors, outside = [], []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.on("request", lambda r: None if r.url.startswith(("http://127.0.0.1", "data:")) else outside.append(r.url))
+    try:
+        page.goto(page_server.url + "api")
+        page.wait_for_selector(".opblock-summary-path", timeout=30_000)
+        paths = page.locator(".opblock-summary-path").all_inner_texts()
+        assert {"/predictions/sam3", "/predictions/sam3d", "/invocations", "/ping"} <= {p.strip() for p in paths}
+        operation = page.locator(".opblock", has=page.locator(".opblock-summary-path", has_text="/predictions/sam3"))
+        operation = operation.filter(has_not_text="sam3d").first
+        operation.locator(".opblock-summary").click()
+        operation.locator(".try-out__btn").click()
+        operation.locator(".execute").click()
+        answer = operation.locator(".live-responses-table tbody tr.response").first
+        answer.wait_for(timeout=60_000)
+        assert answer.locator(".response-col_status").inner_text().strip() == "200", answer.inner_text()
+        assert '"task": "get_embedding"' in answer.inner_text()
+        servers = page.evaluate("window.gen3dApi.spec.servers")
+        assert servers[0]["url"] == torchserve.inference_url
+        assert errors == [] and outside == []  # nothing from a CDN, no validator badge
+    finally:
+        context.close()
