@@ -431,3 +431,26 @@ def test_api_page_renders_the_openapi_document_and_tries_an_operation(browser, p
         assert errors == [] and outside == []  # nothing from a CDN, no validator badge
     finally:
         context.close()
+
+
+def test_javascript_example_decodes_the_servers_mask(page, torchserve):
+    """docs/demo-page.md's JavaScript example, run as written in the page's context (its import map names
+    onnxruntime-web): only its relative imports, the picture's URL and TorchServe's address are replaced. Its mask
+    has the pixels segment answers for the same box and click."""
+    from tests.doc_blocks import examples_run_by
+
+    (block,) = examples_run_by("tests/integration/test_demo_page.py")
+    code = (
+        block.code.replace('"./', '"/src/')
+        .replace('fetch("photo.png")', 'fetch("/samples/still-life.png")')
+        .replace("http://127.0.0.1:8080", torchserve.inference_url)
+    )
+    page.evaluate("window.exampleResult = null")
+    page.add_script_tag(content=code + "\nwindow.exampleResult = { pixels: mask.reduce((a, b) => a + b, 0) };",
+                        type="module")  # fmt: skip
+    page.wait_for_function("window.exampleResult", timeout=60_000)
+    pixels = page.evaluate("window.exampleResult.pixels")
+    body = {"task": "segment", "image_base64": base64.b64encode(SAMPLE.read_bytes()).decode(),
+            "boxes": [[70, 140, 235, 300]], "points": [[150, 220]], "point_labels": [1]}  # fmt: skip
+    served = post_ok(torchserve, body).json()["masks"][0]["area"]
+    assert pixels > 0 and abs(pixels - served) <= 480 * 360 * 1e-4  # onnxruntime-web's rounding at most
