@@ -220,3 +220,18 @@ def test_check_images_runs_every_sam3d_test_file_in_the_sam3d_image_environment(
     }
     assert set(makefile_value("SAM3D_TESTS").split()) == marked | {"tests/unit/test_serving_units.py"}
     assert makefile_value("SAM3D_IMAGE_VENV") == ".venv-sam3d-image"
+
+
+def test_check_images_runs_every_sam3d_body_test_file_in_the_sam3_image_environment():
+    """sam3d_body is served from the sam3 image: its tests run in .venv-sam3-image, where PyPI's sam3d (at the CPU
+    demo's pin) stands in for the image's sam-3d-body checkout."""
+    marked = {
+        str(path.relative_to(REPO))
+        for path in (REPO / "tests").rglob("test_*.py")
+        if re.search(r"^pytestmark = pytest\.mark\.sam3d_body$", path.read_text(), re.MULTILINE)
+    }
+    assert set(makefile_value("SAM3D_BODY_TESTS").split()) == marked
+    assert "--models sam3,sam3d_body $(SAM3_TESTS) $(SAM3D_BODY_TESTS)" in (REPO / "Makefile").read_text()
+    stand_in = pins(LOCKS / "sam3-image-test.in")
+    assert stand_in == {"sam3d": pins(REPO / "requirements-sam3d-cpu.txt")["sam3d"]}
+    assert lock_entries(LOCKS / "sam3-image-test.lock")["sam3d"][0] == stand_in["sam3d"]
