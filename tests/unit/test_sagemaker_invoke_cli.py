@@ -55,7 +55,29 @@ def test_generate_3d_payloads_from_flags():
     assert payloads.build_payload(options(task="generate_3d", mask_rle=rle))["mask_rle"] == rle
 
 
+def test_generate_body_payloads_from_flags():
+    """generate_body's people: each --box one person, each mask flag one person's mask (a --mask-polygon flag one
+    person's polygon), with the camera and the inference type."""
+    boxes = payloads.build_payload(options(task="generate_body", boxes=["10,20,80,120", "90,5,150.5,118"],
+                                           focal_length=1200.5, inference_type="body"))
+    assert boxes == {"task": "generate_body", "image_s3_key": "in/photo.png", "bucket": "bkt", "session_id": "s1",
+                     "user_id": "u1", "boxes": [[10, 20, 80, 120], [90, 5, 150.5, 118]], "focal_length": 1200.5,
+                     "inference_type": "body"}
+    rle = {"size": [4, 4], "counts": "04L4"}
+    masks = payloads.build_payload(options(task="generate_body", mask_s3_key="m/0.png", mask_rle=rle,
+                                           mask_polygons=[["0,0", "9,0", "9,9"], ["20,20", "30,20", "30,30"]]))
+    assert masks["masks"] == [{"s3_key": "m/0.png"}, {"rle": rle}, {"polygon": [[0, 0], [9, 0], [9, 9]]},
+                              {"polygon": [[20, 20], [30, 20], [30, 30]]}]
+    assert "boxes" not in masks and "mask_polygon" not in masks and "mask_s3_key" not in masks
+
+
 @pytest.mark.parametrize(("kw", "message"), [
+    ({"task": "generate_body"}, "generate_body needs its people: --box"),
+    ({"task": "generate_body", "boxes": ["1,2,3,4"], "text": "person"}, "--text do not apply to task generate_body"),
+    ({"task": "generate_body", "boxes": ["1,2,3,4"], "seed": 3}, "--seed do not apply to task generate_body"),
+    ({"task": "segment", "text": "person", "focal_length": 900.0}, "--focal-length do not apply to task segment"),
+    ({"task": "generate_3d", "mask_s3_key": "m.png", "boxes": ["1,2,3,4"]}, "--boxes do not apply to task generate_3d"),
+    ({"task": "generate_body", "boxes": ["1,2,3"]}, "--box expects 4"),
     ({"task": "generate_3d", "points": ["1,2"], "mask_s3_key": "m.png"}, "--points do not apply to task generate_3d"),
     ({"task": "get_embedding", "seed": 3, "text": "cat"}, "--seed, --text do not apply to task get_embedding"),
     ({"task": "segment"}, "segment needs a prompt"),
@@ -154,6 +176,33 @@ def test_invoke_script_segment_writes_masks_and_inline_embedding(sm_moto, tmp_pa
                       "--preset", "tiny", "--out", str(tmp_path / "emb"), env_extra=env)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "emb" / "abc.safetensors").read_bytes() == b"safetensors bytes"
+
+
+def test_invoke_script_generate_body_writes_each_persons_files(sm_moto, tmp_path):
+    s3 = client("s3")
+    s3.create_bucket(Bucket="bkt")
+    files = {"body/g/people.glb": b"glTF everyone", "body/g/person_0.glb": b"glTF one", "body/g/person_0.json": b"{}"}
+    for key, data in files.items():
+        s3.put_object(Bucket="bkt", Key=key, Body=data)
+    answer = {"status": "success", "task": "generate_body", "output_bucket": "bkt",
+              "people": [{"index": 0, "outputs": {"glb": "body/g/person_0.glb", "params": "body/g/person_0.json"}},
+                         {"index": 1, "outputs_base64": {"glb": base64.b64encode(b"glTF two").decode(),
+                                                         "params": base64.b64encode(b'{"i": 1}').decode()}}],
+              "outputs": {"people_glb": "body/g/people.glb"}}
+    set_moto_realtime_results(sm_moto, [answer])
+    out = tmp_path / "body"
+    proc = run_script("sagemaker_invoke.py", "--endpoint-name", "sam3d-body-realtime", "--task", "generate_body",
+                      "--bucket", "bkt", "--image-s3-key", "in/photo.png", "--box", "10,20,80,120", "--focal-length",
+                      "1000", "--out", str(out), "--verify", env_extra={"AWS_ENDPOINT_URL": sm_moto})
+    assert proc.returncode != 0 and "people[1] lacks outputs ['glb', 'params']" in proc.stderr  # inline: not in S3
+    set_moto_realtime_results(sm_moto, [answer])
+    proc = run_script("sagemaker_invoke.py", "--endpoint-name", "sam3d-body-realtime", "--task", "generate_body",
+                      "--bucket", "bkt", "--image-s3-key", "in/photo.png", "--box", "10,20,80,120", "--focal-length",
+                      "1000", "--out", str(out), env_extra={"AWS_ENDPOINT_URL": sm_moto})
+    assert proc.returncode == 0, proc.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != "response.json"} == {
+        "people.glb": b"glTF everyone", "person-0.glb": b"glTF one", "person-0.json": b"{}",
+        "person-1.glb": b"glTF two", "person-1.json": b'{"i": 1}'}
 
 
 def test_invoke_refuses_a_realtime_answer_over_6_mb_before_sending(tmp_path, capsys, monkeypatch):
