@@ -1,7 +1,7 @@
 """Send one request to a sam3 / sam3d / sam3d_body SageMaker endpoint and print the JSON response.
 
-The request is a JSON file (--payload, '-' for stdin) or is built from flags (README: get_embedding, segment,
-generate_3d, generate_body):
+The request is a JSON file (--payload, '-' for stdin) or is built from flags (docs/http-api.md: get_embedding,
+segment, generate_3d, generate_body):
 
   get_embedding  --image-s3-key KEY --bucket B        (or --image-file photo.png: uploaded, or inline without B)
   segment        --text "red chair" | --points X,Y [X,Y ...] [--labels 1 0 ...] | --box X0,Y0,X1,Y1 (repeatable)
