@@ -468,6 +468,14 @@ def test_output_check_requires_the_archives_preset(sm_moto):
     assert not anonymous.passed and anonymous.detail.startswith("answered by model_id (none)")
 
 
+def expect_checklist_reads(stubs: dict, ecr, endpoint: str, name: str) -> None:
+    """After the deploy: the alarms' tagging, and DescribeEndpoint showing config ``name`` running ECR's image."""
+    expect_alarm_tagging(stubs["cloudwatch"], endpoint)
+    digest = ecr.describe_images(repositoryName="gen3d")["imageDetails"][0]["imageDigest"]
+    stubs["sagemaker"].add_response("describe_endpoint", deployed(endpoint, name, IMAGE.replace(
+        ":sam3", "@" + digest)), {"EndpointName": endpoint})
+
+
 def _deploy_cli(monkeypatch, made, **clients_kw):
     from gen3d.cli import deploy as deploy_cli
 
@@ -490,10 +498,7 @@ def test_deploy_script_prints_the_checklist(sm_moto, stubbed, tmp_path, monkeypa
                                          "model_id": SAM3_ID}])
     name = "sam3-realtime-20251128-130509"
     expect_deploy(stubs, "sam3-realtime", name, "ml.g5.2xlarge", exists=True, timeouts=(720, 720))
-    expect_alarm_tagging(stubs["cloudwatch"], "sam3-realtime")
-    digest = ecr.describe_images(repositoryName="gen3d")["imageDetails"][0]["imageDigest"]
-    stubs["sagemaker"].add_response("describe_endpoint", deployed("sam3-realtime", name, IMAGE.replace(
-        ":sam3", "@" + digest)), {"EndpointName": "sam3-realtime"})
+    expect_checklist_reads(stubs, ecr, "sam3-realtime", name)
     deploy_cli = _deploy_cli(monkeypatch, made, s3=s3, runtime=rt, ecr=ecr, logs=logs)
     rc = deploy_cli.main(["--model", "sam3", "--archive", str(write_archive(tmp_path, "sam3", startup=600)),
                           "--bucket", "bkt", "--image-uri", IMAGE, "--role-arn", ROLE, "--poll", "0",
@@ -537,10 +542,7 @@ def test_deploy_script_async_checklist(sm_moto, stubbed, tmp_path, monkeypatch, 
     expect_deploy(stubs, "sam3d-async", name, "ml.g6e.2xlarge", exists=False, timeouts=(1920, 1920),
                   image=IMAGE.replace(":sam3", ":sam3d"), async_paths=("s3://bkt/gen3d/sam3d-async/async/output/",
                                "s3://bkt/gen3d/sam3d-async/async/failure/"))
-    expect_alarm_tagging(stubs["cloudwatch"], "sam3d-async")
-    digest = ecr.describe_images(repositoryName="gen3d")["imageDetails"][0]["imageDigest"]
-    stubs["sagemaker"].add_response("describe_endpoint", deployed("sam3d-async", name, IMAGE.replace(
-        ":sam3", "@" + digest)), {"EndpointName": "sam3d-async"})
+    expect_checklist_reads(stubs, ecr, "sam3d-async", name)
     deploy_cli = _deploy_cli(monkeypatch, made, s3=s3, runtime=rt, ecr=ecr, logs=logs)
     rc = deploy_cli.main(["--model", "sam3d", "--archive", str(write_archive(tmp_path, "sam3d", startup=1800)),
                           "--bucket", "bkt", "--image-uri", IMAGE.replace(":sam3", ":sam3d"), "--role-arn", ROLE,
@@ -615,10 +617,7 @@ def test_deploy_script_deploys_sam3d_body_from_its_image_target(sm_moto, stubbed
     expect_deploy(stubs, "sam3d-body-realtime", name, "ml.g5.xlarge", exists=False, timeouts=(1020, 1020),
                   image=image, env={"GEN3D_MODEL": "sam3d_body", "GEN3D_ALLOWED_BUCKETS": "bkt",
                                     "GEN3D_READY_MARGIN_S": "60"})
-    expect_alarm_tagging(stubs["cloudwatch"], "sam3d-body-realtime")
-    digest = ecr.describe_images(repositoryName="gen3d")["imageDetails"][0]["imageDigest"]
-    stubs["sagemaker"].add_response("describe_endpoint", deployed("sam3d-body-realtime", name, IMAGE.replace(
-        ":sam3", "@" + digest)), {"EndpointName": "sam3d-body-realtime"})
+    expect_checklist_reads(stubs, ecr, "sam3d-body-realtime", name)
     deploy_cli = _deploy_cli(monkeypatch, made, s3=s3, runtime=rt, ecr=ecr, logs=logs)
     rc = deploy_cli.main(["--model", "sam3d_body", "--archive", str(write_archive(tmp_path, "sam3d_body", startup=900)),
                           "--bucket", "bkt", "--image-uri", image, "--role-arn", ROLE, "--poll", "0",
