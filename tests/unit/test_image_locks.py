@@ -235,3 +235,15 @@ def test_check_images_runs_every_sam3d_body_test_file_in_the_sam3_image_environm
     stand_in = pins(LOCKS / "sam3-image-test.in")
     assert stand_in == {"sam3d": pins(REPO / "requirements-sam3d-cpu.txt")["sam3d"]}
     assert lock_entries(LOCKS / "sam3-image-test.lock")["sam3d"][0] == stand_in["sam3d"]
+
+
+def test_sam3d_body_packages_match_the_cpu_demos_pins():
+    """What sam3-image.in adds for sam_3d_body is pinned as requirements-sam3d-cpu.txt pins it for the CPU demo
+    (where that file pins it), so the image and the demo run upstream's code on the same versions."""
+    image_in = pins(LOCKS / "sam3-image.in")
+    body = {name: version for name, version in image_in.items() if name not in ("setuptools", "wheel")}
+    assert set(body) == {"roma", "yacs", "omegaconf", "braceexpand", "opencv-python-headless", "pytorch-lightning"}
+    cpu_demo = pins(REPO / "requirements-sam3d-cpu.txt")
+    assert {name: cpu_demo[name] for name in body.keys() & cpu_demo.keys()} == {
+        name: body[name] for name in body.keys() & cpu_demo.keys()}
+    assert {"omegaconf", "opencv-python-headless"} <= cpu_demo.keys()
