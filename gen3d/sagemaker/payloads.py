@@ -18,6 +18,7 @@ SAM3D_FILE_NAMES = {"ply": "object.ply", "glb": "object.glb", "pose": "pose.json
 BODY_FILE_NAMES = {"people_glb": "people.glb"}  # each person's files: person-<i>.glb and person-<i>.json
 # what generate_body takes of the segment / generate_3d flags: its people are boxes and masks
 BODY_TAKES = {"boxes", "mask_s3_key", "mask_rle", "mask_polygon"}
+FLAGS = {"boxes": "--box", "point_labels": "--labels"}  # request fields whose flag is named otherwise
 INPUT_PREFIX = "gen3d-inputs"
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 
@@ -82,7 +83,7 @@ def build_payload(o: PayloadOptions) -> dict[str, Any]:
                "generate_body": body.keys() | (BODY_TAKES & given.keys())}.get(o.task, set())
     wrong = sorted(given.keys() - applies)
     if wrong:
-        flags = ", ".join("--" + name.replace("_", "-") for name in wrong)
+        flags = ", ".join(FLAGS.get(name, "--" + name.replace("_", "-")) for name in wrong)
         raise ValueError(f"{flags} do not apply to task {o.task} (model {spec.name})")
     if o.task == "segment" and not ({"points", "boxes", "text"} & segment.keys()):
         raise ValueError("segment needs a prompt: --text, --points or --box")

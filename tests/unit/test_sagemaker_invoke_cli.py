@@ -76,7 +76,7 @@ def test_generate_body_payloads_from_flags():
     ({"task": "generate_body", "boxes": ["1,2,3,4"], "text": "person"}, "--text do not apply to task generate_body"),
     ({"task": "generate_body", "boxes": ["1,2,3,4"], "seed": 3}, "--seed do not apply to task generate_body"),
     ({"task": "segment", "text": "person", "focal_length": 900.0}, "--focal-length do not apply to task segment"),
-    ({"task": "generate_3d", "mask_s3_key": "m.png", "boxes": ["1,2,3,4"]}, "--boxes do not apply to task generate_3d"),
+    ({"task": "generate_3d", "mask_s3_key": "m.png", "boxes": ["1,2,3,4"]}, "--box do not apply to task generate_3d"),
     ({"task": "generate_body", "boxes": ["1,2,3"]}, "--box expects 4"),
     ({"task": "generate_3d", "points": ["1,2"], "mask_s3_key": "m.png"}, "--points do not apply to task generate_3d"),
     ({"task": "get_embedding", "seed": 3, "text": "cat"}, "--seed, --text do not apply to task get_embedding"),
