@@ -230,7 +230,9 @@ def test_check_images_runs_every_sam3d_body_test_file_in_the_sam3_image_environm
         for path in (REPO / "tests").rglob("test_*.py")
         if re.search(r"^pytestmark = pytest\.mark\.sam3d_body$", path.read_text(), re.MULTILINE)
     }
-    assert set(makefile_value("SAM3D_BODY_TESTS").split()) == marked
+    listed = set(makefile_value("SAM3D_BODY_TESTS").split())
+    assert marked <= listed, "a test marked sam3d_body that make check-images does not run"
+    assert {name for name in listed - marked if not Path(name).name.startswith("test_sam3d_body")} == set()
     assert "--models sam3,sam3d_body $(SAM3_TESTS) $(SAM3D_BODY_TESTS)" in (REPO / "Makefile").read_text()
     stand_in = pins(LOCKS / "sam3-image-test.in")
     assert stand_in == {"sam3d": pins(REPO / "requirements-sam3d-cpu.txt")["sam3d"]}
