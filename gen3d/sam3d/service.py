@@ -82,7 +82,7 @@ class Sam3dService(ModelService[Sam3dJob]):
     ):
         super().__init__(store, prefix_template, metric, io_threads=4)
         self.loaded = loaded
-        self.scene_limits = limits or scene_limits({}, loaded.preset, loaded.generator.device)
+        self._scene_limits = limits
         self.oom_advice = (
             f"preset {loaded.preset.name} needs >= {loaded.preset.min_gpu_memory_gib} GiB of GPU memory; retry "
             "later or with fewer steps / decode_formats ['gaussian']"
@@ -97,6 +97,13 @@ class Sam3dService(ModelService[Sam3dJob]):
         loaded = load_sam3d(model_dir, config, device)
         limits = scene_limits(config, loaded.preset, loaded.generator.device)
         return cls(loaded, store, prefix_template(config), metric, limits)
+
+    @property
+    def scene_limits(self) -> SceneLimits:
+        """The archive's (``from_model_dir``), else the preset's defaults for this device."""
+        if self._scene_limits is None:
+            self._scene_limits = scene_limits({}, self.loaded.preset, self.loaded.generator.device)
+        return self._scene_limits
 
     @property
     def preset(self):
