@@ -13,7 +13,13 @@ from typing import Any
 from gen3d.models import model_serving
 from gen3d.serving.masks import mask_from_rle, mask_png
 
-SAM3D_FILE_NAMES = {"ply": "object.ply", "glb": "object.glb", "pose": "pose.json"}
+SAM3D_FILE_NAMES = {
+    "ply": "object.ply",
+    "glb": "object.glb",
+    "pose": "pose.json",
+    "scene_glb": "scene.glb",
+    "scene_ply": "scene.ply",
+}
 INPUT_PREFIX = "gen3d-inputs"
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 
@@ -48,6 +54,7 @@ class PayloadOptions:
     mask_s3_key: str | None = None
     mask_rle: dict[str, Any] | None = None
     mask_polygons: list[list[str]] = field(default_factory=list)
+    masks: list[dict[str, Any]] = field(default_factory=list)  # a scene: one entry per object (``masks``)
     seed: int | None = None
     decode_formats: list[str] = field(default_factory=list)
     ss_steps: int | None = None
@@ -78,7 +85,7 @@ def build_payload(o: PayloadOptions) -> dict[str, Any]:
         raise ValueError(f"{flags} do not apply to task {o.task} (model {spec.name})")
     if o.task == "segment" and not ({"points", "boxes", "text"} & segment.keys()):
         raise ValueError("segment needs a prompt: --text, --points or --box")
-    if o.task == "generate_3d" and not ({"mask_s3_key", "mask_rle", "mask_polygon"} & generate.keys()):
+    if o.task == "generate_3d" and not ({"mask_s3_key", "mask_rle", "mask_polygon", "masks"} & generate.keys()):
         raise ValueError("generate_3d needs a mask: --mask-s3-key, --mask-png, --mask-rle or --mask-polygon")
     return {**payload, **segment, **generate, **o.extra}
 
@@ -108,13 +115,21 @@ def _segment_fields(o: PayloadOptions) -> dict[str, Any]:
 def _generate_fields(o: PayloadOptions) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     if o.mask_polygons:
-        polygons = [[numbers(p, 2, "--mask-polygon") for p in polygon] for polygon in o.mask_polygons]
-        if any(len(polygon) < 3 for polygon in polygons):
-            raise ValueError("--mask-polygon needs at least 3 X,Y corners")
+        polygons = [polygon(corners) for corners in o.mask_polygons]
         fields["mask_polygon"] = polygons[0] if len(polygons) == 1 else polygons
+    if o.masks:
+        fields["masks"] = o.masks
     optional = {"mask_s3_key": o.mask_s3_key, "mask_rle": o.mask_rle, "seed": o.seed,
                 "decode_formats": o.decode_formats or None, "ss_steps": o.ss_steps, "slat_steps": o.slat_steps}
     return {**fields, **{k: v for k, v in optional.items() if v is not None}}
+
+
+def polygon(corners: list[str]) -> list[list[float]]:
+    """One --mask-polygon's X,Y corners (at least 3)."""
+    points = [numbers(corner, 2, "--mask-polygon") for corner in corners]
+    if len(points) < 3:
+        raise ValueError("--mask-polygon needs at least 3 X,Y corners")
+    return points
 
 
 def input_key(user_id: str, session_id: str, path: Path, prefix: str = INPUT_PREFIX) -> str:
@@ -167,9 +182,10 @@ def save_outputs(s3: Any, response: dict[str, Any], folder: Path, bucket: str | 
             rle = entry["rle"]  # the answer's own size: the mask is only written out
             size = rle.get("size") if isinstance(rle, dict) else None
             write(mask_png(mask_from_rle(rle, size, f"masks[{i}].rle")), f"mask-{i}.png")
-    for kind, key in (response.get("outputs") or {}).items():
-        if key:
-            fetch(str(key), SAM3D_FILE_NAMES.get(kind, Path(str(key)).name))
-    for kind, data in (response.get("outputs_base64") or {}).items():
-        write(base64.b64decode(data), SAM3D_FILE_NAMES.get(kind, kind))
+    for prefix, entry in [("", response), *((f"object-{o.get('index')}-", o) for o in response.get("objects") or [])]:
+        for kind, key in (entry.get("outputs") or {}).items():
+            if key:
+                fetch(str(key), prefix + SAM3D_FILE_NAMES.get(kind, Path(str(key)).name))
+        for kind, data in (entry.get("outputs_base64") or {}).items():
+            write(base64.b64decode(data), prefix + SAM3D_FILE_NAMES.get(kind, kind))
     return written
