@@ -82,6 +82,9 @@ class Generate3dRequest(MaskFields, Envelope):
         max_length=SCENE_OBJECTS_CAP,
         description="several objects, each {mask_s3_key | mask_rle | mask_polygon}: one scene (instead of mask_*)",
     )
+    object_files: bool = Field(
+        True, description="with masks: false leaves out each object's files (the scene's only: half the bytes)"
+    )
     seed: int = Field(DEFAULT_SEED, ge=0, le=MAX_SEED, description="same inputs + seed + preset: same PLY bytes")
     ss_steps: Steps | None = Field(None, description="stage-1 flow steps (default: the pipeline's)")
     slat_steps: Steps | None = Field(None, description="stage-2 flow steps (default: the pipeline's)")
@@ -128,6 +131,8 @@ class Generate3dRequest(MaskFields, Envelope):
         given = self.given()
         if len(given) > 1:
             raise InvalidField(given[1], f"give exactly one of {list(MASK_FIELDS)}, not {given}")
+        if not self.object_files and self.masks is None:
+            raise InvalidField("object_files", "false only applies to masks (a scene), whose files are the scene's")
         if given and self.masks is not None:
             raise InvalidField("masks", f"give masks (several objects) or {given[0]} (one object), not both")
         if self.polygon_points() > MAX_POLYGON_POINTS:
@@ -234,4 +239,5 @@ def generate_options(model: Generate3dRequest, renderers: frozenset[str]) -> Gen
         decode_formats=tuple(f for f in DECODE_FORMATS if f in model.decode_formats),
         mesh_postprocess=model.mesh_postprocess,
         texture_baking=model.texture_baking,
+        object_files=model.object_files,
     )

@@ -263,8 +263,9 @@ class Sam3dService(ModelService[Sam3dJob]):
                 continue
             gen = obj.generation
             encoded = encode_generation(gen, {**self.meta(generation_id, obj.seed), "object_index": obj.index})
-            names[obj.index] = {name: f"objects/{obj.index}/{FILE_NAMES[name]}" for name in encoded.files}
-            files.update({names[obj.index][name]: data for name, data in encoded.files.items()})
+            if opts.object_files:
+                names[obj.index] = {name: f"objects/{obj.index}/{FILE_NAMES[name]}" for name in encoded.files}
+                files.update({names[obj.index][name]: data for name, data in encoded.files.items()})
             timings["stages"] = gen.stages_ms
             entries.append({**entry, "status": "success", "pose": encoded.pose, **gen.info, **encoded.summary})
             entries[-1]["timings_ms"] = timings
@@ -282,7 +283,8 @@ class Sam3dService(ModelService[Sam3dJob]):
         for entry in entries:
             if entry["index"] in names:
                 entry.update(outputs_of(delivered, names[entry["index"]], job))
-        fields = {**self.meta(generation_id, opts.seed), **self.option_fields(opts), "objects": entries}
+        fields = {**self.meta(generation_id, opts.seed), **self.option_fields(opts), "object_files": opts.object_files}
+        fields["objects"] = entries
         fields.update(outputs_of(delivered, scene_names, job))
         job.timings_ms["objects"] = [entry["timings_ms"] for entry in entries]
         return fields

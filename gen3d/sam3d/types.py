@@ -29,6 +29,7 @@ class GenerateOptions:
     decode_formats: tuple[str, ...]
     mesh_postprocess: bool
     texture_baking: bool
+    object_files: bool = True  # a scene's answer carries each object's files too
 
 
 @dataclass

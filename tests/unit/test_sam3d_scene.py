@@ -140,3 +140,17 @@ def test_scene_limits_come_from_the_preset_and_the_archive():
     assert (limits.max_objects, limits.object_seconds, limits.response_timeout_s) == (32, 30.0, 600.0)
     with pytest.raises(StartupError, match="runs on cpu"):  # the production preset has no CPU time: no guess
         scene_limits({}, REAL, torch.device("cpu"))
+
+
+def test_object_files_false_leaves_the_objects_files_out_and_applies_to_scenes_only():
+    raw = scene_request(2)
+    body = json.loads(raw.body)
+    raw = RawRequest(json.dumps({**body, "object_files": False}).encode(), "application/json")
+    answer = serve(SceneStub(failing=set()), raw)
+    assert answer.status == 200 and answer.body["object_files"] is False
+    objects = answer.body["objects"]
+    assert all("outputs_base64" not in o and o["pose"]["translation"] == [0.0, 0.0, 2.0] for o in objects)
+    single = {**body, "object_files": False, "mask_polygon": body["masks"][0]["mask_polygon"]}
+    del single["masks"]
+    refused = serve(SceneStub(failing=set()), RawRequest(json.dumps(single).encode(), "application/json"))
+    assert refused.status == 400 and refused.body["error"]["field"] == "object_files"
