@@ -21,7 +21,14 @@ from gen3d.errors import InvalidField
 from gen3d.sam3d.types import DECODE_FORMATS, OPTION_RENDERERS, GenerateOptions
 from gen3d.serving.images import opened
 from gen3d.serving.limits import MAX_POLYGON_POINTS, MAX_SEED, MAX_STEPS, SCENE_OBJECTS_CAP
-from gen3d.serving.masks import check_mask_size, mask_from_png, mask_from_polygon, mask_from_rle, polygons_of
+from gen3d.serving.masks import (
+    box_of,
+    check_mask_size,
+    mask_from_png,
+    mask_from_polygon,
+    mask_from_rle,
+    polygons_of,
+)
 from gen3d.serving.schema import Envelope, ParsedRequest, S3Key, invalid_field, validated
 from gen3d.serving.storage import S3Location, check_key
 
@@ -205,6 +212,9 @@ def decode_mask(source: MaskSource, data: bytes | None, size: tuple[int, int]) -
     check_mask_size(label, mask.shape, size)
     if not mask.any():
         raise InvalidField(label, "mask is empty: it must select the object (at least one pixel)")
+    x0, y0, x1, y1 = box_of(mask)
+    if x1 - x0 < 2 or y1 - y0 < 2:  # upstream's preprocessing raises BoundingBoxError (a 500) on these
+        raise InvalidField(label, f"mask's bounding box is {x1 - x0:.0f}x{y1 - y0:.0f} pixels: it must be at least 2x2")
     return mask.astype(bool)
 
 
@@ -239,5 +249,4 @@ def generate_options(model: Generate3dRequest, renderers: frozenset[str]) -> Gen
         decode_formats=tuple(f for f in DECODE_FORMATS if f in model.decode_formats),
         mesh_postprocess=model.mesh_postprocess,
         texture_baking=model.texture_baking,
-        object_files=model.object_files,
     )

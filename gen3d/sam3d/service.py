@@ -46,6 +46,7 @@ class Sam3dJob(Job):
     mask: np.ndarray | None = None
     generation: Generation | None = None
     scene_masks: list[np.ndarray] | None = None  # a request with ``masks``: one scene of several objects
+    object_files: bool = True  # a scene's answer carries each object's files too
     objects: list[SceneObject] = field(default_factory=list)
 
 
@@ -143,7 +144,7 @@ class Sam3dService(ModelService[Sam3dJob]):
                 mask_data = self.fetch(mask.label, mask.s3)
             masks.append(decode_mask(mask, mask_data, size))
         if model.masks is not None:
-            job.scene_masks = masks
+            job.scene_masks, job.object_files = masks, model.object_files
         else:
             job.mask = masks[0]
         job.image = np.asarray(picture, dtype=np.uint8)
@@ -177,7 +178,8 @@ class Sam3dService(ModelService[Sam3dJob]):
                     generation = generator.generate(job.image, mask, options, pointmap)
                     error = None
                 except Exception as err:  # noqa: BLE001 - this object's error; the scene's others go on
-                    generation, error = None, self.reply_for(job, f"masks[{index}]", err).body["error"]
+                    generation = None
+                    error = {**self.reply_for(job, "generate", err).body["error"], "field": f"masks[{index}]"}
                     self.release_memory()
                 result = SceneObject(index, options.seed, elapsed_ms(started), generation, error)
                 job.objects.append(result)
@@ -263,7 +265,7 @@ class Sam3dService(ModelService[Sam3dJob]):
                 continue
             gen = obj.generation
             encoded = encode_generation(gen, {**self.meta(generation_id, obj.seed), "object_index": obj.index})
-            if opts.object_files:
+            if job.object_files:
                 names[obj.index] = {name: f"objects/{obj.index}/{FILE_NAMES[name]}" for name in encoded.files}
                 files.update({names[obj.index][name]: data for name, data in encoded.files.items()})
             timings["stages"] = gen.stages_ms
@@ -283,7 +285,7 @@ class Sam3dService(ModelService[Sam3dJob]):
         for entry in entries:
             if entry["index"] in names:
                 entry.update(outputs_of(delivered, names[entry["index"]], job))
-        fields = {**self.meta(generation_id, opts.seed), **self.option_fields(opts), "object_files": opts.object_files}
+        fields = {**self.meta(generation_id, opts.seed), **self.option_fields(opts), "object_files": job.object_files}
         fields["objects"] = entries
         fields.update(outputs_of(delivered, scene_names, job))
         job.timings_ms["objects"] = [entry["timings_ms"] for entry in entries]

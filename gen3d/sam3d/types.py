@@ -29,7 +29,6 @@ class GenerateOptions:
     decode_formats: tuple[str, ...]
     mesh_postprocess: bool
     texture_baking: bool
-    object_files: bool = True  # a scene's answer carries each object's files too
 
 
 @dataclass

@@ -131,7 +131,8 @@ def test_a_bad_mask_among_good_ones_is_refused_naming_it_before_any_work(torchse
         ({"mask_rle": {"size": [H + 1, W], "counts": "abc"}}, "masks[1]"),  # another size than the picture's
         ({"mask_polygon": [[4, 4], [4000, 4], [40, 40]]}, "masks[1]"),  # outside the picture
         ({"mask_polygon": [[4, 4], [40, 4], [40, 40]], "mask_rle": rle_from_mask(disc())}, "masks[1]"),
-        ({"mask_polygon": [[4, 4], [4, 4], [4, 4]]}, "masks[1]"),  # empty once drawn
+        ({"mask_rle": rle_from_mask(np.zeros((H, W), dtype=bool))}, "masks[1]"),  # empty
+        ({"mask_polygon": [[4, 4], [4, 4], [4, 4]]}, "masks[1]"),  # one pixel: upstream needs a 2x2 box
     ]
     for bad, field in cases:
         resp = post(torchserve, {**image, "masks": [good, bad, good]})

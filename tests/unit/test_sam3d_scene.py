@@ -18,6 +18,7 @@ from gen3d.sam3d.presets import PRESETS
 from gen3d.sam3d.scene import SceneLimits, scene_limits
 from gen3d.sam3d.types import Generation
 from gen3d.serving.frames import sam3d_glb_to_gltf_scene, sam3d_object_to_pytorch3d_camera
+from gen3d.serving.masks import rle_from_mask
 from gen3d.serving.schema import RawRequest
 
 REAL = PRESETS["sam3d-objects"]
@@ -154,3 +155,19 @@ def test_object_files_false_leaves_the_objects_files_out_and_applies_to_scenes_o
     del single["masks"]
     refused = serve(SceneStub(failing=set()), RawRequest(json.dumps(single).encode(), "application/json"))
     assert refused.status == 400 and refused.body["error"]["field"] == "object_files"
+
+
+@pytest.mark.parametrize("box", [(3, 2, 4, 5), (1, 1, 6, 2)])
+def test_a_mask_thinner_than_2_pixels_is_refused_before_upstream_raises_on_it(box):
+    from gen3d.errors import InvalidField
+    from gen3d.sam3d.request import MaskSource, decode_mask
+
+    mask = np.zeros((6, 8), dtype=bool)
+    x0, y0, x1, y1 = box
+    mask[y0:y1, x0:x1] = True
+    source = MaskSource(field="mask_rle", value=rle_from_mask(mask), name="masks[3]")
+    with pytest.raises(InvalidField, match="at least 2x2") as refused:
+        decode_mask(source, None, (6, 8))
+    assert refused.value.field == "masks[3]"
+    mask[y0 : y0 + 2, x0 : x0 + 2] = True
+    assert decode_mask(MaskSource(field="mask_rle", value=rle_from_mask(mask)), None, (6, 8)).sum() == mask.sum()
