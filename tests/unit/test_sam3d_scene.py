@@ -171,3 +171,42 @@ def test_a_mask_thinner_than_2_pixels_is_refused_before_upstream_raises_on_it(bo
     assert refused.value.field == "masks[3]"
     mask[y0 : y0 + 2, x0 : x0 + 2] = True
     assert decode_mask(MaskSource(field="mask_rle", value=rle_from_mask(mask)), None, (6, 8)).sum() == mask.sum()
+
+
+class FakeOfficialPipeline:
+    """What OfficialGenerator calls of InferencePipelinePointMap, recording it."""
+
+    def __init__(self) -> None:
+        steps = type("Generator", (), {"inference_steps": 25})
+        self.models = {"ss_generator": steps(), "slat_generator": steps()}
+        self.clip_pointmap_beyond_scale, self.ss_inference_steps, self.slat_inference_steps = 3.0, 25, 25
+        self.clipping_seen, self.runs = [], []
+        for attribute in ("preprocess_image", "sample_sparse_structure", "pose_decoder", "sample_slat"):
+            setattr(self, attribute, lambda *a, **k: None)
+        self.decode_slat = self.postprocess_slat_output = lambda *a, **k: None
+
+    def compute_pointmap(self, rgba, pointmap=None):
+        self.clipping_seen.append((self.clip_pointmap_beyond_scale, bool(rgba[..., 3].all())))
+        height, width = rgba.shape[:2]
+        return {"pointmap": torch.arange(3 * height * width, dtype=torch.float32).reshape(3, height, width)}
+
+    def run(self, rgba, mask, seed, **options):
+        self.runs.append((seed, options["pointmap"]))
+        one = torch.ones(1, 3)
+        return {"rotation": torch.tensor([[1.0, 0, 0, 0]]), "translation": one, "scale": one,
+                "coords": torch.zeros(4, 4)}  # fmt: skip
+
+
+def test_the_official_pipeline_computes_the_pictures_pointmap_unclipped_and_passes_it_to_each_run():
+    from gen3d.sam3d.pipeline import OfficialGenerator
+    from gen3d.sam3d.types import GenerateOptions
+
+    pipeline = FakeOfficialPipeline()
+    generator = OfficialGenerator(REAL, pipeline, torch.device("cpu"))
+    image = np.zeros((6, 8, 3), dtype=np.uint8)
+    pointmap = generator.picture_pointmap(image)
+    assert pointmap.shape == (6, 8, 3) and float(pointmap[1, 2, 0]) == 1 * 8 + 2  # HxWx3 of compute_pointmap's 3xHxW
+    assert pipeline.clipping_seen == [(None, True)] and pipeline.clip_pointmap_beyond_scale == 3.0  # put back
+    options = GenerateOptions(7, None, None, ("gaussian",), False, False)
+    generator.generate(image, np.ones((6, 8), dtype=bool), options, pointmap)
+    assert pipeline.runs == [(7, pointmap)]
