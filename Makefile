@@ -71,8 +71,9 @@ SAM3D_IMAGE_VENV := .venv-sam3d-image
 SAM3D_IMAGE_INPUTS := locks/image-tools.lock locks/sam3d-image.lock locks/sam3d-image-test.lock \
   locks/sam3d-image-test.excludes.txt pyproject.toml
 SAM3D_IMAGE_STAMP := $(SAM3D_IMAGE_VENV)/.installed-$(shell cat $(SAM3D_IMAGE_INPUTS) 2>/dev/null | sha1sum | cut -c1-12)
-SAM3D_TESTS := tests/unit/test_sam3d_units.py tests/unit/test_serving_units.py \
-  tests/integration/test_generate_3d_serving.py tests/integration/test_sam3d_worker_imports.py
+SAM3D_TESTS := tests/unit/test_sam3d_units.py tests/unit/test_sam3d_scene.py tests/unit/test_serving_units.py \
+  tests/integration/test_generate_3d_serving.py tests/integration/test_generate_3d_scenes.py \
+  tests/integration/test_sam3d_worker_imports.py
 # What pip check says only here: the stand-in torch (PyPI's CUDA 12.4 build) asks for CUDA 12.4 libraries, the lock
 # holds the CUDA 12.1 ones of the image's torch 2.5.1+cu121.
 STAND_IN_TORCH_CHECK := ^torch 2\.5\.1 has requirement nvidia-[a-z0-9-]+==[0-9.]+; .*, but you have nvidia-[a-z0-9-]+ [0-9.]+\.$$

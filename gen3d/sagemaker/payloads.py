@@ -14,11 +14,17 @@ from typing import Any
 from gen3d.models import model_serving
 from gen3d.serving.masks import mask_from_rle, mask_png
 
-SAM3D_FILE_NAMES = {"ply": "object.ply", "glb": "object.glb", "pose": "pose.json"}
+SAM3D_FILE_NAMES = {
+    "ply": "object.ply",
+    "glb": "object.glb",
+    "pose": "pose.json",
+    "scene_glb": "scene.glb",
+    "scene_ply": "scene.ply",
+}
 BODY_FILE_NAMES = {"people_glb": "people.glb"}  # each person's files: person-<i>.glb and person-<i>.json
 # what generate_body takes of the segment / generate_3d flags: its people are boxes and masks
-BODY_TAKES = {"boxes", "mask_s3_key", "mask_rle", "mask_polygon"}
-FLAGS = {"boxes": "--box", "point_labels": "--labels"}  # request fields whose flag is named otherwise
+BODY_TAKES = {"boxes", "masks"}
+FLAGS = {"boxes": "--box", "point_labels": "--labels", "masks": "--mask-*"}  # fields whose flag is named otherwise
 INPUT_PREFIX = "gen3d-inputs"
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 
@@ -53,6 +59,7 @@ class PayloadOptions:
     mask_s3_key: str | None = None
     mask_rle: dict[str, Any] | None = None
     mask_polygons: list[list[str]] = field(default_factory=list)
+    masks: list[dict[str, Any]] = field(default_factory=list)  # a scene: one entry per object (``masks``)
     seed: int | None = None
     decode_formats: list[str] = field(default_factory=list)
     ss_steps: int | None = None
@@ -87,7 +94,7 @@ def build_payload(o: PayloadOptions) -> dict[str, Any]:
         raise ValueError(f"{flags} do not apply to task {o.task} (model {spec.name})")
     if o.task == "segment" and not ({"points", "boxes", "text"} & segment.keys()):
         raise ValueError("segment needs a prompt: --text, --points or --box")
-    if o.task == "generate_3d" and not ({"mask_s3_key", "mask_rle", "mask_polygon"} & generate.keys()):
+    if o.task == "generate_3d" and not ({"mask_s3_key", "mask_rle", "mask_polygon", "masks"} & generate.keys()):
         raise ValueError("generate_3d needs a mask: --mask-s3-key, --mask-png, --mask-rle or --mask-polygon")
     if o.task == "generate_body":
         people = _body_people(o)
@@ -123,10 +130,10 @@ def _segment_fields(o: PayloadOptions) -> dict[str, Any]:
 def _generate_fields(o: PayloadOptions) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     if o.mask_polygons:
-        polygons = [[numbers(p, 2, "--mask-polygon") for p in polygon] for polygon in o.mask_polygons]
-        if any(len(polygon) < 3 for polygon in polygons):
-            raise ValueError("--mask-polygon needs at least 3 X,Y corners")
+        polygons = [polygon(corners) for corners in o.mask_polygons]
         fields["mask_polygon"] = polygons[0] if len(polygons) == 1 else polygons
+    if o.masks:
+        fields["masks"] = o.masks
     optional = {"mask_s3_key": o.mask_s3_key, "mask_rle": o.mask_rle, "seed": o.seed,
                 "decode_formats": o.decode_formats or None, "ss_steps": o.ss_steps, "slat_steps": o.slat_steps}
     return {**fields, **{k: v for k, v in optional.items() if v is not None}}
@@ -138,21 +145,22 @@ def _body_fields(o: PayloadOptions) -> dict[str, Any]:
 
 
 def _body_people(o: PayloadOptions) -> dict[str, Any]:
-    """generate_body's ``boxes`` and ``masks``: each --box one person, each mask flag one person's mask (a
-    --mask-polygon flag is one person's polygon); the server pairs boxes and masks in order."""
+    """generate_body's ``boxes`` and ``masks``: each --box one person, each mask flag one person's mask (the
+    invoke script puts them in ``o.masks``); the server pairs boxes and masks in order."""
     people: dict[str, Any] = {}
     if o.boxes:
         people["boxes"] = [numbers(b, 4, "--box") for b in o.boxes]
-    masks: list[dict[str, Any]] = [{"s3_key": o.mask_s3_key}] if o.mask_s3_key else []
-    masks += [{"rle": o.mask_rle}] if o.mask_rle is not None else []
-    for polygon in o.mask_polygons:
-        corners = [numbers(p, 2, "--mask-polygon") for p in polygon]
-        if len(corners) < 3:
-            raise ValueError("--mask-polygon needs at least 3 X,Y corners")
-        masks.append({"polygon": corners})
-    if masks:
-        people["masks"] = masks
+    if o.masks:
+        people["masks"] = o.masks
     return people
+
+
+def polygon(corners: list[str]) -> list[list[float]]:
+    """One --mask-polygon's X,Y corners (at least 3)."""
+    points = [numbers(corner, 2, "--mask-polygon") for corner in corners]
+    if len(points) < 3:
+        raise ValueError("--mask-polygon needs at least 3 X,Y corners")
+    return points
 
 
 def input_key(user_id: str, session_id: str, path: Path, prefix: str = INPUT_PREFIX) -> str:
@@ -207,11 +215,12 @@ def save_outputs(s3: Any, response: dict[str, Any], folder: Path, bucket: str | 
             size = rle.get("size") if isinstance(rle, dict) else None
             write(mask_png(mask_from_rle(rle, size, f"masks[{i}].rle")), f"mask-{i}.png")
     names = {**SAM3D_FILE_NAMES, **BODY_FILE_NAMES}
-    for kind, key in (response.get("outputs") or {}).items():
-        if key:
-            fetch(str(key), names.get(kind, Path(str(key)).name))
-    for kind, data in (response.get("outputs_base64") or {}).items():
-        write(base64.b64decode(data), names.get(kind, kind))
+    for prefix, entry in [("", response), *((f"object-{o.get('index')}-", o) for o in response.get("objects") or [])]:
+        for kind, key in (entry.get("outputs") or {}).items():
+            if key:
+                fetch(str(key), prefix + names.get(kind, Path(str(key)).name))
+        for kind, data in (entry.get("outputs_base64") or {}).items():
+            write(base64.b64decode(data), prefix + names.get(kind, kind))
     for i, person in enumerate(response.get("people") or []):
         for kind, key in (person.get("outputs") or {}).items():
             fetch(str(key), f"person-{i}.{'glb' if kind == 'glb' else 'json'}")
