@@ -4,12 +4,14 @@ Built from :data:`gen3d.models.MODELS`: each served model's tasks, their pydanti
 ``Envelope`` subclass of ``gen3d.<model>.request`` whose ``task`` is that task) and answer models (the ``Answer``
 subclass of ``gen3d.<model>.answers`` likewise), the error answer with one response per error class of
 :mod:`gen3d.errors`, and TorchServe's own ``/ping`` and ``/invocations``. A task without both models stops the
-build with one line naming the module to add it to.
+build with one line naming the module to add it to. A model of MODELS whose package (``gen3d.<model>``) is not in
+this checkout has no handler to serve it and is left out.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from importlib.metadata import version
 from types import ModuleType
 from typing import get_args
@@ -56,6 +58,15 @@ EXAMPLES: dict[str, dict[str, dict]] = {
             "decode_formats": ["gaussian"],
         },
         "s3": {"task": "generate_3d", **S3_FIELDS, **IDS, "mask_s3_key": "test-data/test-mask.png", "seed": 42},
+        "scene": {
+            "task": "generate_3d",
+            "image_base64": EXAMPLE_PNG,
+            "masks": [
+                {"mask_polygon": [[12, 8], [24, 8], [24, 26], [12, 26]]},
+                {"mask_polygon": [[24, 8], [36, 8], [36, 26], [24, 26]]},
+            ],
+            "decode_formats": ["gaussian"],
+        },
     },
 }
 
@@ -64,30 +75,45 @@ def _module(name: str) -> ModuleType:
     return importlib.import_module(name)
 
 
-def _task_class(module: ModuleType, task: str, base: type[BaseModel]) -> type[BaseModel]:
-    """The ``base`` subclass of ``module`` whose ``task`` field is ``Literal[task]``."""
-    for value in vars(module).values():
-        if isinstance(value, type) and issubclass(value, base) and value.__module__ == module.__name__:
-            field = value.model_fields.get("task")
-            if field is not None and get_args(field.annotation) == (task,):
-                return value
-    raise SystemExit(f"{module.__name__} has no {base.__name__} subclass with task: Literal[{task!r}]: add one")
+def _task_classes(module: ModuleType, task: str, base: type[BaseModel]) -> list[type[BaseModel]]:
+    """The ``base`` subclasses of ``module`` whose ``task`` field is ``Literal[task]`` (at least one)."""
+    found = [
+        value
+        for value in vars(module).values()
+        if isinstance(value, type) and issubclass(value, base) and value.__module__ == module.__name__
+        and (field := value.model_fields.get("task")) is not None and get_args(field.annotation) == (task,)
+    ]  # fmt: skip
+    if not found:
+        raise SystemExit(f"{module.__name__} has no {base.__name__} subclass with task: Literal[{task!r}]: add one")
+    return found
 
 
-def task_models(spec: ModelSpec) -> dict[str, tuple[type[BaseModel], type[BaseModel]]]:
-    """Each task of ``spec``: its request model and its answer model."""
+def served_models() -> list[ModelSpec]:
+    """The models of MODELS whose package is in this checkout (the ones a handler can serve)."""
+    return [spec for spec in MODELS.values() if importlib.util.find_spec(f"gen3d.{spec.name}") is not None]
+
+
+def task_models(spec: ModelSpec) -> dict[str, tuple[type[BaseModel], list[type[BaseModel]]]]:
+    """Each task of ``spec``: its request model and its answer models (a task may answer in several shapes)."""
     requests, answers = _module(f"gen3d.{spec.name}.request"), _module(f"gen3d.{spec.name}.answers")
-    return {task: (_task_class(requests, task, Envelope), _task_class(answers, task, Answer)) for task in spec.tasks}
+    models = {}
+    for task in spec.tasks:
+        (request, *more) = _task_classes(requests, task, Envelope)
+        if more:
+            raise SystemExit(f"{requests.__name__} has several request models for task {task!r}: keep one")
+        models[task] = (request, _task_classes(answers, task, Answer))
+    return models
 
 
-def _one_of(refs: dict[str, dict]) -> dict:
-    """One schema of several task models, told apart by ``task``."""
-    if len(refs) == 1:
-        return next(iter(refs.values()))
-    return {
-        "oneOf": list(refs.values()),
-        "discriminator": {"propertyName": "task", "mapping": {task: ref["$ref"] for task, ref in refs.items()}},
-    }
+def _one_of(refs: dict[str, list[dict]]) -> dict:
+    """One schema of several task models, told apart by ``task`` (a task with several shapes: by their fields)."""
+    every = [ref for task_refs in refs.values() for ref in task_refs]
+    if len(every) == 1:
+        return every[0]
+    schema: dict = {"oneOf": every}
+    if all(len(task_refs) == 1 for task_refs in refs.values()):
+        schema["discriminator"] = {"propertyName": "task", "mapping": {task: r[0]["$ref"] for task, r in refs.items()}}
+    return schema
 
 
 def _binary(description: str) -> dict:
@@ -123,14 +149,16 @@ def _responses(answers: dict[str, dict], safetensors: bool) -> dict:
     return dict(sorted(responses.items()))
 
 
-def _operation(specs: list[ModelSpec], refs: dict[str, tuple[dict, dict]], operation_id: str, summary: str) -> dict:
+def _operation(
+    specs: list[ModelSpec], refs: dict[str, tuple[dict, list[dict]]], operation_id: str, summary: str
+) -> dict:
     tasks = [task for spec in specs for task in spec.tasks]
     examples = {
         f"{task}: {name}": {"summary": f"{task}, {name}", "value": value}
         for task in tasks
         for name, value in EXAMPLES.get(task, {}).items()
     }
-    json_body: dict = {"schema": _one_of({task: refs[task][0] for task in tasks})}
+    json_body: dict = {"schema": _one_of({task: [refs[task][0]] for task in tasks})}
     if examples:
         json_body["examples"] = examples
     defaults = ", ".join(f"{spec.name}: {spec.default_task}" for spec in specs)
@@ -163,14 +191,17 @@ def _operation(specs: list[ModelSpec], refs: dict[str, tuple[dict, dict]], opera
 
 def openapi_document() -> dict:
     """The whole document: /predictions/<model> per served model, /invocations, /ping."""
-    specs = list(MODELS.values())
+    specs = served_models()
     per_task = {task: pair for spec in specs for task, pair in task_models(spec).items()}
     models = [(req, "validation") for req, _ in per_task.values()] + [
-        (ans, "serialization") for _, ans in per_task.values()
+        (ans, "serialization") for _, answers in per_task.values() for ans in answers
     ]
     models += [(ErrorAnswer, "serialization"), (TorchServeError, "serialization"), (PingAnswer, "serialization")]
     keyed, defs = models_json_schema(models, ref_template=REF)
-    refs = {task: (keyed[(req, "validation")], keyed[(ans, "serialization")]) for task, (req, ans) in per_task.items()}
+    refs = {
+        task: (keyed[(req, "validation")], [keyed[(ans, "serialization")] for ans in answers])
+        for task, (req, answers) in per_task.items()
+    }
     paths: dict[str, dict] = {}
     for spec in specs:
         summary = f"Model {spec.name}: " + ", ".join(spec.tasks)

@@ -18,13 +18,12 @@ from typing import Union
 
 from pydantic import TypeAdapter
 
-from gen3d.cli.openapi import openapi_document, task_models
-from gen3d.models import MODELS
+from gen3d.cli.openapi import openapi_document, served_models, task_models
 
 
 def request_schema() -> dict:
     """One schema: a request is any of the tasks' requests, told apart by ``task``."""
-    requests = [request for spec in MODELS.values() for request, _ in task_models(spec).values()]
+    requests = [request for spec in served_models() for request, _ in task_models(spec).values()]
     schema = TypeAdapter(Union[tuple(requests)]).json_schema(mode="validation")  # noqa: UP007 - a runtime union
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "Gen3D request"

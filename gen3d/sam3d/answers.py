@@ -32,19 +32,10 @@ class MeshSize(AnswerModel):
     faces: Count
 
 
-class Generate3dAnswer(Answer):
-    """generate_3d: the files in S3 (``outputs``: keys under <prefix>/3d/<generation_id>/) or inline as base64
-    (``outputs_base64``), the pose, and what the run did."""
+class Generated(AnswerModel):
+    """What one object's generation reports (the whole answer of one object; each entry of a scene)."""
 
-    task: Literal["generate_3d"]
-    generation_id: str = Field(description="names the output folder; pose.json (the manifest) lists its files")
-    preset: str = Field(description="the preset that answered (sam3d-objects, or the demo tiny-cpu-demo)")
-    demo: bool = Field(description="true: random demo weights, the shape means nothing")
-    seed: int
     pose: Pose
-    decode_formats: list[Literal["gaussian", "mesh"]]
-    mesh_postprocess: bool
-    texture_baking: bool
     voxels: Count = Field(description="occupied voxels of the sparse structure")
     steps: Steps
     mesh_extracted: bool | None = Field(description="the mesh decoder found a surface (null: no mesh asked)")
@@ -55,3 +46,66 @@ class Generate3dAnswer(Answer):
     outputs: dict[OutputName, str] | None = Field(None, description="S3 keys of object.ply, object.glb, pose.json")
     output_bucket: str | None = None
     outputs_base64: dict[OutputName, str] | None = Field(None, description="the files inline (no S3 asked)")
+
+
+class Generation3d(AnswerModel):
+    """What every generate_3d answer says about the run."""
+
+    generation_id: str = Field(description="names the output folder; pose.json (the manifest) lists its files")
+    preset: str = Field(description="the preset that answered (sam3d-objects, or the demo tiny-cpu-demo)")
+    demo: bool = Field(description="true: random demo weights, the shape means nothing")
+    seed: int
+    decode_formats: list[Literal["gaussian", "mesh"]]
+    mesh_postprocess: bool
+    texture_baking: bool
+
+
+class Generate3dAnswer(Generated, Generation3d, Answer):
+    """generate_3d of one object (a mask field): the files in S3 (``outputs``: keys under
+    <prefix>/3d/<generation_id>/) or inline as base64 (``outputs_base64``), the pose, and what the run did."""
+
+    task: Literal["generate_3d"]
+
+
+class ObjectTimings(AnswerModel):
+    generate: float = Field(ge=0)
+    stages: dict[str, float] | None = None
+
+
+class ObjectError(AnswerModel):
+    code: int
+    type: str
+    field: str | None = Field(description="masks[i]: the object's mask")
+    message: str
+
+
+class SceneObject(Generated):
+    """One object of a scene: its own answer (or its error; the scene's other objects go on)."""
+
+    index: Count = Field(description="the entry of masks it answers")
+    seed: int = Field(description="the request's seed + index")
+    status: Literal["success"]
+    timings_ms: ObjectTimings
+
+
+class FailedSceneObject(AnswerModel):
+    index: Count
+    seed: int
+    status: Literal["error"]
+    error: ObjectError
+    timings_ms: ObjectTimings
+
+
+SceneOutput = Literal["scene_glb", "scene_ply"]
+
+
+class Generate3dSceneAnswer(Generation3d, Answer):
+    """generate_3d of several objects (``masks``): each object's answer (files under objects/<i>/ unless
+    object_files is false) and scene.glb / scene.ply with every object placed by its pose."""
+
+    task: Literal["generate_3d"]
+    object_files: bool
+    objects: list[SceneObject | FailedSceneObject]
+    outputs: dict[SceneOutput, str] | None = Field(None, description="S3 keys of scene.glb and scene.ply")
+    output_bucket: str | None = None
+    outputs_base64: dict[SceneOutput, str] | None = Field(None, description="the scene's files inline")

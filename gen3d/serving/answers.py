@@ -9,7 +9,7 @@ docs/openapi.json, and the integration tests validate real answers against them.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,8 +34,8 @@ class Answer(AnswerModel):
     model_id: str = Field(description="<model>/<preset>/<checkpoint digest>: the weights that answered")
     session_id: str | None = Field(None, description="echoed from the request")
     user_id: str | None = Field(None, description="echoed from the request")
-    timings_ms: dict[str, Milliseconds | dict[str, Milliseconds]] = Field(
-        description="time per step of this request (the model's steps, and total)"
+    timings_ms: dict[str, Milliseconds | dict[str, Milliseconds] | list[dict[str, Any]]] = Field(
+        description="time per step of this request (the model's steps, and total; a scene's per object)"
     )
 
 

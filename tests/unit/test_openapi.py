@@ -10,7 +10,7 @@ import pytest
 from openapi_spec_validator import validate
 from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 
-from gen3d.cli.openapi import EXAMPLES, openapi_document, task_models
+from gen3d.cli.openapi import EXAMPLES, openapi_document, served_models, task_models
 from gen3d.cli.schema import main, render
 from gen3d.models import MODELS, ModelSpec
 from gen3d.serving.schema import validated
@@ -44,20 +44,29 @@ def test_document_is_valid_openapi_3_1(document):
 
 def test_every_served_model_and_task_is_described(document):
     schemas = document["components"]["schemas"]
-    assert {"/invocations", "/ping"} | {f"/predictions/{name}" for name in MODELS} == set(document["paths"])
-    for spec in MODELS.values():
+    served = served_models()
+    assert {"/invocations", "/ping"} | {f"/predictions/{spec.name}" for spec in served} == set(document["paths"])
+    assert {"sam3", "sam3d"} <= {spec.name for spec in served}
+    for spec in served:
         operation = document["paths"][f"/predictions/{spec.name}"]["post"]
         body = operation["requestBody"]["content"]["application/json"]["schema"]
         answer = operation["responses"]["200"]["content"]["application/json"]["schema"]
-        for task, (request, reply) in task_models(spec).items():
+        for task, (request, replies) in task_models(spec).items():
             refs = [ref["$ref"] for ref in body.get("oneOf", [body])]
             assert f"#/components/schemas/{request.__name__}" in refs, task
             assert schemas[request.__name__]["properties"]["task"]["const"] == task
-            assert f"#/components/schemas/{reply.__name__}" in [r["$ref"] for r in answer.get("oneOf", [answer])]
+            for reply in replies:
+                assert f"#/components/schemas/{reply.__name__}" in [r["$ref"] for r in answer.get("oneOf", [answer])]
         assert {"400", "415", "500", "502", "504", "507"} <= set(operation["responses"])
     invocations = document["paths"]["/invocations"]["post"]
     model_name = next(p for p in invocations["parameters"] if p["name"] == "model_name")
-    assert model_name["schema"]["enum"] == list(MODELS)
+    assert model_name["schema"]["enum"] == [spec.name for spec in served]
+
+
+def test_a_model_without_its_package_is_left_out():
+    """MODELS may name a model before its package lands (its handler imports gen3d.<model>): not served yet."""
+    missing = [spec.name for spec in MODELS.values() if not (REPO / "gen3d" / spec.name).is_dir()]
+    assert [spec.name for spec in served_models()] == [name for name in MODELS if name not in missing]
 
 
 def test_error_answer_names_every_error_type(document):
@@ -68,7 +77,7 @@ def test_error_answer_names_every_error_type(document):
 
 
 def test_examples_are_valid_requests():
-    for spec in MODELS.values():
+    for spec in served_models():
         for task, (request, _) in task_models(spec).items():
             for name, example in EXAMPLES.get(task, {}).items():
                 assert validated(request, json.loads(json.dumps(example))).task == task, name
