@@ -21,6 +21,8 @@ from gen3d.serving.frames import sam3d_glb_to_gltf_scene, sam3d_object_to_pytorc
 from gen3d.serving.masks import rle_from_mask
 from gen3d.serving.schema import RawRequest
 
+pytestmark = pytest.mark.sam3d
+
 REAL = PRESETS["sam3d-objects"]
 
 
