@@ -15,13 +15,13 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from PIL import ImageOps
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from gen3d.errors import InvalidField
 from gen3d.sam3d.types import DECODE_FORMATS, OPTION_RENDERERS, GenerateOptions
 from gen3d.serving.images import opened
 from gen3d.serving.limits import MAX_POLYGON_POINTS, MAX_SEED, MAX_STEPS
-from gen3d.serving.masks import check_mask_size, mask_from_png, mask_from_polygon, mask_from_rle, polygons_of
+from gen3d.serving.masks import CocoRle, check_mask_size, mask_from_png, mask_from_polygon, mask_from_rle, polygons_of
 from gen3d.serving.schema import Envelope, ParsedRequest, S3Key, validated
 from gen3d.serving.storage import S3Location, check_key
 
@@ -32,15 +32,6 @@ LAYOUT_UNAVAILABLE = (
     "(layout_post_optimization_method is None; upstream issues #63, #97, #117)"
 )
 Steps = Annotated[int, Field(ge=1, le=MAX_STEPS)]
-
-
-class CocoRle(BaseModel):
-    """A COCO run-length encoding, as segment returns masks (pycocotools reads it)."""
-
-    model_config = ConfigDict(strict=True)
-
-    size: list[Annotated[int, Field(gt=0)]] = Field(min_length=2, max_length=2, description="[height, width]")
-    counts: str | list[Annotated[int, Field(ge=0)]] = Field(description="compressed string or uncompressed runs")
 
 
 class Generate3dRequest(Envelope):

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import io
+from typing import Annotated
 
 import numpy as np
 from PIL import Image, ImageDraw
 from pycocotools import mask as coco_mask
+from pydantic import BaseModel, ConfigDict, Field
 
 from gen3d.errors import InvalidField
 from gen3d.serving.images import opened
+
+
+class CocoRle(BaseModel):
+    """A COCO run-length encoding, as segment returns masks (pycocotools reads it)."""
+
+    model_config = ConfigDict(strict=True)
+
+    size: list[Annotated[int, Field(gt=0)]] = Field(min_length=2, max_length=2, description="[height, width]")
+    counts: str | list[Annotated[int, Field(ge=0)]] = Field(description="compressed string or uncompressed runs")
 
 
 def rle_from_mask(mask: np.ndarray) -> dict:
