@@ -141,13 +141,15 @@ def decode_masks(model: GenerateBodyRequest, pngs: list[bytes | None], size: tup
     """Bool HxW masks of the picture's ``size`` (h, w), each checked for size before it is decoded, none empty."""
     masks = []
     for i, (mask, png) in enumerate(zip(model.masks or [], pngs, strict=True)):
-        field = f"masks entry {i}"
-        if mask.s3_key is not None:
-            decoded = mask_from_png(png or b"", size, field)
-        elif mask.rle is not None:
-            decoded = mask_from_rle(mask.rle.model_dump(), size, field)
-        else:
-            decoded = mask_from_polygon(mask.polygon, size, field)
+        try:
+            if mask.s3_key is not None:
+                decoded = mask_from_png(png or b"", size, "masks")
+            elif mask.rle is not None:
+                decoded = mask_from_rle(mask.rle.model_dump(), size, "masks")
+            else:
+                decoded = mask_from_polygon(mask.polygon, size, "masks")
+        except InvalidField as err:
+            raise InvalidField("masks", f"entry {i}: {err.message}") from None
         check_mask_size("masks", decoded.shape, size)
         if not decoded.any():
             raise InvalidField("masks", f"entry {i} is empty: it must select the person (at least one pixel)")
