@@ -51,7 +51,11 @@ LIMITS: list[tuple[str, str, str]] = [
     ("`ss_steps`, `slat_steps`", f"1-{MAX_STEPS}", "generate_3d"),
     ("`seed`", f"0-{MAX_SEED}", "generate_3d"),
     ("`boxes`, `masks`", f"{MAX_PEOPLE} people", "generate_body; boxes inside the image, masks of its size"),
-    ("inline generate_3d files", f"{INLINE_OUTPUT_BYTES // 2**20} MiB", "above: 413 asking for `output_bucket`"),
+    (
+        "inline generate_3d, generate_body files",
+        f"{INLINE_OUTPUT_BYTES // 2**20} MiB",
+        "above: 413 asking for `output_bucket`",
+    ),
     ("response", f"{MAX_RESPONSE_BYTES // 2**20} MiB", "TorchServe's max_response_size"),
 ]
 
