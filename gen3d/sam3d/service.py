@@ -8,7 +8,6 @@ released after every batch, so the next request starts from the same state.
 
 from __future__ import annotations
 
-import base64
 import gc
 import logging
 import time
@@ -19,15 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gen3d.errors import ServingError, TooLarge
+from gen3d.errors import ServingError
 from gen3d.models import SAM3D
 from gen3d.sam3d.loading import LoadedSam3d, load_sam3d
 from gen3d.sam3d.outputs import CONTENT_TYPES, FILE_NAMES, encode_generation
 from gen3d.sam3d.request import decode_mask, generate_options, generate_request, mask_source
 from gen3d.sam3d.types import GenerateOptions, Generation
 from gen3d.serving.images import decode_image
-from gen3d.serving.limits import INLINE_OUTPUT_BYTES
-from gen3d.serving.schema import ParsedRequest, require_image
+from gen3d.serving.schema import require_image
 from gen3d.serving.service import Job, MetricSink, ModelService, elapsed_ms, no_metrics
 from gen3d.serving.storage import S3Store, prefix_template
 
@@ -42,11 +40,6 @@ class Sam3dJob(Job):
     image: np.ndarray | None = None
     mask: np.ndarray | None = None
     generation: Generation | None = None
-
-
-def writes_s3(req: ParsedRequest) -> bool:
-    """Outputs go to S3 when the image came from S3 or an ``output_bucket`` is given."""
-    return req.came_by_s3 or req.get("output_bucket") is not None
 
 
 class Sam3dService(ModelService[Sam3dJob]):
@@ -92,7 +85,7 @@ class Sam3dService(ModelService[Sam3dJob]):
         req = job.request
         model = generate_request(req)
         job.options = generate_options(model, self.loaded.generator.renderers)
-        if writes_s3(req):
+        if req.writes_s3:
             self.output_prefix(req)
         source = require_image(req)
         masks = mask_source(req, model)
@@ -147,7 +140,7 @@ class Sam3dService(ModelService[Sam3dJob]):
             **gen.info,
             **encoded.summary,
         }
-        if writes_s3(req):
+        if req.writes_s3:
             started = time.perf_counter()
             locations = {
                 name: self.output_location(req, f"3d/{generation_id}/{FILE_NAMES[name]}") for name in encoded.files
@@ -170,13 +163,6 @@ class Sam3dService(ModelService[Sam3dJob]):
             fields.update(outputs={name: loc.key for name, loc in locations.items()}, output_bucket=bucket)
             job.timings_ms["write"] = elapsed_ms(started)
         else:
-            total = sum(len(data) for data in encoded.files.values())
-            if total > INLINE_OUTPUT_BYTES:
-                raise TooLarge(
-                    "output_bucket",
-                    f"outputs are {total / 1e6:.1f} MB, above the {INLINE_OUTPUT_BYTES / 1e6:.1f} MB inline limit; "
-                    "give output_bucket, user_id and session_id to have them written to S3",
-                )
-            fields["outputs_base64"] = {name: base64.b64encode(data).decode() for name, data in encoded.files.items()}
+            fields["outputs_base64"] = self.inline_outputs(encoded.files)
         job.timings_ms["stages"] = gen.stages_ms
         return fields

@@ -8,7 +8,6 @@ everyone, to S3 under the request's prefix, or returns them inline when small.
 
 from __future__ import annotations
 
-import base64
 import gc
 import time
 import uuid
@@ -18,15 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gen3d.errors import TooLarge
 from gen3d.models import SAM3D_BODY
 from gen3d.sam3d_body import compat
 from gen3d.sam3d_body.loading import LoadedBody, load_body
 from gen3d.sam3d_body.outputs import CONTENT_TYPES, encode_person, people_glb
 from gen3d.sam3d_body.request import People, body_request, decode_masks, mask_locations, people_of
 from gen3d.serving.images import decode_image
-from gen3d.serving.limits import INLINE_OUTPUT_BYTES
-from gen3d.serving.schema import ParsedRequest, require_image
+from gen3d.serving.schema import require_image
 from gen3d.serving.service import Job, MetricSink, ModelService, elapsed_ms, no_metrics
 from gen3d.serving.storage import S3Store, prefix_template
 
@@ -39,11 +36,6 @@ class BodyJob(Job):
     people: People | None = None
     inference_type: str = "full"
     outputs: list[dict] | None = None
-
-
-def writes_s3(req: ParsedRequest) -> bool:
-    """Outputs go to S3 when the image came from S3 or an ``output_bucket`` is given."""
-    return req.came_by_s3 or req.get("output_bucket") is not None
 
 
 class BodyService(ModelService[BodyJob]):
@@ -81,7 +73,7 @@ class BodyService(ModelService[BodyJob]):
     def decode(self, job: BodyJob) -> None:
         req = job.request
         model = body_request(req)
-        if writes_s3(req):
+        if req.writes_s3:
             self.output_prefix(req)
         source = require_image(req)
         picture = decode_image(self.fetch(source.field, source.s3, source.inline), source.field)
@@ -131,7 +123,7 @@ class BodyService(ModelService[BodyJob]):
             "keypoint_names": list(loaded.keypoint_names),
             "people": [p.fields for p in people],
         }
-        if writes_s3(req):
+        if req.writes_s3:
             started = time.perf_counter()
             locations = {name: self.output_location(req, f"body/{generation_id}/{name}") for name in files}
             s3_meta = {"model-id": loaded.model_id, "preset": loaded.preset.name}
@@ -146,15 +138,7 @@ class BodyService(ModelService[BodyJob]):
             fields["output_bucket"] = locations["people.glb"].bucket
             job.timings_ms["write"] = elapsed_ms(started)
         else:
-            total = sum(len(data) for data in files.values())
-            if total > INLINE_OUTPUT_BYTES:
-                raise TooLarge(
-                    "output_bucket",
-                    f"outputs are {total / 1e6:.1f} MB, above the {INLINE_OUTPUT_BYTES / 1e6:.1f} MB inline limit; "
-                    "give output_bucket, user_id and session_id to have them written to S3",
-                )
-            encoded = {name: base64.b64encode(data).decode() for name, data in files.items()}
-            self._attach(fields, people, encoded, "outputs_base64")
+            self._attach(fields, people, self.inline_outputs(files), "outputs_base64")
         return fields
 
     @staticmethod
