@@ -2,34 +2,34 @@
 turning its people into pixel boxes and masks of the decoded picture.
 
 People are given as ``boxes`` (``[[x0, y0, x1, y1], ...]`` pixels of the upright picture) and/or ``masks`` (each
-an object with exactly one of ``s3_key`` (a PNG in ``bucket``), ``rle`` (COCO RLE) or ``polygon``, as generate_3d's
-mask fields). Upstream conditions a mask on its box: a mask without a box gets its tight box. With both, the lists
-pair up in order. The camera is ``focal_length`` (pixels, principal point at the picture's centre) or ``cam_int``
-(3x3 intrinsics); without either, upstream's default (focal length = the picture's diagonal).
+an object with exactly one of ``mask_s3_key`` (a PNG in ``bucket``), ``mask_rle`` (COCO RLE) or ``mask_polygon``:
+generate_3d's mask objects). Upstream conditions a mask on its box: a mask without a box gets its tight box. With
+both, the lists pair up in order. The camera is ``focal_length`` (pixels, principal point at the picture's
+centre) or ``cam_int`` (3x3 intrinsics); without either, upstream's default (focal length = the picture's diagonal).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from gen3d.errors import InvalidField
 from gen3d.serving.limits import MAX_FOCAL_PIXELS, MAX_PEOPLE, MAX_POLYGON_POINTS
 from gen3d.serving.masks import (
-    CocoRle,
+    MASK_FIELDS,
+    MaskFields,
     box_of,
     check_mask_size,
     mask_from_png,
     mask_from_polygon,
     mask_from_rle,
-    polygons_of,
 )
-from gen3d.serving.schema import Envelope, ParsedRequest, S3Key, validated
-from gen3d.serving.storage import S3Location, check_key
+from gen3d.serving.schema import Envelope, ParsedRequest, validated
+from gen3d.serving.storage import S3Location
 
 Coordinate = Annotated[float, Field(allow_inf_nan=False)]
 INFERENCE_TYPES = ("full", "body")
@@ -39,22 +39,16 @@ HAND_UNAVAILABLE = (
 )
 
 
-class PersonMask(BaseModel):
-    """One person's mask: exactly one of ``s3_key``, ``rle`` or ``polygon``."""
+class PersonMask(MaskFields):
+    """One person's mask: exactly one of ``mask_s3_key``, ``mask_rle`` or ``mask_polygon`` (generate_3d's mask
+    objects)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    s3_key: S3Key | None = Field(None, description="a PNG in bucket (non-zero or alpha = the person)")
-    rle: CocoRle | None = Field(None, description="COCO RLE, e.g. a segment result's rle")
-    polygon: list[Any] | None = Field(None, description="[[x, y], ...] pixels, or a list of such polygons")
+    model_config = ConfigDict(strict=True, extra="forbid")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> PersonMask:
-        given = [name for name in ("s3_key", "rle", "polygon") if getattr(self, name) is not None]
-        if len(given) != 1:
-            raise ValueError(f"give exactly one of s3_key, rle or polygon (got {given or 'none'})")
-        if self.s3_key is not None:
-            check_key(self.s3_key, "masks")
+        if len(self.given()) != 1:
+            raise ValueError(f"give exactly one of {list(MASK_FIELDS)} (got {self.given() or 'none'})")
         return self
 
 
@@ -109,11 +103,7 @@ class GenerateBodyRequest(Envelope):
             raise InvalidField("masks", f"{len(self.masks)} masks for {len(self.boxes)} boxes: they pair up in order")
         if self.focal_length is not None and self.cam_int is not None:
             raise InvalidField("cam_int", "give focal_length or cam_int, not both")
-        points = 0
-        for mask in self.masks or []:
-            for polygon in polygons_of(mask.polygon) if mask.polygon is not None else []:
-                points += len(polygon) if isinstance(polygon, list) else 1
-        if points > MAX_POLYGON_POINTS:
+        if sum(mask.polygon_points() for mask in self.masks or []) > MAX_POLYGON_POINTS:
             raise InvalidField("masks", f"at most {MAX_POLYGON_POINTS} polygon points in all")
         return self
 
@@ -131,10 +121,10 @@ def body_request(req: ParsedRequest) -> GenerateBodyRequest:
 
 
 def mask_locations(model: GenerateBodyRequest) -> list[S3Location | None]:
-    """The S3 object of each mask given by ``s3_key`` (``None`` for the others)."""
-    if any(mask.s3_key is not None for mask in model.masks or []) and model.bucket is None:
-        raise InvalidField("bucket", "required with a mask's s3_key")
-    return [S3Location(model.bucket, m.s3_key) if m.s3_key else None for m in model.masks or []]
+    """The S3 object of each mask given by ``mask_s3_key`` (``None`` for the others)."""
+    if any(mask.mask_s3_key is not None for mask in model.masks or []) and model.bucket is None:
+        raise InvalidField("bucket", "required with a mask's mask_s3_key")
+    return [S3Location(model.bucket, m.mask_s3_key) if m.mask_s3_key else None for m in model.masks or []]
 
 
 def decode_masks(model: GenerateBodyRequest, pngs: list[bytes | None], size: tuple[int, int]) -> list[np.ndarray]:
@@ -142,12 +132,12 @@ def decode_masks(model: GenerateBodyRequest, pngs: list[bytes | None], size: tup
     masks = []
     for i, (mask, png) in enumerate(zip(model.masks or [], pngs, strict=True)):
         try:
-            if mask.s3_key is not None:
+            if mask.mask_s3_key is not None:
                 decoded = mask_from_png(png or b"", size, "masks")
-            elif mask.rle is not None:
-                decoded = mask_from_rle(mask.rle.model_dump(), size, "masks")
+            elif mask.mask_rle is not None:
+                decoded = mask_from_rle(mask.mask_rle.model_dump(), size, "masks")
             else:
-                decoded = mask_from_polygon(mask.polygon, size, "masks")
+                decoded = mask_from_polygon(mask.mask_polygon, size, "masks")
         except InvalidField as err:
             raise InvalidField("masks", f"entry {i}: {err.message}") from None
         check_mask_size("masks", decoded.shape, size)

@@ -236,6 +236,44 @@ def test_make_3d_person_shows_the_mesh_and_its_keypoints(page, torchserve, tmp_p
     screenshot(page, "demo-page-person.png", tmp_path)
 
 
+def test_kept_masks_make_a_3d_scene_with_every_object_placed(page, tmp_path):
+    open_sample(page)
+    for x, y in ((150, 220), (295, 200), (390, 220)):  # the ball, the mug, the box
+        click_image(page, x, y)
+        page.click("#keep")
+    kept = page.evaluate("window.gen3d.state.kept.map(k => k.mask.reduce((a, v) => a + v, 0))")
+    assert len(kept) == 3 and all(kept) and page.locator("#kept li").count() == 3
+    assert page.evaluate("window.gen3d.state.points.length") == 0  # each kept mask clears the prompts
+    page.click("#make-scene")
+    page.wait_for_function("window.gen3d.scene || window.gen3d.error", timeout=300_000)
+    assert page.evaluate("window.gen3d.error") is None
+    answer = page.evaluate(
+        "({objects: window.gen3d.scene.objects, outputs: Object.keys(window.gen3d.scene.outputs_base64)})"
+    )
+    assert [o["status"] for o in answer["objects"]] == ["success"] * 3 and answer["outputs"] == [
+        "scene_glb",
+        "scene_ply",
+    ]
+    placed = page.evaluate(
+        """() => [0, 1, 2].map(i => window.gen3d.viewer.object.getObjectByName(`object_${i}`)).map(n => ({
+            vertices: n.geometry.attributes.position.count,
+            moved: !n.matrix.equals(new n.matrix.constructor()),
+        }))"""
+    )
+    assert [p["vertices"] for p in placed] == [o["mesh"]["vertices"] for o in answer["objects"]]
+    assert all(p["moved"] for p in placed)  # each node carries its object's placement
+    exported = page.evaluate("window.gen3d.viewer.nodeGlb('object_0').then(b => Array.from(new Uint8Array(b, 0, 4)))")
+    assert bytes(exported) == b"glTF"  # the object's own GLB, for its download link
+    assert page.evaluate("window.gen3d.viewer.vertices") == sum(o["mesh"]["vertices"] for o in answer["objects"])
+    names = [a.get_attribute("download") for a in page.locator("#downloads a").all()]
+    assert names == ["scene.glb", "scene.ply"] + [f"object-{i}{s}" for i in range(3) for s in (".glb", "-pose.json")]
+    assert "3 of 3 objects placed" in page.inner_text("#gen-status")
+    shot = np.asarray(Image.open(screenshot(page.locator("#viewer"), "demo-page-scene-viewer.png", tmp_path)))
+    background = np.array([0x20, 0x24, 0x2B])
+    assert (np.abs(shot[..., :3].astype(int) - background).sum(axis=2) > 30).mean() > 0.01
+    screenshot(page, "demo-page-scene.png", tmp_path)
+
+
 def center(box: dict) -> tuple[float, float]:
     return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
 

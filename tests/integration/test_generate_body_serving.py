@@ -117,7 +117,7 @@ def test_people_glb_places_everyone(two_people):
 def test_a_mask_alone_gives_its_tight_box_and_full_inference_adds_hands(torchserve):
     mask = np.zeros((H, W), dtype=bool)
     mask[30:90, 40:75] = True
-    body = answer(torchserve, inline(masks=[{"rle": rle_from_mask(mask)}]))
+    body = answer(torchserve, inline(masks=[{"mask_rle": rle_from_mask(mask)}]))
     [person] = body["people"]
     assert person["box"] == box_of(mask) == [40.0, 30.0, 75.0, 90.0]
     assert body["inference_type"] == "full" and set(person["hand_boxes"]) == {"left", "right"}
@@ -144,8 +144,8 @@ def test_outputs_go_to_s3_under_the_request_prefix(torchserve, s3):
         ({"boxes": [[5, 5, 1, 1]]}, "boxes", "x0 < x1"),
         ({"boxes": [[1, 2, 3]]}, "boxes", "[x0, y0, x1, y1]"),
         ({"boxes": [BOXES[0]] * 9}, "boxes", "at most 8"),
-        ({"boxes": BOXES, "masks": [{"polygon": [[1, 1], [9, 1], [9, 9]]}]}, "masks", "pair up"),
-        ({"masks": [{"rle": {"size": [H + 1, W], "counts": "0"}}]}, "masks", "image is"),
+        ({"boxes": BOXES, "masks": [{"mask_polygon": [[1, 1], [9, 1], [9, 9]]}]}, "masks", "pair up"),
+        ({"masks": [{"mask_rle": {"size": [H + 1, W], "counts": "0"}}]}, "masks", "image is"),
         ({"boxes": BOXES, "cam_int": [[1, 0, 0], [0, 1, 0]]}, "cam_int", "3x3"),
         ({"boxes": BOXES, "focal_length": -3}, "focal_length", "greater than 0"),
         ({"boxes": BOXES, "inference_type": "hand"}, "inference_type", "not served"),

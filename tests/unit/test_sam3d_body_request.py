@@ -40,13 +40,13 @@ def test_no_box_and_no_mask_is_400_naming_boxes():
         ({"boxes": [[0, 0, "a", 1]]}, "boxes"),
         ({"boxes": [[0, 0, 1, 1]] * 9}, "boxes"),
         ({"boxes": []}, "boxes"),
-        ({"boxes": [[0, 0, 1, 1]], "masks": [{"polygon": [[1, 1], [5, 1], [5, 5]]}] * 2}, "masks"),
-        ({"masks": [{"polygon": [[1, 1], [5, 1], [5, 5]], "rle": {"size": [60, 80], "counts": [4800]}}]}, "masks"),
+        ({"boxes": [[0, 0, 1, 1]], "masks": [{"mask_polygon": [[1, 1], [5, 1], [5, 5]]}] * 2}, "masks"),
+        ({"masks": [{"mask_polygon": [[1, 1], [5, 1], [5, 5]], "mask_rle": {"size": [6, 8], "counts": [9]}}]}, "masks"),
         ({"masks": [{}]}, "masks"),
-        ({"masks": [{"rle": {"size": [60, 80], "counts": [4800]}}]}, "masks"),  # empty
-        ({"masks": [{"rle": {"size": [61, 80], "counts": [4880]}}]}, "masks"),  # not the picture's size
-        ({"masks": [{"polygon": [[1, 1], [5, 1], [5, 5]], "oops": 1}]}, "masks"),
-        ({"masks": [{"polygon": [[0, 0]] * 100_001}]}, "masks"),
+        ({"masks": [{"mask_rle": {"size": [60, 80], "counts": [4800]}}]}, "masks"),  # empty
+        ({"masks": [{"mask_rle": {"size": [61, 80], "counts": [4880]}}]}, "masks"),  # not the picture's size
+        ({"masks": [{"mask_polygon": [[1, 1], [5, 1], [5, 5]], "rle": 1}]}, "masks"),
+        ({"masks": [{"mask_polygon": [[0, 0]] * 100_001}]}, "masks"),
         ({"boxes": [[0, 0, 1, 1]], "focal_length": 0}, "focal_length"),
         ({"boxes": [[0, 0, 1, 1]], "focal_length": 1e7}, "focal_length"),
         ({"boxes": [[0, 0, 1, 1]], "focal_length": 100, "cam_int": [[1, 0, 1], [0, 1, 1], [0, 0, 1]]}, "cam_int"),
@@ -64,7 +64,7 @@ def test_bad_people_and_cameras_name_their_field(fields, field):
 def test_a_mask_alone_gets_its_tight_box_and_pairs_keep_their_order():
     mask = np.zeros(SIZE, dtype=bool)
     mask[10:20, 30:45] = True
-    m = model(masks=[{"rle": rle_from_mask(mask)}, {"polygon": [[2, 2], [12, 2], [12, 8], [2, 8]]}])
+    m = model(masks=[{"mask_rle": rle_from_mask(mask)}, {"mask_polygon": [[2, 2], [12, 2], [12, 8], [2, 8]]}])
     people = people_of(m, decode_masks(m, [None, None], SIZE), SIZE)
     assert people.boxes.tolist()[0] == [30, 10, 45, 20]
     assert people.masks.shape == (2, *SIZE) and people.masks.dtype == np.uint8
@@ -83,9 +83,9 @@ def test_the_camera_is_the_focal_length_at_the_centre_or_cam_int_or_upstreams_de
 
 def test_a_mask_in_s3_needs_the_bucket():
     with pytest.raises(InvalidField) as err:
-        mask_locations(model(masks=[{"s3_key": "m.png"}]))
+        mask_locations(model(masks=[{"mask_s3_key": "m.png"}]))
     assert err.value.field == "bucket"
-    [location] = mask_locations(model(masks=[{"s3_key": "m.png"}], bucket="gen3d-data-bucket"))
+    [location] = mask_locations(model(masks=[{"mask_s3_key": "m.png"}], bucket="gen3d-data-bucket"))
     assert (location.bucket, location.key) == ("gen3d-data-bucket", "m.png")
 
 

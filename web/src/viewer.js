@@ -2,6 +2,7 @@
 import * as THREE from "three";
 import { OrbitControls } from "three/addons/controls/OrbitControls.js";
 import { RoomEnvironment } from "three/addons/environments/RoomEnvironment.js";
+import { GLTFExporter } from "three/addons/exporters/GLTFExporter.js";
 import { GLTFLoader } from "three/addons/loaders/GLTFLoader.js";
 
 export class Viewer {
@@ -75,5 +76,17 @@ export class Viewer {
     this.controls.target.set(0, 0, 0);
     this.controls.update();
     this.render();
+  }
+
+  /** The mesh of the shown GLB's node ``name`` as a GLB of its own, in the node's own frame (its placement left
+   * out): a scene's object as its object GLB has it. */
+  async nodeGlb(name) {
+    const node = this.object?.getObjectByName(name);
+    if (!node) return null;
+    const copy = node.clone();
+    copy.position.set(0, 0, 0);
+    copy.quaternion.identity();
+    copy.scale.set(1, 1, 1);
+    return new GLTFExporter().parseAsync(copy, { binary: true });
   }
 }
