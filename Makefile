@@ -8,7 +8,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 REQUIREMENTS := requirements.txt requirements-dev.txt requirements-sam3d-cpu.txt requirements-page.txt
 STAMP := $(VENV)/.installed-$(shell cat $(REQUIREMENTS) pyproject.toml | sha1sum | cut -c1-12)
-# Real checkpoints: `make serve SAM3_CHECKPOINT=/models/sam3.pt SAM3D_PIPELINE_DIR=/models/sam3d/hf`.
+# Real checkpoints: `make serve SAM3_CHECKPOINT=/models/sam3.pt SAM3D_PIPELINE_DIR=/models/sam3d/hf`;
+# SAM 3D Body: SAM3D_BODY_CHECKPOINT=/models/sam-3d-body-vith/model.ckpt (model_config.yaml and assets/mhr_model.pt
+# beside it; SAM3D_BODY_PRESET=sam3d-body-dinov3 for the DINOv3 download, with DINOv3's code staged as dinov3/).
 # Without them, demo archives (random weights; sam3d's demo preset tiny-cpu-demo runs on the CPU).
 SAM3_CHECKPOINT ?=
 SAM3D_PIPELINE_DIR ?=
@@ -125,6 +127,8 @@ setup: java $(STAMP)
 archives: setup
 	$(BIN)/gen3d-build-archives sam3 $(if $(SAM3_CHECKPOINT),--checkpoint $(SAM3_CHECKPOINT)) $(if $(ALLOW_CPU),--allow-cpu)
 	$(BIN)/gen3d-build-archives sam3d $(if $(SAM3D_PIPELINE_DIR),--pipeline-dir $(SAM3D_PIPELINE_DIR))
+	$(BIN)/gen3d-build-archives sam3d_body $(if $(SAM3D_BODY_CHECKPOINT),--checkpoint $(SAM3D_BODY_CHECKPOINT)) \
+	  $(if $(SAM3D_BODY_PRESET),--preset $(SAM3D_BODY_PRESET))
 
 serve: archives web
 	PATH=$(CURDIR)/$(BIN):$$PATH GEN3D_ALLOWED_BUCKETS=$(BUCKETS) $(BIN)/gen3d-serve-local
@@ -221,4 +225,4 @@ gpu-check-wheels: setup
 	@ls .whl && du -sh .whl
 
 clean:
-	rm -rf build model-store/*.mar model-store/sam3 model-store/sam3d logs web/node_modules
+	rm -rf build model-store/*.mar model-store/sam3 model-store/sam3d model-store/sam3d_body logs web/node_modules

@@ -68,6 +68,15 @@ EXAMPLES: dict[str, dict[str, dict]] = {
             "decode_formats": ["gaussian"],
         },
     },
+    "generate_body": {
+        "boxes": {"task": "generate_body", "image_base64": EXAMPLE_PNG, "boxes": [[8, 4, 40, 30]]},
+        "mask": {
+            "task": "generate_body",
+            "image_base64": EXAMPLE_PNG,
+            "masks": [{"mask_polygon": [[12, 6], [36, 6], [36, 28], [12, 28]]}],
+            "focal_length": 60.0,
+        },
+    },
 }
 
 

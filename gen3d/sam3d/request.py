@@ -11,65 +11,34 @@ array of the image's size; an empty one is refused.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from PIL import ImageOps
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gen3d.errors import InvalidField
 from gen3d.sam3d.types import DECODE_FORMATS, OPTION_RENDERERS, GenerateOptions
 from gen3d.serving.images import opened
 from gen3d.serving.limits import MAX_POLYGON_POINTS, MAX_SEED, MAX_STEPS, SCENE_OBJECTS_CAP
 from gen3d.serving.masks import (
+    MASK_FIELDS,
+    MaskFields,
     box_of,
     check_mask_size,
     mask_from_png,
     mask_from_polygon,
     mask_from_rle,
-    polygons_of,
 )
-from gen3d.serving.schema import Envelope, ParsedRequest, S3Key, invalid_field, validated
-from gen3d.serving.storage import S3Location, check_key
+from gen3d.serving.schema import Envelope, ParsedRequest, invalid_field, validated
+from gen3d.serving.storage import S3Location
 
-MASK_FIELDS = ("mask_s3_key", "mask_rle", "mask_polygon")
 DEFAULT_SEED = 42  # upstream's demo.py seed
 LAYOUT_UNAVAILABLE = (
     "not available: sam-3d-objects at the pinned commit wires no layout post-optimisation "
     "(layout_post_optimization_method is None; upstream issues #63, #97, #117)"
 )
 Steps = Annotated[int, Field(ge=1, le=MAX_STEPS)]
-
-
-class CocoRle(BaseModel):
-    """A COCO run-length encoding, as segment returns masks (pycocotools reads it)."""
-
-    model_config = ConfigDict(strict=True)
-
-    size: list[Annotated[int, Field(gt=0)]] = Field(min_length=2, max_length=2, description="[height, width]")
-    counts: str | list[Annotated[int, Field(ge=0)]] = Field(description="compressed string or uncompressed runs")
-
-
-class MaskFields(BaseModel):
-    """One object's mask: exactly one of the three fields (checked by the request)."""
-
-    model_config = ConfigDict(strict=True)
-
-    mask_s3_key: S3Key | None = Field(None, description="the mask as a PNG in bucket (non-zero or alpha = object)")
-    mask_rle: CocoRle | None = Field(None, description="the mask as COCO RLE (e.g. a segment result's rle)")
-    mask_polygon: list[Any] | None = Field(None, description="[[x, y], ...] pixels, or a list of such polygons")
-
-    @field_validator("mask_s3_key")
-    @classmethod
-    def _mask_key(cls, value: str | None) -> str | None:
-        return value if value is None else check_key(value, "mask_s3_key")
-
-    def given(self) -> list[str]:
-        return [name for name in MASK_FIELDS if getattr(self, name) is not None]
-
-    def polygon_points(self) -> int:
-        polygons = polygons_of(self.mask_polygon) if self.mask_polygon is not None else []
-        return sum(len(p) if isinstance(p, list) else 1 for p in polygons)
 
 
 class SceneMask(MaskFields):

@@ -8,7 +8,6 @@ released after every batch, so the next request starts from the same state.
 
 from __future__ import annotations
 
-import base64
 import gc
 import logging
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gen3d.errors import ServingError, TooLarge
+from gen3d.errors import ServingError
 from gen3d.models import SAM3D
 from gen3d.sam3d.loading import LoadedSam3d, load_sam3d
 from gen3d.sam3d.outputs import CONTENT_TYPES, FILE_NAMES, encode_generation
@@ -27,10 +26,9 @@ from gen3d.sam3d.request import decode_mask, generate_options, generate_request,
 from gen3d.sam3d.scene import PlacedObject, SceneLimits, scene_glb, scene_limits, scene_ply
 from gen3d.sam3d.types import GenerateOptions, Generation
 from gen3d.serving.images import decode_image
-from gen3d.serving.limits import INLINE_OUTPUT_BYTES
 from gen3d.serving.replies import Reply
 from gen3d.serving.request_log import in_request
-from gen3d.serving.schema import ParsedRequest, require_image
+from gen3d.serving.schema import require_image
 from gen3d.serving.service import Job, MetricSink, ModelService, elapsed_ms, no_metrics
 from gen3d.serving.storage import S3Store, prefix_template
 
@@ -59,11 +57,6 @@ class SceneObject:
     generate_ms: float
     generation: Generation | None = None
     error: dict | None = None
-
-
-def writes_s3(req: ParsedRequest) -> bool:
-    """Outputs go to S3 when the image came from S3 or an ``output_bucket`` is given."""
-    return req.came_by_s3 or req.get("output_bucket") is not None
 
 
 class Sam3dService(ModelService[Sam3dJob]):
@@ -126,7 +119,7 @@ class Sam3dService(ModelService[Sam3dJob]):
         req = job.request
         model = generate_request(req)
         job.options = generate_options(model, self.loaded.generator.renderers)
-        if writes_s3(req):
+        if req.writes_s3:
             self.output_prefix(req)
         source = require_image(req)
         if model.masks is not None:  # a scene: every mask is checked before any is fetched or the image read
@@ -296,15 +289,8 @@ class Sam3dService(ModelService[Sam3dJob]):
         others, and returns their keys; or returns them as base64 when the request writes no S3 and they fit the
         inline limit (413 otherwise)."""
         req, loaded = job.request, self.loaded
-        if not writes_s3(req):
-            total = sum(len(data) for data in files.values())
-            if total > INLINE_OUTPUT_BYTES:
-                raise TooLarge(
-                    "output_bucket",
-                    f"outputs are {total / 1e6:.1f} MB, above the {INLINE_OUTPUT_BYTES / 1e6:.1f} MB inline limit; "
-                    "give output_bucket, user_id and session_id to have them written to S3",
-                )
-            return {"base64": {path: base64.b64encode(data).decode() for path, data in files.items()}}
+        if not req.writes_s3:
+            return {"base64": self.inline_outputs(files)}
         started = time.perf_counter()
         locations = {path: self.output_location(req, f"3d/{generation_id}/{path}") for path in files}
         s3_meta = {"model-id": loaded.model_id, "preset": loaded.preset.name}

@@ -86,3 +86,10 @@ def sam3d_glb_to_gltf_scene(rotation_wxyz: list[float], translation: list[float]
     glb_to_object = homogeneous(SAM3D_OBJECT_TO_GLB.T)
     camera_to_gltf = homogeneous(PYTORCH3D_CAMERA_TO_GLTF)
     return camera_to_gltf @ sam3d_object_to_pytorch3d_camera(rotation_wxyz, translation, scale) @ glb_to_object
+
+
+def opencv_camera_to_gltf(points: np.ndarray) -> np.ndarray:
+    """Points (..., 3) in an OpenCV camera frame (SAM 3D Body's vertices plus its camera translation) in the glTF
+    frame: ``(x, y, z) -> (x, -y, -z)``, row vectors times :data:`OPENCV_CAMERA_TO_GLTF` (a half turn about x, so
+    triangle winding, and with it the faces' outward side, is kept)."""
+    return np.asarray(points, dtype=np.float64) @ OPENCV_CAMERA_TO_GLTF

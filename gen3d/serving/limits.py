@@ -22,6 +22,8 @@ MAX_STEPS = 200  # ss_steps, slat_steps
 MAX_SEED = 2**63 - 1
 SCENE_OBJECTS = 32  # generate_3d's masks per request by default (model-config.yaml handler.max_scene_objects)
 SCENE_OBJECTS_CAP = 256  # the most handler.max_scene_objects may allow (the request schema's bound)
+MAX_PEOPLE = 8  # generate_body: boxes/masks per request (full inference runs the decoders three times each)
+MAX_FOCAL_PIXELS = 1e6  # generate_body: focal_length and cam_int entries
 INLINE_OUTPUT_BYTES = 16 * 1024 * 1024  # generate_3d files returned inline; above, they must go to S3
 MAX_RESPONSE_BYTES = 200 * 1024 * 1024  # TorchServe's max_response_size (config.properties)
 
@@ -56,7 +58,12 @@ LIMITS: list[tuple[str, str, str]] = [
     ),
     ("`ss_steps`, `slat_steps`", f"1-{MAX_STEPS}", "generate_3d"),
     ("`seed`", f"0-{MAX_SEED}", "generate_3d"),
-    ("inline generate_3d files", f"{INLINE_OUTPUT_BYTES // 2**20} MiB", "above: 413 asking for `output_bucket`"),
+    ("`boxes`, `masks`", f"{MAX_PEOPLE} people", "generate_body; boxes inside the image, masks of its size"),
+    (
+        "inline generate_3d, generate_body files",
+        f"{INLINE_OUTPUT_BYTES // 2**20} MiB",
+        "above: 413 asking for `output_bucket`",
+    ),
     ("response", f"{MAX_RESPONSE_BYTES // 2**20} MiB", "TorchServe's max_response_size"),
 ]
 

@@ -219,6 +219,23 @@ def test_click_masks_equal_the_servers_and_make_3d_draws_the_mesh(page, torchser
     screenshot(page, "demo-page-3d.png", tmp_path)
 
 
+@pytest.mark.sam3d_body
+def test_make_3d_person_shows_the_mesh_and_its_keypoints(page, torchserve, tmp_path):
+    open_sample(page)
+    click_image(page, 150, 220)
+    drawn = overlay_mask(page)
+    page.click("#make3dperson")
+    page.wait_for_function("window.gen3d.person || window.gen3d.error", timeout=180_000)
+    assert page.evaluate("window.gen3d.error") is None
+    person = page.evaluate("window.gen3d.person.people[0]")
+    ys, xs = np.nonzero(drawn)
+    assert person["box"] == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]  # the mask's tight box
+    viewer = page.evaluate("({vertices: window.gen3d.viewer.vertices, keypoints: window.gen3d.viewer.keypoints})")
+    assert viewer == {"vertices": 18_439, "keypoints": 70}
+    assert [a.get_attribute("download") for a in page.locator("#downloads a").all()] == ["people.glb", "person_0.json"]
+    screenshot(page, "demo-page-person.png", tmp_path)
+
+
 def test_kept_masks_make_a_3d_scene_with_every_object_placed(page, tmp_path):
     open_sample(page)
     for x, y in ((150, 220), (295, 200), (390, 220)):  # the ball, the mug, the box

@@ -25,7 +25,7 @@ from tests.conftest import BUCKET, REPO
 from tests.doc_blocks import examples_run_by
 from tests.integration.http_support import post_ok
 
-pytestmark = [pytest.mark.sam3, pytest.mark.sam3d]
+pytestmark = [pytest.mark.sam3, pytest.mark.sam3d, pytest.mark.sam3d_body]
 THIS = "tests/integration/test_doc_examples.py"
 EXAMPLES = examples_run_by(THIS)
 SAMPLE = REPO / "web" / "samples" / "still-life.png"

@@ -1,7 +1,8 @@
 // The demo page: open an image -> get_embedding (the safetensors file) -> every click, shift-click or box drag is
 // decoded here by the ONNX decoder, without a server call; a text box runs concept segment on the server;
 // "Make 3D" sends the current mask to sam3d's generate_3d and shows the GLB; "Keep mask" adds it to the scene's
-// masks, and "Make 3D scene" sends them all (scene.js) and shows every object placed.
+// masks, and "Make 3D scene" sends them all (scene.js) and shows every object placed; "Make 3D person" sends the
+// mask to sam3d_body's generate_body and shows the person's mesh with its 70 keypoints.
 import { Api, ServerError, base64Of, bytesOf } from "./api.js";
 import { checkEmbedding, decode, loadDecoder } from "./decoder.js";
 import { decodeRle, encodeRle } from "./rle.js";
@@ -105,7 +106,7 @@ function setMask(mask, source) {
   state.mask = mask;
   state.maskSource = source;
   paint($("mask"), mask, MASK_RGBA);
-  $("make3d").disabled = !mask || !mask.some((v) => v);
+  $("make3d").disabled = $("make3dperson").disabled = !mask || !mask.some((v) => v);
   $("keep").disabled = $("make3d").disabled;
 }
 
@@ -315,7 +316,11 @@ async function make3d() {
     const files = answer.outputs_base64;
     await gen3d.viewer.show(bytesOf(files.glb));
     showPose(answer);
-    showDownloads(files);
+    showDownloads([
+      [files.glb, "object.glb", "model/gltf-binary"],
+      [files.ply, "object.ply", "application/octet-stream"],
+      [files.pose, "pose.json", "application/json"],
+    ]);
     const demo = answer.demo ? " (demo weights: random, the shape means nothing)" : "";
     $("gen-status").textContent =
       `${answer.model_id}: ${answer.mesh?.vertices ?? "?"} vertices, ${answer.gaussians ?? "?"} Gaussians in ` +
@@ -327,6 +332,42 @@ async function make3d() {
   } finally {
     clearInterval(timer);
     $("make3d").disabled = !state.mask;
+  }
+}
+
+async function make3dPerson() {
+  if (!state.mask) return;
+  clearError();
+  $("make3dperson").disabled = true;
+  $("gen-status").textContent = "generate_body on the server...";
+  try {
+    // the mask alone: the server uses its tight box, as upstream conditions a mask on its box
+    const answer = await state.api.generateBody({
+      image_base64: await base64Of(state.file),
+      masks: [{ mask_rle: encodeRle(state.mask, state.height, state.width) }],
+    });
+    const [person] = answer.people;
+    // keypoints in the GLB's frame: the camera frame (keypoints_3d + translation) turned to glTF's, (x, -y, -z)
+    const t = person.camera.translation;
+    const keypoints = person.keypoints_3d.map(([x, y, z]) => [x + t[0], -(y + t[1]), -(z + t[2])]);
+    await gen3d.viewer.show(bytesOf(answer.outputs_base64.people_glb), keypoints);
+    $("pose").textContent =
+      `camera translation [${t.map((v) => v.toFixed(3)).join(", ")}], focal length ` +
+      `${person.camera.focal_length.toFixed(1)} px`;
+    showDownloads([
+      [answer.outputs_base64.people_glb, "people.glb", "model/gltf-binary"],
+      [person.outputs_base64.params, "person_0.json", "application/json"],
+    ]);
+    const demo = answer.demo ? " (demo weights: random, the pose means nothing)" : "";
+    $("gen-status").textContent =
+      `${answer.model_id}: ${person.mesh.vertices} vertices, ${keypoints.length} keypoints in ` +
+      `${(answer.timings_ms.total / 1000).toFixed(1)} s${demo}`;
+    gen3d.person = answer;
+  } catch (err) {
+    $("gen-status").textContent = "generate_body failed";
+    showError(err);
+  } finally {
+    $("make3dperson").disabled = !state.mask;
   }
 }
 
@@ -366,14 +407,11 @@ function showPose(answer) {
     `scale [${fmt(scale)}]`;
 }
 
+/** Download links of [base64, file name, media type] triples. */
 function showDownloads(files) {
-  const links = [
-    ["glb", "object.glb", "model/gltf-binary"],
-    ["ply", "object.ply", "application/octet-stream"],
-    ["pose", "pose.json", "application/json"],
-  ].map(([key, name, type]) => {
+  const links = files.map(([data, name, type]) => {
     const a = document.createElement("a");
-    a.href = URL.createObjectURL(new Blob([bytesOf(files[key])], { type }));
+    a.href = URL.createObjectURL(new Blob([bytesOf(data)], { type }));
     a.download = name;
     a.textContent = `download ${name}`;
     return a;
@@ -408,6 +446,7 @@ async function start() {
     });
     $("concept-form").addEventListener("submit", segmentConcept);
     $("make3d").addEventListener("click", make3d);
+    $("make3dperson").addEventListener("click", make3dPerson);
     $("keep").addEventListener("click", keepMask);
     $("make-scene").addEventListener("click", makeScene);
     setStatus("open an image or a sample");

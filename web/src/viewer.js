@@ -23,6 +23,7 @@ export class Viewer {
     this.object = null;
     this.renders = 0; // frames drawn: read by the browser test
     this.vertices = 0; // vertices of the mesh shown
+    this.keypoints = 0; // keypoints shown with it
     new ResizeObserver(() => this.resize()).observe(canvas);
     this.resize();
   }
@@ -41,11 +42,21 @@ export class Viewer {
     this.renders++;
   }
 
-  /** Shows a GLB (ArrayBuffer), centred, the camera fitted to it. */
-  async show(glb) {
+  /** Shows a GLB (ArrayBuffer), centred, the camera fitted to it; ``keypoints`` ([[x, y, z], ...] in the GLB's
+   * frame) are drawn with it as points. */
+  async show(glb, keypoints = []) {
     const gltf = await new GLTFLoader().parseAsync(glb, "");
     if (this.object) this.scene.remove(this.object);
     this.object = gltf.scene;
+    this.keypoints = keypoints.length;
+    if (keypoints.length) {
+      const geometry = new THREE.BufferGeometry().setAttribute(
+        "position",
+        new THREE.Float32BufferAttribute(keypoints.flat(), 3),
+      );
+      const material = new THREE.PointsMaterial({ color: 0xffd400, size: 6, sizeAttenuation: false });
+      this.object.add(new THREE.Points(geometry, material));
+    }
     this.vertices = 0;
     this.object.traverse((node) => {
       if (node.isMesh) {
