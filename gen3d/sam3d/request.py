@@ -21,15 +21,7 @@ from gen3d.errors import InvalidField
 from gen3d.sam3d.types import DECODE_FORMATS, OPTION_RENDERERS, GenerateOptions
 from gen3d.serving.images import opened
 from gen3d.serving.limits import MAX_POLYGON_POINTS, MAX_SEED, MAX_STEPS, SCENE_OBJECTS_CAP
-from gen3d.serving.masks import (
-    MASK_FIELDS,
-    MaskFields,
-    box_of,
-    check_mask_size,
-    mask_from_png,
-    mask_from_polygon,
-    mask_from_rle,
-)
+from gen3d.serving.masks import MASK_FIELDS, MaskFields, box_of, check_mask_size, mask_of_field
 from gen3d.serving.schema import Envelope, ParsedRequest, invalid_field, validated
 from gen3d.serving.storage import S3Location
 
@@ -172,15 +164,11 @@ def decode_mask(source: MaskSource, data: bytes | None, size: tuple[int, int]) -
     label = source.label
     if source.field == "body":
         mask = alpha_mask(data or b"")
-    elif source.field == "mask_s3_key":
-        mask = mask_from_png(data or b"", size, label)
-    elif source.field == "mask_rle":
-        mask = mask_from_rle(source.value, size, label)
+        check_mask_size(label, mask.shape, size)
+        if not mask.any():
+            raise InvalidField(label, "mask is empty: it must select the object (at least one pixel)")
     else:
-        mask = mask_from_polygon(source.value, size, label)
-    check_mask_size(label, mask.shape, size)
-    if not mask.any():
-        raise InvalidField(label, "mask is empty: it must select the object (at least one pixel)")
+        mask = mask_of_field(source.field, source.value, data, size, label)
     x0, y0, x1, y1 = box_of(mask)
     if x1 - x0 < 2 or y1 - y0 < 2:  # upstream's preprocessing raises BoundingBoxError (a 500) on these
         raise InvalidField(label, f"mask's bounding box is {x1 - x0:.0f}x{y1 - y0:.0f} pixels: it must be at least 2x2")

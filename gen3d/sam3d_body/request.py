@@ -19,15 +19,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from gen3d.errors import InvalidField
 from gen3d.serving.limits import MAX_FOCAL_PIXELS, MAX_PEOPLE, MAX_POLYGON_POINTS
-from gen3d.serving.masks import (
-    MASK_FIELDS,
-    MaskFields,
-    box_of,
-    check_mask_size,
-    mask_from_png,
-    mask_from_polygon,
-    mask_from_rle,
-)
+from gen3d.serving.masks import MASK_FIELDS, MaskFields, box_of, mask_of_field
 from gen3d.serving.schema import Envelope, ParsedRequest, validated
 from gen3d.serving.storage import S3Location
 
@@ -129,22 +121,11 @@ def mask_locations(model: GenerateBodyRequest) -> list[S3Location | None]:
 
 def decode_masks(model: GenerateBodyRequest, pngs: list[bytes | None], size: tuple[int, int]) -> list[np.ndarray]:
     """Bool HxW masks of the picture's ``size`` (h, w), each checked for size before it is decoded, none empty."""
-    masks = []
-    for i, (mask, png) in enumerate(zip(model.masks or [], pngs, strict=True)):
-        try:
-            if mask.mask_s3_key is not None:
-                decoded = mask_from_png(png or b"", size, "masks")
-            elif mask.mask_rle is not None:
-                decoded = mask_from_rle(mask.mask_rle.model_dump(), size, "masks")
-            else:
-                decoded = mask_from_polygon(mask.mask_polygon, size, "masks")
-        except InvalidField as err:
-            raise InvalidField("masks", f"entry {i}: {err.message}") from None
-        check_mask_size("masks", decoded.shape, size)
-        if not decoded.any():
-            raise InvalidField("masks", f"entry {i} is empty: it must select the person (at least one pixel)")
-        masks.append(decoded.astype(bool))
-    return masks
+    return [
+        mask_of_field(mask.given()[0], mask.mask_rle.model_dump() if mask.mask_rle else mask.mask_polygon, png, size,
+                      f"masks[{i}]")
+        for i, (mask, png) in enumerate(zip(model.masks or [], pngs, strict=True))
+    ]  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -150,6 +150,23 @@ def mask_from_png(data: bytes, size: tuple[int, int], field: str = "mask_s3_key"
         return np.array(band) > 0
 
 
+def mask_of_field(field: str, value: object, png: bytes | None, size: tuple[int, int], label: str) -> np.ndarray:
+    """A bool mask of ``size`` (h, w) from one mask field: ``mask_s3_key`` (``png``: the PNG fetched from S3),
+    ``mask_rle`` (``value``: the RLE dict) or ``mask_polygon`` (``value``: the polygon(s)). Each kind is checked
+    against ``size`` before it is decoded or drawn (a client's numbers never size an allocation); an empty mask is
+    refused. Errors name ``label`` (``masks[i]`` for an entry of a list)."""
+    if field == "mask_s3_key":
+        mask = mask_from_png(png or b"", size, label)
+    elif field == "mask_rle":
+        mask = mask_from_rle(value, size, label)
+    else:
+        mask = mask_from_polygon(value, size, label)
+    check_mask_size(label, mask.shape, size)
+    if not mask.any():
+        raise InvalidField(label, "mask is empty: it must select something (at least one pixel)")
+    return mask.astype(bool)
+
+
 def packed_rows(mask: np.ndarray) -> np.ndarray:
     """A bool HxW mask as rows of bits, most significant first, each row padded to whole bytes: 1/8 of the
     mask's bytes, and the layout of Pillow's 1-bit images."""

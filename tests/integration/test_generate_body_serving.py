@@ -145,7 +145,7 @@ def test_outputs_go_to_s3_under_the_request_prefix(torchserve, s3):
         ({"boxes": [[1, 2, 3]]}, "boxes", "[x0, y0, x1, y1]"),
         ({"boxes": [BOXES[0]] * 9}, "boxes", "at most 8"),
         ({"boxes": BOXES, "masks": [{"mask_polygon": [[1, 1], [9, 1], [9, 9]]}]}, "masks", "pair up"),
-        ({"masks": [{"mask_rle": {"size": [H + 1, W], "counts": "0"}}]}, "masks", "image is"),
+        ({"masks": [{"mask_rle": {"size": [H + 1, W], "counts": "0"}}]}, "masks[0]", "image is"),
         ({"boxes": BOXES, "cam_int": [[1, 0, 0], [0, 1, 0]]}, "cam_int", "3x3"),
         ({"boxes": BOXES, "focal_length": -3}, "focal_length", "greater than 0"),
         ({"boxes": BOXES, "inference_type": "hand"}, "inference_type", "not served"),
