@@ -1,7 +1,7 @@
 # Gen3D serving: `make serve` runs TorchServe with the sam3 (and sam3d) archives and the demo page
 # (http://127.0.0.1:8090/); `make test` runs the suite. Both install what is missing first (Java 17 JRE, Node.js
 # and npm via apt, a venv with the pinned packages, the page's npm packages; Debian's Chromium for the tests).
-# `make check-images` proves the production images' Python environments (locks/): see README "Versions and why".
+# `make check-images` proves the production images' Python environments (locks/): see docs/development.md "Versions and why".
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv

@@ -2,7 +2,7 @@
 
 A :class:`ServingError` is about one request: the service answers it with the class's ``status`` and a JSON
 body naming ``field``; the other requests of the batch and the worker are unaffected. A :class:`StartupError`
-stops a worker's ``initialize`` with one line naming what is missing. README's error table is
+stops a worker's ``initialize`` with one line naming what is missing. docs/http-api.md's error table is
 :func:`error_table` (a test keeps the two equal).
 """
 
@@ -116,7 +116,7 @@ ERROR_TYPES: tuple[type[ServingError], ...] = (
 
 
 def error_table() -> str:
-    """The Markdown table of answer statuses, from the classes above (README carries it verbatim)."""
+    """The Markdown table of answer statuses, from the classes above (docs/http-api.md carries it verbatim)."""
     rows = ["| status | `error.type` | class | when |", "| --- | --- | --- | --- |"]
     for cls in ERROR_TYPES:
         doc = " ".join((cls.__doc__ or "").split())

@@ -8,11 +8,11 @@ and ListBucket so a missing key answers 404), write outputs under <allowed bucke
 outputs only in buckets --bucket-owner owns: s3:ResourceAccount), publish async notifications to the SNS topics,
 use the --kms-key-id key, pull the image from ECR, write the endpoint's CloudWatch logs (and PutMetricData, as
 AWS's CreateModel role policy lists). Attach it to the role given to gen3d-deploy --role-arn;
-deploy/execution-role-policy.json is its output for the example values in README.
+deploy/execution-role-policy.json is its output for the example values in docs/deploy-sagemaker.md.
 
 --trust-policy: the execution role's trust policy (SageMaker may assume it).
 --deployer: what the person or pipeline running gen3d-push, gen3d-deploy and gen3d-teardown needs
-(deploy/deployer-policy.json: its output for README's example values).
+(deploy/deployer-policy.json: its output for docs/deploy-sagemaker.md's example values).
 
   gen3d-iam-policy --bucket my-gen3d-bucket --image-uri 123456789012.dkr.ecr.us-east-1.amazonaws.com/gen3d:sam3 \\
       --sns-topic-arn arn:aws:sns:us-east-1:123456789012:gen3d-alerts > policy.json

@@ -1,6 +1,6 @@
 """Send one request to a sam3 / sam3d SageMaker endpoint and print the JSON response.
 
-The request is a JSON file (--payload, '-' for stdin) or is built from flags (README: get_embedding, segment,
+The request is a JSON file (--payload, '-' for stdin) or is built from flags (docs/http-api.md: get_embedding, segment,
 generate_3d):
 
   get_embedding  --image-s3-key KEY --bucket B        (or --image-file photo.png: uploaded, or inline without B)

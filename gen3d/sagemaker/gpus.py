@@ -112,7 +112,7 @@ def choose_inference_ami(model: str, instance_type: str, requested: str | None =
 
 
 def driver_table() -> str:
-    """README's table: each --inference-ami-version value, its driver, and whether each image runs on it."""
+    """docs/deploy-sagemaker.md's table: each --inference-ami-version value, its driver, whether each image runs."""
     families: dict[GpuDriver, list[str]] = {}
     for family, driver in FAMILY_DEFAULT_DRIVERS.items():
         families.setdefault(driver, []).append(family)

@@ -1,5 +1,5 @@
 """Requests of the client contract built from command-line values, local inputs uploaded to S3, and the
-files an answer names written to a local folder (see README: get_embedding, segment, generate_3d)."""
+files an answer names written to a local folder (see docs/http-api.md: get_embedding, segment, generate_3d)."""
 
 from __future__ import annotations
 

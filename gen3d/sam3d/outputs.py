@@ -16,7 +16,7 @@ from gen3d.sam3d.types import Generation
 POSE_FORMAT = "gen3d.sam3d.pose/v1"
 CONTENT_TYPES = {"ply": "application/octet-stream", "glb": "model/gltf-binary", "pose": "application/json"}
 FILE_NAMES = {"ply": "object.ply", "glb": "object.glb", "pose": "pose.json"}
-# The conventions of InferencePipelinePointMap's pose (see the README's generate_3d section).
+# The conventions of InferencePipelinePointMap's pose (see docs/http-api.md's generate_3d section).
 FRAMES = {
     "rotation_format": "quaternion w, x, y, z (PyTorch3D quaternion_to_matrix gives R)",
     "camera_frame": "PyTorch3D camera of the input image: x left, y up, z forward (OpenCV camera: diag(-1, -1, 1))",

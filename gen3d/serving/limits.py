@@ -1,5 +1,5 @@
-"""Every limit a request meets, in one place; README's table is :func:`limits_table` (a test keeps them equal) and
-config.properties' ``max_request_size`` is checked against :data:`MAX_REQUEST_BYTES`."""
+"""Every limit a request meets, in one place; docs/http-api.md's table is :func:`limits_table` (a test keeps them
+equal) and config.properties' ``max_request_size`` is checked against :data:`MAX_REQUEST_BYTES`."""
 
 from __future__ import annotations
 

@@ -97,7 +97,7 @@ class ModelService(ABC, Generic[JobT]):
 
     spec: ClassVar[ModelSpec]
     job_type: ClassVar[type[Job]] = Job
-    # timings_ms keys of the three hooks, as the README documents them per model
+    # timings_ms keys of the three hooks, as docs/http-api.md documents them per model
     stage_names: ClassVar[tuple[str, str, str]] = ("decode", "run", "encode")
     oom_advice: ClassVar[str] = "retry later"
 

@@ -144,9 +144,9 @@ def test_an_encoder_failure_fails_only_the_image_that_cannot_be_encoded(service,
     assert service.handle(raws[:1])[0].status == 200  # the worker keeps serving
 
 
-def test_limits_and_error_tables_are_readme_and_config():
-    readme = (REPO / "README.md").read_text()
-    assert limits.limits_table() in readme
+def test_limits_table_is_the_http_api_page_and_config():
+    page = (REPO / "docs" / "http-api.md").read_text()
+    assert limits.limits_table() in page
     config = (REPO / "config.properties").read_text()
     assert f"max_request_size={limits.MAX_REQUEST_BYTES}" in config
     assert f"max_response_size={limits.MAX_RESPONSE_BYTES}" in config

@@ -1,6 +1,6 @@
 """What a SageMaker setup needs besides the deploy: the execution role's policy (deploy/execution-role-policy.json,
 gen3d-iam-policy) checked against what a deployment actually makes the role do, and the local `serve` command
-README gives (`make sagemaker-local`, `.venv/bin/gen3d-serve`)."""
+docs/deploy-sagemaker.md gives (`make sagemaker-local`, `.venv/bin/gen3d-serve`)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ pytestmark = pytest.mark.usefixtures("isolated_aws")
 POLICY_FILE = REPO / "deploy" / "execution-role-policy.json"
 TRUST_FILE = REPO / "deploy" / "execution-role-trust-policy.json"
 DEPLOYER_FILE = REPO / "deploy" / "deployer-policy.json"
+DEPLOY_PAGE = REPO / "docs" / "deploy-sagemaker.md"
 EXAMPLE_ARGS = ["--bucket", "my-gen3d-bucket", "--image-uri", IMAGE, "--sns-topic-arn", TOPIC]
 DEPLOYER_ARGS = ["--deployer", "--bucket", "my-gen3d-bucket", "--image-uri", IMAGE, "--role-arn",
                  "arn:aws:iam::123456789012:role/MySageMakerRole"]
@@ -61,16 +62,15 @@ def test_policy_files_are_the_generators_output(tmp_path, args, path):
     assert iam_policy.main([*args, "--out", str(tmp_path / "p.json")]) == 0
     assert (tmp_path / "p.json").read_text() == path.read_text(), (
         f"regenerate: gen3d-iam-policy {' '.join(args)} --out {path.relative_to(REPO)}")
-    readme = (REPO / "README.md").read_text()
-    assert str(path.relative_to(REPO)) in readme
+    page = DEPLOY_PAGE.read_text()
+    assert str(path.relative_to(REPO)) in page
     if path != DEPLOYER_FILE:
-        assert path.read_text().strip() in readme  # README shows the file as it is
+        assert path.read_text().strip() in page  # the deploy page shows the file as it is
 
 
 def test_execution_role_policy_statements():
     policy = json.loads(POLICY_FILE.read_text())
-    readme = (REPO / "README.md").read_text()
-    assert "gen3d-iam-policy" in readme
+    assert "gen3d-iam-policy" in DEPLOY_PAGE.read_text()
     assert {s["Sid"] for s in policy["Statement"]} >= {"ModelDataList", "ModelDataRead", "AsyncResultsWrite",
                                                        "InputsRead", "OutputsWrite", "AsyncNotifications",
                                                        "EcrPull", "EndpointLogs"}
@@ -289,7 +289,7 @@ def test_allowed_buckets_parse_like_the_servers_env():
 
 
 def test_local_serve_command_uses_the_venv():
-    """README's local command runs the venv's gen3d-serve (a bare `scripts/serve` finds whatever python3 is
+    """The deploy page's local command runs the venv's gen3d-serve (a bare `scripts/serve` finds whatever python3 is
     first on PATH)."""
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["gen3d-serve"] == "gen3d.cli.serve:console"
@@ -303,9 +303,9 @@ def test_local_serve_command_uses_the_venv():
                      r"GEN3D_MANAGEMENT_PORT=\$\(\( 9100 \+ 1 \)\) GEN3D_METRICS_PORT=\$\(\( 9100 \+ 2 \)\)\s+"
                      r"GEN3D_GRPC_PORTS=\$\(\( 9100 \+ 3 \)\),\$\(\( 9100 \+ 4 \)\) \.venv/bin/gen3d-serve",
                      command), command
-    readme = (REPO / "README.md").read_text()
-    assert "make sagemaker-local" in readme and "SM_MODEL_DIR=/path/with/archives SAGEMAKER_BIND_TO_PORT=9080 " \
-                                                 "scripts/serve" not in readme
+    page = DEPLOY_PAGE.read_text()
+    assert "make sagemaker-local" in page and "SM_MODEL_DIR=/path/with/archives SAGEMAKER_BIND_TO_PORT=9080 " \
+                                               "scripts/serve" not in page
 
 
 def image_labels() -> dict[str, dict[str, str]]:
@@ -333,4 +333,4 @@ def test_image_labels_say_the_cuda_the_code_and_the_lock_say():
         lock = (REPO / "locks" / f"{name}-image.lock").read_text()
         runtime = re.search(r"^nvidia-cuda-runtime-cu12==(\d+\.\d+)\.", lock, re.MULTILINE)
         assert runtime and runtime.group(1) == spec.cuda_version, name
-    assert gpus.driver_table() in (REPO / "README.md").read_text(), "README's driver table is gpus.driver_table()"
+    assert gpus.driver_table() in DEPLOY_PAGE.read_text(), "the deploy page's driver table is gpus.driver_table()"

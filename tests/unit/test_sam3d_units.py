@@ -294,7 +294,7 @@ def test_out_of_memory_answers_507_and_the_next_request_is_served(monkeypatch):
         second.body["outputs_base64"].keys() == {"pose"}
         and second.body["model_id"] == "sam3d/sam3d-objects/" + "0" * 16
     )
-    assert list(second.body["timings_ms"]) == ["decode", "generate", "stages", "encode", "total"]  # README's keys
+    assert list(second.body["timings_ms"]) == ["decode", "generate", "stages", "encode", "total"]  # the documented keys
     assert len(emptied) == 2  # after each request
 
 
