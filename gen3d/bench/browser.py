@@ -111,13 +111,14 @@ def bench_page_html() -> str:
     return f"<!doctype html><html><head>{importmap.group(0)}</head><body></body></html>"
 
 
-def run(clicks: int = 20, warmup: int = 3) -> dict:
-    """Median ms per click on one thread and on the page's threads (post-processing included), and more."""
+def run(clicks: int = 20, warmup: int = 3, decoder: Path | None = None) -> dict:
+    """Median ms per click on one thread and on the page's threads (post-processing included), and more;
+    ``decoder``: another decoder file (format v2) to measure than the published architecture's."""
     from playwright.sync_api import sync_playwright
 
     from gen3d.web.page_server import PageServer
 
-    decoder = decoder_file()
+    decoder = decoder or decoder_file()
     server = PageServer("http://127.0.0.1:9", 0).start(decoder)  # no TorchServe: only the decoder is used
     headers = {
         "Content-Type": "text/html",

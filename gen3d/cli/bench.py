@@ -20,6 +20,7 @@ import argparse
 import json
 import sys
 from dataclasses import asdict
+from pathlib import Path
 
 from gen3d.models import SAM3
 
@@ -51,6 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--worst-masks", choices=("noisy", "objects"), default="noisy", help="segment-worst: the masks' shapes"
     )
     parser.add_argument("--browser-clicks", type=int, default=20, help="browser: clicks timed after 3 warm-up ones")
+    parser.add_argument("--browser-decoder", type=Path, help="browser: measure this decoder file (format v2) instead")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     return parser.parse_args(argv)
 
@@ -134,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     if "browser" in parts:
         from gen3d.bench import browser
 
-        report.update(browser.run(args.browser_clicks))
+        report.update(browser.run(args.browser_clicks, decoder=args.browser_decoder))
     if args.json:
         print(json.dumps(report, indent=1))
     else:
