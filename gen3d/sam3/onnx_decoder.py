@@ -12,6 +12,8 @@ the prompt encoder always appends a (0,0)/-1 point  appended in the graph: clien
   (``_predict`` passes ``boxes=None``)
 no mask_input -> ``no_mask_embed``                  ``where(has_mask_input > 0.5, mask_downscaling, no_mask_embed)``
 ``get_dense_pe()``                                  stored once (bit-identical to eager)
+``MaskDecoder.predict_masks``                       the same function, the image-side products reassociated
+                                                      (:mod:`gen3d.sam3.onnx_transformer`): ~1e-6 apart
 multimask -> tokens 1..3                            K=3 file
 single mask -> dynamic multimask via stability      K=1 file: the same where/argmax selection, in the graph
 ``postprocess_masks``: fill holes <= max_hole_area  left to the client, at low resolution (format v2): the
@@ -29,6 +31,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+from gen3d.sam3.onnx_transformer import predict_masks
 
 INPUT_NAMES = (
     "image_embed",
@@ -101,13 +105,13 @@ class InteractiveDecoder(nn.Module):
         hw = orig_im_size.to(torch.float32)
         coords = point_coords / torch.stack([hw[1], hw[0]]) * self.image_size  # transform_coords(normalize=True)
         decoder = self.mask_decoder
-        masks, iou_pred, _, _ = decoder.predict_masks(
-            image_embeddings=image_embed,
-            image_pe=self.dense_pe,
-            sparse_prompt_embeddings=self._embed_points(coords, point_labels),
-            dense_prompt_embeddings=self._embed_masks(mask_input, has_mask_input),
-            repeat_image=False,
-            high_res_features=[high_res_feats_0, high_res_feats_1],
+        masks, iou_pred = predict_masks(  # = decoder.predict_masks, its image-side products reassociated
+            decoder,
+            image_embed,
+            self.dense_pe,
+            self._embed_points(coords, point_labels),
+            self._embed_masks(mask_input, has_mask_input),
+            [high_res_feats_0, high_res_feats_1],
         )
         if self.multimask_output:
             masks, iou_pred = masks[:, 1:], iou_pred[:, 1:]

@@ -209,7 +209,8 @@ def export_predictor(
 
 def code_digest() -> str:
     """The export code's own digest: a cached file made by other code is exported again."""
-    return sources_digest(Path(__file__).parent / module for module in ("onnx_decoder.py", "onnx_export.py"))
+    modules = ("onnx_decoder.py", "onnx_transformer.py", "onnx_export.py")
+    return sources_digest(Path(__file__).parent / module for module in modules)
 
 
 CACHED_DECODER = "sam3-decoder-k1-{key}.onnx"  # a cached decoder's file name

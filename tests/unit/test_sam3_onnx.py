@@ -69,6 +69,32 @@ def test_components_larger_than_the_area_or_touching_others_stay():
     np.testing.assert_array_equal(fill_small_components(x, 0.0, 0.0, 0.0), x)  # max_area 0: nothing to do
 
 
+@pytest.mark.parametrize("points", [1, 3, 20])  # 20: more tokens than the reassociation saves on
+def test_reassociated_mask_decoder_equals_sam3s(points):
+    """onnx_transformer.predict_masks against sam3's MaskDecoder.predict_masks on the same weights and inputs."""
+    from gen3d.sam3.architecture import interactive_predictor
+    from gen3d.sam3.onnx_transformer import predict_masks
+    from gen3d.sam3.presets import get_preset
+
+    torch.manual_seed(points)
+    preset = get_preset("tiny")
+    decoder = interactive_predictor(preset).eval().model.sam_mask_decoder
+    for parameter in decoder.parameters():  # weights of a trained model's scale, not init's
+        parameter.data.normal_(0, 0.2)
+    g = preset.grid
+    image, pe, dense = (torch.randn(1, 256, g, g) for _ in range(3))
+    sparse = torch.randn(1, points + 1, 256)
+    high_res = [torch.randn(1, 32, 4 * g, 4 * g), torch.randn(1, 64, 2 * g, 2 * g)]
+    with torch.no_grad():
+        masks, scores, _, _ = decoder.predict_masks(
+            image, pe, sparse, dense, repeat_image=False, high_res_features=high_res
+        )
+        ours, our_scores = predict_masks(decoder, image, pe, sparse, dense, high_res)
+    assert masks.abs().max() > 1  # logits of some size, so that 1e-4 means something
+    torch.testing.assert_close(ours, masks, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(our_scores, scores, rtol=1e-4, atol=1e-4)
+
+
 def fake_mar(path, handler: dict, files: dict[str, bytes]) -> None:
     with zipfile.ZipFile(path, "w") as mar:
         mar.writestr("model-config.yaml", yaml.safe_dump({"batchSize": 1, "handler": handler}))
