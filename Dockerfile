@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
-# Gen3D serving images: TorchServe 0.12.0 with SAM 3 (target sam3) or SAM 3D Objects (target sam3d).
+# Gen3D serving images: TorchServe 0.12.0 with SAM 3 (target sam3), SAM 3D Body (target sam3d_body: the sam3
+# image plus sam-3d-body's source tree) or SAM 3D Objects (target sam3d).
 #
 #   docker build --target sam3  -t gen3d:sam3 .
+#   docker build --target sam3d_body -t gen3d:sam3d_body .   # --build-arg SAM3D_BODY_COMMIT=<full SHA> to move it
 #   docker build --target sam3d -t gen3d:sam3d .   # --build-arg SAM3D_OBJECTS_COMMIT=<full SHA> to move it
 #
 # No weights or model archives inside: SageMaker copies the uncompressed archive uploaded by
@@ -91,6 +93,39 @@ ARG RUN_AS=gen3d
 USER $RUN_AS
 EXPOSE 8080
 CMD ["serve"]
+
+# ============================================================================ sam3d-body-source (not shipped)
+# facebookresearch/sam-3d-body has no setup file and no release: its sam_3d_body tree (and its LICENSE, the SAM
+# License, which goes with every copy) at a pinned commit, checked out here with git, which the image does not get.
+# SAM3D_BODY_COMMIT must be a full 40-hex commit SHA (a branch or tag could move under the same name). The default
+# is the commit gen3d/sam3d_body was written and checked against, whose sam_3d_body tree PyPI's sam3d 0.1.2 carries
+# byte for byte (the CPU demo and `make check-images` use that copy): b5c765a0d89d789985e186d396315e7590887b94
+# ("add arXiv", 2026-02-19).
+FROM base AS sam3d-body-source
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+ARG SAM3D_BODY_COMMIT=b5c765a0d89d789985e186d396315e7590887b94
+# hadolint ignore=DL3008
+RUN printf '%s' "$SAM3D_BODY_COMMIT" | grep -Eqx '[0-9a-f]{40}' \
+      || { echo "SAM3D_BODY_COMMIT must be a full 40-hex commit SHA, got '$SAM3D_BODY_COMMIT'" >&2; exit 1; } \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends git \
+ && rm -rf /var/lib/apt/lists/* \
+ && git clone --filter=blob:none https://github.com/facebookresearch/sam-3d-body /tmp/sam-3d-body \
+ && git -C /tmp/sam-3d-body checkout --detach "$SAM3D_BODY_COMMIT" \
+ && mkdir /opt/sam-3d-body \
+ && cp -r /tmp/sam-3d-body/sam_3d_body /tmp/sam-3d-body/LICENSE /opt/sam-3d-body/
+
+# ============================================================================ sam3d_body
+# SAM 3D Body runs in the sam3 image (README "Versions and why"): upstream is tested on recent torch (its INSTALL
+# says "install PyTorch" without a version) and its inference path is plain PyTorch, timm and OpenCV, so the sam3
+# image's torch 2.7.1+cu126 runs it; the few packages that path imports (roma, yacs, omegaconf, braceexpand,
+# opencv-python-headless, pytorch-lightning) are in locks/sam3-image.lock. This target adds only the sam_3d_body
+# tree (imported through PYTHONPATH, as the sam3d image does with sam-3d-objects) and the model to serve; its
+# labels, user and command are the sam3 stage's.
+FROM sam3 AS sam3d_body
+COPY --from=sam3d-body-source /opt/sam-3d-body /opt/sam-3d-body
+ENV PYTHONPATH=/opt/sam-3d-body \
+    GEN3D_MODEL=sam3d_body
 
 # ============================================================================ sam3d-build (not shipped)
 # SAM 3D Objects is built and tested by its authors on torch 2.5.1+cu121 (xformers 0.0.28.post3,

@@ -8,7 +8,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 REQUIREMENTS := requirements.txt requirements-dev.txt requirements-sam3d-cpu.txt requirements-page.txt
 STAMP := $(VENV)/.installed-$(shell cat $(REQUIREMENTS) pyproject.toml | sha1sum | cut -c1-12)
-# Real checkpoints: `make serve SAM3_CHECKPOINT=/models/sam3.pt SAM3D_PIPELINE_DIR=/models/sam3d/hf`.
+# Real checkpoints: `make serve SAM3_CHECKPOINT=/models/sam3.pt SAM3D_PIPELINE_DIR=/models/sam3d/hf`;
+# SAM 3D Body: SAM3D_BODY_CHECKPOINT=/models/sam-3d-body-vith/model.ckpt (model_config.yaml and assets/mhr_model.pt
+# beside it; SAM3D_BODY_PRESET=sam3d-body-dinov3 for the DINOv3 download, with DINOv3's code staged as dinov3/).
 # Without them, demo archives (random weights; sam3d's demo preset tiny-cpu-demo runs on the CPU).
 SAM3_CHECKPOINT ?=
 SAM3D_PIPELINE_DIR ?=
@@ -58,6 +60,12 @@ IMAGE_STAMP := $(IMAGE_VENV)/.installed-$(shell cat locks/sam3-image.lock locks/
 SAM3_TESTS := $(wildcard tests/unit/test_sam3_*.py) tests/unit/test_serving_units.py tests/unit/test_gpu_check.py \
   tests/integration/test_get_embedding_serving.py tests/integration/test_segment_serving.py \
   tests/integration/test_sagemaker_serve.py
+# The sam3d_body tests (marked sam3d_body) run in the same environment: model sam3d_body is served from the sam3
+# image (Dockerfile target sam3d_body), whose sam-3d-body checkout PyPI's sam3d 0.1.2 stands in for here
+# (sam3-image-test.in). SAM3D_BODY_ROOT: that copy's folder, what the image's PYTHONPATH=/opt/sam-3d-body is.
+SAM3D_BODY_TESTS := $(wildcard tests/unit/test_sam3d_body*.py tests/integration/test_generate_body*.py)
+SAM3D_BODY_ROOT = $$($(IMAGE_VENV)/bin/python -c "import importlib.util, pathlib; \
+  print(pathlib.Path(importlib.util.find_spec('sam3d').origin).parent / 'third_party' / 'meta')")
 # The sam3d image's locked environment here: its pip tools (image-tools.lock), sam3d-image.lock less the CUDA-only
 # packages of sam3d-image-test.excludes.txt, and sam3d-image-test.lock (PyPI's torch 2.5.1 for the +cu121 builds,
 # sam3d 0.1.2 for the sam-3d-objects checkout, CPU stand-ins for what the image compiles, the test tools).
@@ -65,8 +73,9 @@ SAM3D_IMAGE_VENV := .venv-sam3d-image
 SAM3D_IMAGE_INPUTS := locks/image-tools.lock locks/sam3d-image.lock locks/sam3d-image-test.lock \
   locks/sam3d-image-test.excludes.txt pyproject.toml
 SAM3D_IMAGE_STAMP := $(SAM3D_IMAGE_VENV)/.installed-$(shell cat $(SAM3D_IMAGE_INPUTS) 2>/dev/null | sha1sum | cut -c1-12)
-SAM3D_TESTS := tests/unit/test_sam3d_units.py tests/unit/test_serving_units.py \
-  tests/integration/test_generate_3d_serving.py tests/integration/test_sam3d_worker_imports.py
+SAM3D_TESTS := tests/unit/test_sam3d_units.py tests/unit/test_sam3d_scene.py tests/unit/test_serving_units.py \
+  tests/integration/test_generate_3d_serving.py tests/integration/test_generate_3d_scenes.py \
+  tests/integration/test_sam3d_worker_imports.py
 # What pip check says only here: the stand-in torch (PyPI's CUDA 12.4 build) asks for CUDA 12.4 libraries, the lock
 # holds the CUDA 12.1 ones of the image's torch 2.5.1+cu121.
 STAND_IN_TORCH_CHECK := ^torch 2\.5\.1 has requirement nvidia-[a-z0-9-]+==[0-9.]+; .*, but you have nvidia-[a-z0-9-]+ [0-9.]+\.$$
@@ -79,7 +88,7 @@ MODEL_DIR ?= model-store
 PORT ?= 9080
 MODEL ?=
 
-# the demo page's npm packages (onnxruntime-web, three), exactly as web/package-lock.json pins them
+# the demo page's npm packages (onnxruntime-web, three, swagger-ui-dist for /api), exactly as web/package-lock.json pins them
 WEB_STAMP := web/node_modules/.installed-$(shell cat web/package-lock.json | sha1sum | cut -c1-12)
 
 .PHONY: setup java node chromium web archives serve sagemaker-local test unit bench lint clean locks check-locks check-images \
@@ -118,6 +127,8 @@ setup: java $(STAMP)
 archives: setup
 	$(BIN)/gen3d-build-archives sam3 $(if $(SAM3_CHECKPOINT),--checkpoint $(SAM3_CHECKPOINT)) $(if $(ALLOW_CPU),--allow-cpu)
 	$(BIN)/gen3d-build-archives sam3d $(if $(SAM3D_PIPELINE_DIR),--pipeline-dir $(SAM3D_PIPELINE_DIR))
+	$(BIN)/gen3d-build-archives sam3d_body $(if $(SAM3D_BODY_CHECKPOINT),--checkpoint $(SAM3D_BODY_CHECKPOINT)) \
+	  $(if $(SAM3D_BODY_PRESET),--preset $(SAM3D_BODY_PRESET))
 
 serve: archives web
 	PATH=$(CURDIR)/$(BIN):$$PATH GEN3D_ALLOWED_BUCKETS=$(BUCKETS) $(BIN)/gen3d-serve-local
@@ -167,8 +178,8 @@ $(IMAGE_STAMP): locks/sam3-image.lock locks/sam3-image-test.lock pyproject.toml 
 	touch $@
 
 # Both image environments resolve from their inputs to exactly the committed locks (any conflict or drift
-# fails); the sam3 tests pass under the sam3 image's own locked environment (torch 2.7.1+cu126 on the CPU) and the
-# sam3d tests under the sam3d image's (torch 2.5.1, numpy 1.26.4, pydantic 2.11.10 ...), whose pip check (the
+# fails); the sam3 and sam3d_body tests pass under the sam3 image's own locked environment (torch 2.7.1+cu126 on the
+# CPU), where sam_3d_body's estimator path imports with the lock's packages, and the sam3d tests under the sam3d image's (torch 2.5.1, numpy 1.26.4, pydantic 2.11.10 ...), whose pip check (the
 # image's pip 25.3) prints exactly what the Dockerfile accepts (locks/sam3d-image.pip-check.txt), less the
 # stand-in torch's CUDA 12.4 pins.
 # The drift check resolves starting from the committed locks: uv keeps an existing output file's pins as
@@ -185,7 +196,10 @@ check-locks: setup
 check-images: setup java check-locks
 	@$(MAKE) --no-print-directory $(IMAGE_STAMP) $(SAM3D_IMAGE_STAMP)
 	$(IMAGE_VENV)/bin/python -c "import torch, sam3; print('sam3 image environment: torch', torch.__version__)"
-	$(IMAGE_VENV)/bin/python -m pytest -q --models sam3 $(SAM3_TESTS)
+	PYTHONPATH=$(SAM3D_BODY_ROOT) $(IMAGE_VENV)/bin/python -W ignore -c "from sam_3d_body import SAM3DBodyEstimator, \
+	  load_sam_3d_body; import sam_3d_body.models.backbones.vit, sam_3d_body.models.heads.mhr_head; \
+	  print('sam3 image environment: sam_3d_body imports (estimator, build_models, ViT backbone, MHR head)')"
+	$(IMAGE_VENV)/bin/python -m pytest -q --models sam3,sam3d_body $(SAM3_TESTS) $(SAM3D_BODY_TESTS)
 	$(SAM3D_IMAGE_VENV)/bin/python -m pip check | grep -vE '$(STAND_IN_TORCH_CHECK)' | LC_ALL=C sort \
 	  | diff <(grep -v '^#' locks/sam3d-image.pip-check.txt) - && echo "sam3d image environment: pip check as in the image"
 	$(SAM3D_IMAGE_VENV)/bin/python -c "import torch, numpy, pydantic; \
@@ -211,4 +225,4 @@ gpu-check-wheels: setup
 	@ls .whl && du -sh .whl
 
 clean:
-	rm -rf build model-store/*.mar model-store/sam3 model-store/sam3d logs web/node_modules
+	rm -rf build model-store/*.mar model-store/sam3 model-store/sam3d model-store/sam3d_body logs web/node_modules

@@ -55,7 +55,19 @@ SAM3D = ModelSpec(
     cuda_version="12.1",  # torch 2.5.1+cu121 (locks/sam3d-image.cuda121.txt)
     min_driver=525,
 )
-MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (SAM3, SAM3D)}
+SAM3D_BODY = ModelSpec(
+    name="sam3d_body",
+    tasks=("generate_body",),
+    gpu_memory_gib=12,  # users run it on 12 GB cards (upstream reports ~2-4 s per image there)
+    batch_size=1,
+    max_batch_delay_ms=50,
+    response_timeout_s=300,
+    startup_timeout_s=900,
+    default_instance_type="ml.g5.xlarge",
+    cuda_version="12.6",  # torch 2.7.1+cu126: runs in the sam3 image (locks/sam3-image.lock)
+    min_driver=525,
+)
+MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (SAM3, SAM3D, SAM3D_BODY)}
 
 
 def model_serving(task: str) -> ModelSpec | None:

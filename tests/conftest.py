@@ -44,7 +44,7 @@ def tiny_loaded(tiny_state, bpe_path, tmp_path_factory):
     return load_sam3("tiny", path, bpe_path, torch.device("cpu"))
 
 
-MODELS = ("sam3", "sam3d")
+MODELS = ("sam3", "sam3d", "sam3d_body")
 
 
 def pytest_addoption(parser) -> None:

@@ -8,6 +8,8 @@ Examples:
   gen3d-build-archives sam3 --checkpoint /models/sam3.pt      # real SAM 3 (preset sam3)
   gen3d-build-archives sam3d                                  # demo archive, preset tiny-cpu-demo (CPU)
   gen3d-build-archives sam3d --pipeline-dir /models/sam3d/hf  # real SAM 3D Objects (preset sam3d-objects)
+  gen3d-build-archives sam3d_body                             # demo archive, preset tiny-cpu-demo (CPU)
+  gen3d-build-archives sam3d_body --checkpoint /models/sam-3d-body-vith/model.ckpt  # real SAM 3D Body (ViT-H)
 (scripts/build_archives.py takes the same arguments.)
 
 --pipeline-dir is the checkpoints/hf folder of the facebook/sam-3d-objects download (pipeline.yaml, its
@@ -16,6 +18,10 @@ configs and checkpoints) with DINOv2 and MoGe staged beside pipeline.yaml, so no
   torch_hub/checkpoints/    the DINOv2 weights its hubconf would download (e.g. dinov2_vitl14_reg4_pretrain.pth)
   moge/model.pt             MoGe's checkpoint (Hugging Face Ruicheng/moge-vitl)
 It is copied into an uncompressed archive directory (model-store/sam3d/pipeline/).
+
+sam3d_body's --checkpoint is the model.ckpt of a facebook/sam-3d-body-* download, with model_config.yaml and
+assets/mhr_model.pt beside it (and dinov3/, DINOv3's hub code, for --preset sam3d-body-dinov3); they are copied
+into an uncompressed archive directory (model-store/sam3d_body/). Nothing is downloaded at run time.
 
 Archives carry no code besides the handler: workers import the installed gen3d package (the image installs it
 once; `make setup` installs this checkout in editable mode).
@@ -119,6 +125,44 @@ def build_sam3d(args: argparse.Namespace, stage: Path, work: Path) -> Path:
     return target
 
 
+def build_sam3d_body(args: argparse.Namespace, stage: Path, work: Path) -> Path:
+    """SAM 3D Body: the staged files (checkpoint, model_config.yaml, assets/mhr_model.pt) of a download, or the
+    demo's, generated here."""
+    from gen3d.sam3d_body.demo import write_demo_files
+    from gen3d.sam3d_body.presets import DEFAULT_PRESET, get_preset
+
+    demo = args.checkpoint is None
+    preset = get_preset(args.preset or ("tiny-cpu-demo" if demo else DEFAULT_PRESET))
+    if preset.demo != demo:
+        kind, need = ("a demo", "without") if preset.demo else ("the production model", "with")
+        raise SystemExit(f"preset {preset.name} is {kind}: build it {need} --checkpoint")
+    if demo:
+        source = write_demo_files(work / "sam3d_body-demo", args.seed)["checkpoint"]
+    else:
+        source = Path(args.checkpoint).resolve()
+    folder = source.parent
+    files = {"checkpoint": source.name, "model_config": "model_config.yaml", "mhr_model": "assets/mhr_model.pt"}
+    for key, name in files.items():
+        if not (folder / name).is_file():
+            raise SystemExit(f"{name} not found in {folder} (the {key} SAM 3D Body needs beside its checkpoint)")
+    code = [preset.staged_code] if preset.staged_code else []
+    for name in code:
+        if not (folder / name / "hubconf.py").is_file():
+            raise SystemExit(f"{folder / name}/hubconf.py not found (preset {preset.name} needs that code staged)")
+    handler = {"preset": preset.name, **files, "demo_weights": demo, "min_gpu_memory_gib": preset.min_gpu_memory_gib}
+    handler["require_gpu"] = not demo and not args.allow_cpu
+    if args.output_prefix:
+        handler["output_prefix"] = args.output_prefix
+    write_model_config(stage, args, handler)
+    target = run_archiver(args, stage, "no-archive")
+    for name in files.values():
+        copy_with_progress(folder / name, target / name, progress=not demo)
+    for name in code:
+        copy_tree_with_progress(folder / name, target / name)
+    print(f"{'DEMO (random weights) ' if demo else ''}archive {target} preset={preset.name} from {folder}")
+    return target
+
+
 def build_sam3(args: argparse.Namespace, stage: Path, work: Path) -> Path:
     from gen3d.sam3.assets import BPE_VOCAB_NAME, bpe_vocab_path
     from gen3d.sam3.demo_weights import demo_checkpoint
@@ -175,10 +219,10 @@ def build(args: argparse.Namespace) -> Path:
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    if args.model == "sam3d" and args.batch_size != 1:
-        raise SystemExit("sam3d answers one request per batch: --batch-size must be 1")
-    if args.model == "sam3" and args.pipeline_dir:
-        raise SystemExit("--pipeline-dir is for sam3d; sam3 takes --checkpoint")
+    if args.model in ("sam3d", "sam3d_body") and args.batch_size != 1:
+        raise SystemExit(f"{args.model} answers one request per batch: --batch-size must be 1")
+    if args.model != "sam3d" and args.pipeline_dir:
+        raise SystemExit(f"--pipeline-dir is for sam3d; {args.model} takes --checkpoint")
     handler = handler_file(args)
     if not handler.is_file():
         raise SystemExit(f"handler not found at {handler} (--handlers-dir: the checkout's handlers/)")
@@ -187,7 +231,8 @@ def build(args: argparse.Namespace) -> Path:
     stage = work / "stage" / args.model
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
-    return (build_sam3d if args.model == "sam3d" else build_sam3)(args, stage, work)
+    builders = {"sam3": build_sam3, "sam3d": build_sam3d, "sam3d_body": build_sam3d_body}
+    return builders[args.model](args, stage, work)
 
 
 def run_archiver(args: argparse.Namespace, stage: Path, fmt: str) -> Path:
@@ -228,7 +273,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", choices=sorted(MODELS), help="which model's archive to build")
     parser.add_argument(
-        "--checkpoint", help="sam3: real checkpoint (.pt/.pth/.ckpt/.safetensors); omit for a demo archive"
+        "--checkpoint",
+        help="sam3: real checkpoint (.pt/.pth/.ckpt/.safetensors); sam3d_body: model.ckpt with model_config.yaml and "
+        "assets/mhr_model.pt beside it; omit for a demo archive",
     )
     parser.add_argument(
         "--pipeline-dir", help="sam3d: checkpoints/hf folder with DINOv2 and MoGe staged; omit for a demo archive"
@@ -257,7 +304,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--allow-cpu",
         action="store_true",
-        help="sam3 with a real checkpoint: let workers without a GPU run it on the CPU (~100 s per image)",
+        help="sam3 / sam3d_body with real weights: let workers without a GPU run them on the CPU (sam3: ~100 s/image)",
     )
     return parser.parse_args(argv)
 

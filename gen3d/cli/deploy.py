@@ -1,4 +1,4 @@
-"""Deploy the sam3 or sam3d TorchServe image to a SageMaker endpoint, smoke-test it and run the checklist.
+"""Deploy the sam3, sam3d or sam3d_body TorchServe image to a SageMaker endpoint, smoke-test it and run the checklist.
 
 Steps: GPU memory check; GPU driver check (InferenceAmiVersion, default al2-ami-sagemaker-inference-gpu-3-1:
 driver 550; SageMaker's default driver 470 on ml.g5 cannot run the CUDA 12 images); archives built from demo
@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--prefix", help="S3 key prefix (default: gen3d/<endpoint-name>)")
     p.add_argument("--allowed-buckets", help="comma-separated bucket names or globs the container may read and "
                    "write (GEN3D_ALLOWED_BUCKETS; default: --bucket)")
-    p.add_argument("--image-uri", required=True, help="ECR image URI of the sam3 or sam3d target; gen3d-push prints "
+    p.add_argument("--image-uri", required=True, help="ECR image URI of the model's target; gen3d-push prints "
                    "one pinned by digest (REPOSITORY@sha256:...)")
     p.add_argument("--role-arn", required=True, help="SageMaker execution role ARN (gen3d-iam-policy: its policy)")
     p.add_argument("--instance-type", help=f"default: {DEFAULT_INSTANCE}")
@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--canary", type=int, metavar="PERCENT", help="update: shift this share (1..50%%) of the new "
                    "fleet first and bake before the rest (default: blue/green, all at once); needs >= 2 instances")
     p.add_argument("--mode", choices=deploy.MODES, default="realtime", help="endpoint type (default realtime)")
-    p.add_argument("--endpoint-name", help="default: <model>-<mode>")
+    p.add_argument("--endpoint-name", help="default: <model>-<mode>, '_' as '-' (sam3d-body-realtime)")
     p.add_argument("--region", help="AWS region (default: boto3's chain)")
     p.add_argument("--dry-run", action="store_true", help="print every AWS call as JSON and send none")
     g = p.add_argument_group("scaling")
@@ -159,7 +159,7 @@ def make_spec(args: argparse.Namespace, endpoint: str, instance_type: str) -> de
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = datetime.now(UTC)
-    endpoint = args.endpoint_name or f"{args.model}-{args.mode}"
+    endpoint = args.endpoint_name or names.default_endpoint_name(args.model, args.mode)
     instance_type = args.instance_type or DEFAULT_INSTANCE[args.model]
     try:
         spec = make_spec(args, endpoint, instance_type)  # before anything is uploaded or created

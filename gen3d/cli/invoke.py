@@ -1,18 +1,24 @@
-"""Send one request to a sam3 / sam3d SageMaker endpoint and print the JSON response.
+"""Send one request to a sam3 / sam3d / sam3d_body SageMaker endpoint and print the JSON response.
 
-The request is a JSON file (--payload, '-' for stdin) or is built from flags (docs/http-api.md: get_embedding, segment,
-generate_3d):
+The request is a JSON file (--payload, '-' for stdin) or is built from flags (docs/http-api.md: get_embedding,
+segment, generate_3d, generate_body):
 
   get_embedding  --image-s3-key KEY --bucket B        (or --image-file photo.png: uploaded, or inline without B)
   segment        --text "red chair" | --points X,Y [X,Y ...] [--labels 1 0 ...] | --box X0,Y0,X1,Y1 (repeatable)
                  [--box-labels true ...] [--embedding-id ID instead of an image] [--multimask] [--return-png-masks]
   generate_3d    --mask-s3-key KEY | --mask-png FILE (uploaded) | --mask-rle JSON | --mask-polygon X,Y X,Y X,Y ...
                  [--seed N] [--decode-formats gaussian mesh] [--ss-steps N] [--slat-steps N]
+  generate_body  --box X0,Y0,X1,Y1 (one person each, repeatable) and/or one person's mask per --mask-* flag
+                 [--focal-length PIXELS] [--inference-type full|body|hand]
+                 [--scene: every mask flag, repeated, is one object of one scene (masks): the --mask-s3-key ones
+                 first, then --mask-png, --mask-rle and --mask-polygon, each in the order given]
 
 Local files go to s3://<bucket>/gen3d-inputs/<user-id>/<session-id>/. Real-time endpoints get invoke_endpoint;
 async endpoints get the request uploaded to S3, invoke_endpoint_async (InvocationTimeoutSeconds from
 --invocation-timeout) and the output (or failure) object polled in S3. --verify checks status == "success" and
-that the S3 outputs named exist; --out DIR writes the answer and its files (embedding, mask PNGs, PLY/GLB/pose).
+that the S3 outputs named exist; --out DIR writes the answer and its files (embedding, mask PNGs, PLY/GLB/pose;
+a scene's scene.glb, scene.ply and object-<i>-object.ply/.glb, object-<i>-pose.json; people.glb and each
+person's person-<i>.glb and person-<i>.json).
 A real-time request is refused before it is sent when its body, or its answer (get_embedding with an inline image
 answers with the embedding inline, sized from --preset), would pass SageMaker's 6 MB real-time limit.
 """
@@ -56,22 +62,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--points", nargs="+", default=[], metavar="X,Y", help="click points in original pixels")
     g.add_argument("--labels", nargs="+", type=int, default=[], metavar="0|1",
                    help="one per point: 1 object, 0 background (default: all 1)")
-    g.add_argument("--box", action="append", default=[], metavar="X0,Y0,X1,Y1", help="a box (repeatable)")
+    g.add_argument("--box", action="append", default=[], metavar="X0,Y0,X1,Y1",
+                   help="a box (repeatable); generate_body: one person's box")
     g.add_argument("--box-labels", nargs="+", default=[], metavar="true|false", help="with --text: one per box")
     g.add_argument("--embedding-id", help="cached features of an earlier call instead of an image")
     g.add_argument("--multimask", action="store_true", help="3 candidates for one ambiguous click")
     g.add_argument("--score-threshold", type=float)
     g.add_argument("--return-png-masks", action="store_true", help="also write each mask as a PNG to S3")
-    g = p.add_argument_group("generate_3d")
-    g.add_argument("--mask-s3-key", help="mask PNG already in --bucket")
-    g.add_argument("--mask-png", type=Path, help="local mask PNG, uploaded to --bucket")
-    g.add_argument("--mask-rle", help='COCO RLE JSON {"size": [h, w], "counts": ...}, or @FILE')
+    g = p.add_argument_group("generate_3d (and generate_body: each --mask-* flag is one person's mask)")
+    g.add_argument("--mask-s3-key", action="append", default=[], help="mask PNG already in --bucket")
+    g.add_argument("--mask-png", type=Path, action="append", default=[], help="local mask PNG, uploaded to --bucket")
+    g.add_argument("--mask-rle", action="append", default=[],
+                   help='COCO RLE JSON {"size": [h, w], "counts": ...}, or @FILE')
     g.add_argument("--mask-polygon", nargs="+", action="append", default=[], metavar="X,Y",
-                   help="polygon corners in pixels (repeat the flag for several polygons)")
+                   help="polygon corners in pixels (repeat the flag for several polygons; with --scene, objects)")
+    g.add_argument("--scene", action="store_true",
+                   help="each mask flag is one object: several objects placed in one scene (masks)")
     g.add_argument("--seed", type=int)
     g.add_argument("--decode-formats", nargs="+", choices=("gaussian", "mesh"), default=[])
     g.add_argument("--ss-steps", type=int)
     g.add_argument("--slat-steps", type=int)
+    g = p.add_argument_group("generate_body")
+    g.add_argument("--focal-length", type=float, help="camera focal length in pixels (default: upstream's)")
+    g.add_argument("--inference-type", choices=("full", "body", "hand"), help="full (default): body then hands")
     p.add_argument("--out", type=Path, help="write response.json and the files it names into this folder")
     p.add_argument("--async-input-s3", help="async: S3 URI to upload the request to "
                                             "(default s3://<bucket>/gen3d/async/input/<session>.json)")
@@ -99,12 +112,18 @@ def build_payload(args: argparse.Namespace, s3) -> dict:
         task=args.task, bucket=args.bucket, image_s3_key=args.image_s3_key, session_id=session,
         user_id=args.user_id, points=args.points, labels=args.labels, boxes=args.box, box_labels=args.box_labels,
         text=args.text, embedding_id=args.embedding_id, multimask=args.multimask,
-        score_threshold=args.score_threshold, return_png_masks=args.return_png_masks, mask_s3_key=args.mask_s3_key,
-        mask_polygons=args.mask_polygon, seed=args.seed, decode_formats=args.decode_formats,
-        ss_steps=args.ss_steps, slat_steps=args.slat_steps)
-    if args.mask_rle:
-        text = Path(args.mask_rle[1:]).read_text() if args.mask_rle.startswith("@") else args.mask_rle
-        options.mask_rle = json.loads(text)
+        score_threshold=args.score_threshold, return_png_masks=args.return_png_masks, seed=args.seed,
+        decode_formats=args.decode_formats, ss_steps=args.ss_steps, slat_steps=args.slat_steps,
+        focal_length=args.focal_length, inference_type=args.inference_type)
+    several = args.scene or args.task == "generate_body"  # a body request's masks are one per person
+    if not several:
+        for flag, given in (("--mask-s3-key", args.mask_s3_key), ("--mask-png", args.mask_png),
+                            ("--mask-rle", args.mask_rle)):
+            if len(given) > 1:
+                raise ValueError(f"{flag} given {len(given)} times: add --scene for several objects")
+        options.mask_s3_key = next(iter(args.mask_s3_key), None)
+        options.mask_polygons = args.mask_polygon
+        options.mask_rle = next((rle_json(text) for text in args.mask_rle), None)
     if args.image_file:
         if args.image_s3_key:
             raise ValueError("give --image-s3-key or --image-file, not both")
@@ -114,13 +133,25 @@ def build_payload(args: argparse.Namespace, s3) -> dict:
             print(f"uploaded {args.image_file} to s3://{args.bucket}/{key}", file=sys.stderr)
         else:
             options.image_base64 = payloads.inline_image(args.image_file)
-    if args.mask_png:
-        if not args.bucket or args.mask_s3_key:
-            raise ValueError("--mask-png needs --bucket (it is uploaded there) and excludes --mask-s3-key")
-        key = payloads.input_key(args.user_id, session, args.mask_png)
-        options.mask_s3_key = payloads.upload_input(s3, args.bucket, key, args.mask_png)
-        print(f"uploaded {args.mask_png} to s3://{args.bucket}/{key}", file=sys.stderr)
+    if args.mask_png and (not args.bucket or (args.mask_s3_key and not several)):
+        raise ValueError("--mask-png needs --bucket (it is uploaded there) and excludes --mask-s3-key")
+    uploaded = []
+    for path in args.mask_png:
+        key = payloads.input_key(args.user_id, session, path)
+        uploaded.append(payloads.upload_input(s3, args.bucket, key, path))
+        print(f"uploaded {path} to s3://{args.bucket}/{key}", file=sys.stderr)
+    if not several:
+        options.mask_s3_key = options.mask_s3_key or next(iter(uploaded), None)
+        return payloads.build_payload(options)
+    options.masks = [{"mask_s3_key": key} for key in [*args.mask_s3_key, *uploaded]]
+    options.masks += [{"mask_rle": rle_json(text)} for text in args.mask_rle]
+    options.masks += [{"mask_polygon": payloads.polygon(corners)} for corners in args.mask_polygon]
     return payloads.build_payload(options)
+
+
+def rle_json(text: str) -> dict:
+    """--mask-rle's value: the JSON, or @FILE holding it."""
+    return json.loads(Path(text[1:]).read_text() if text.startswith("@") else text)
 
 
 def check_realtime_size(payload: dict, preset: str) -> None:

@@ -1,4 +1,4 @@
-"""Build the sam3 or sam3d image target and push it to ECR; print the image pinned by digest.
+"""Build a model's image target (sam3, sam3d or sam3d_body) and push it to ECR; print the image pinned by digest.
 
 Creates the ECR repository if missing (scan on push, tagged project=gen3d and each --tag, encrypted with
 --kms-key-id if given), logs docker in with a token from ecr:GetAuthorizationToken (docker login

@@ -8,7 +8,8 @@ able to fail on an endpoint that reached InService.
 - no log line says ``ERROR``, ``Skipping``, ``Load model failed``, ``No module named`` or holds a Python traceback;
 - the smoke request returned real output from the archive's weights: its ``model_id`` names the archive's preset
   (and checkpoint digest, when the archive records it); non-constant, finite tensors in the get_embedding file, a
-  PLY with vertices, a GLB with a valid header and a pose with numbers for generate_3d, masks for segment.
+  PLY with vertices, a GLB with a valid header and a pose with numbers for generate_3d, masks for segment, and for
+  generate_body valid GLBs and each person's MHR mesh (18,439 vertices, 36,874 faces) with 70 finite keypoints.
 
 (InService on the new config is what the deploy waited for, and an async smoke request that failed already fails
 its line with the failure object's text: neither gets a line of its own.)
@@ -38,6 +39,8 @@ from gen3d.sagemaker.names import log_group, parse_image_uri, parse_s3_uri
 # "No module named" wherever it is: a worker can log a missing module as a warning and go on without it
 ERROR_LINE_RE = re.compile(r"\bERROR\b|\bSkipping\b|Load model failed|No module named|Traceback \(most recent call")
 MAX_LOG_EVENTS = 20000
+MHR_MESH = (18_439, 36_874)  # vertices and faces of every person's mesh (SAM 3D Body's MHR topology)
+MHR_KEYPOINTS = 70  # keypoints of each person (MHR70)
 
 
 @dataclass(frozen=True)
@@ -188,6 +191,32 @@ def embedding_summary(data: bytes) -> str:
     return f"{len(tensors)} non-constant tensors: " + ", ".join(parts)
 
 
+def check_glb(glb: bytes, what: str) -> int:
+    """The size of a GLB whose header is valid (magic ``glTF``, its length field = its size); DeployError naming
+    ``what`` otherwise."""
+    if len(glb) < 20 or glb[:4] != b"glTF" or int.from_bytes(glb[8:12], "little") != len(glb):
+        raise DeployError(f"{what} has no valid glTF header")
+    return len(glb)
+
+
+def body_summary(files: dict[str, bytes], response: dict[str, Any]) -> str:
+    """Check generate_body's GLBs have valid headers and each person MHR's mesh (18,439 vertices, 36,874 faces) and
+    70 finite 2D keypoints; a summary, or DeployError."""
+    people = response["people"]
+    for i, person in enumerate(people):
+        check_glb(files[f"people[{i}].glb"], f"people[{i}]'s GLB")
+        mesh = person.get("mesh") or {}
+        if (mesh.get("vertices"), mesh.get("faces")) != MHR_MESH:
+            raise DeployError(f"people[{i}]'s mesh is {mesh}, not MHR's {MHR_MESH[0]} vertices and {MHR_MESH[1]} faces")
+        points = person.get("keypoints_2d")
+        if not (isinstance(points, list) and len(points) == MHR_KEYPOINTS and all(
+                isinstance(p, list) and len(p) == 2 and all(isinstance(v, (int, float)) and math.isfinite(v)
+                                                            for v in p) for p in points)):
+            raise DeployError(f"people[{i}].keypoints_2d is not {MHR_KEYPOINTS} finite [x, y] pairs")
+    size = check_glb(files["people_glb"], "people_glb")
+    return f"{len(people)} people (MHR meshes, {MHR_KEYPOINTS} keypoints each), people GLB {size} bytes"
+
+
 def sam3d_summary(files: dict[str, bytes]) -> str:
     """Check the PLY has vertices, the GLB a valid header, the pose numbers; a summary, or DeployError."""
     parts = []
@@ -198,10 +227,7 @@ def sam3d_summary(files: dict[str, bytes]) -> str:
             raise DeployError("the PLY has no vertex")
         parts.append(f"PLY {count} splats")
     if "glb" in files:
-        glb = files["glb"]
-        if len(glb) < 20 or glb[:4] != b"glTF" or int.from_bytes(glb[8:12], "little") != len(glb):
-            raise DeployError("the GLB has no valid glTF header")
-        parts.append(f"GLB {len(glb)} bytes")
+        parts.append(f"GLB {check_glb(files['glb'], 'the GLB')} bytes")
     pose = json.loads(files["pose"])
     for key, size in (("rotation", 4), ("translation", 3), ("scale", 3)):
         values = pose.get(key)
@@ -228,6 +254,8 @@ def check_output(s3: Any, smoke: SmokeOutcome) -> Check:
             detail = embedding_summary(next(iter(blobs.values())))
         elif smoke.task == "generate_3d":
             detail = sam3d_summary(blobs)  # by kind: ply, glb, pose
+        elif smoke.task == "generate_body":
+            detail = body_summary(blobs, response)  # people_glb, people[i].glb / .params
         else:
             masks = [m for m in response.get("masks") or [] if int(m.get("area", 0)) > 0]
             if not masks:

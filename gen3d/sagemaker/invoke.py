@@ -21,6 +21,7 @@ from gen3d.sagemaker.names import log_group, parse_s3_uri
 
 MAX_INVOCATION_TIMEOUT_S = 3600  # SageMaker's limit of InvocationTimeoutSeconds
 REALTIME_PAYLOAD_BYTES = 6 * 2**20  # SageMaker's limit on a real-time request body and on its answer (6 MB)
+BODY_PERSON_OUTPUTS = ("glb", "params")  # the files of each person of a generate_body answer
 
 
 def sam3d_outputs(decode_formats: object) -> list[str]:
@@ -148,7 +149,8 @@ def invoke_async(
 
 def verify_response(s3: Any, response: dict[str, Any], bucket: str) -> dict[str, str]:
     """Check status == "success" and that every S3 output it names exists; return their URIs by name
-    (``output_s3_key``, then each kind of ``outputs``: ply, glb, pose), in the answer's order."""
+    (``output_s3_key``, then each kind of ``outputs``: ply, glb, pose, people_glb; then generate_body's
+    ``people[i].glb`` / ``people[i].params``), in the answer's order."""
     if response.get("status") != "success":
         raise SmokeTestError(f"response status is {response.get('status')!r}, not 'success': {response}")
     bucket = str(response.get("output_bucket") or response.get("bucket") or bucket)
@@ -162,12 +164,31 @@ def verify_response(s3: Any, response: dict[str, Any], bucket: str) -> dict[str,
             if missing:
                 raise SmokeTestError(f"generate_3d response lacks outputs {missing}: {response}")
         keys.update({str(name): str(key) for name, key in outputs.items() if key})
+    if response.get("task") == "generate_body":
+        keys.update(body_output_keys(response))
     if not keys:
         raise SmokeTestError(f"response names no S3 output: {response}")
     absent = [f"s3://{bucket}/{key}" for key in keys.values() if not s3_object_exists(s3, bucket, key)]
     if absent:
         raise SmokeTestError(f"response claims outputs that do not exist: {', '.join(absent)}")
     return {name: f"s3://{bucket}/{key}" for name, key in keys.items()}
+
+
+def body_output_keys(response: dict[str, Any]) -> dict[str, str]:
+    """The S3 keys a generate_body answer must name: ``people_glb``, and each person's ``glb`` and ``params``
+    (as ``people[i].glb``); SmokeTestError naming what is missing."""
+    people = response.get("people")
+    outputs = response.get("outputs")
+    if not (isinstance(people, list) and people and isinstance(outputs, dict) and outputs.get("people_glb")):
+        raise SmokeTestError(f"generate_body response names no person or no outputs.people_glb: {response}")
+    keys: dict[str, str] = {}
+    for i, person in enumerate(people):
+        files = person.get("outputs") if isinstance(person, dict) else None
+        missing = [kind for kind in BODY_PERSON_OUTPUTS if not (isinstance(files, dict) and files.get(kind))]
+        if missing:
+            raise SmokeTestError(f"generate_body response's people[{i}] lacks outputs {missing}: {response}")
+        keys.update({f"people[{i}].{kind}": str(files[kind]) for kind in BODY_PERSON_OUTPUTS})
+    return keys
 
 
 def seed_png(size: int = 256) -> bytes:
@@ -184,12 +205,21 @@ def seed_png(size: int = 256) -> bytes:
 
 def default_payload(model: str, bucket: str, image_s3_key: str, session_id: str,
                     user_id: str = "sagemaker-smoke-test") -> dict[str, Any]:
-    """The client contract's request for ``model``'s default task (generate_3d: the seed picture's disc as mask)."""
+    """The client contract's request for ``model``'s default task (generate_3d: the seed picture's disc as mask;
+    generate_body: the disc's box as the one person, a box being what a client gets from segment's "person")."""
     payload: dict[str, Any] = {"task": MODELS[model].default_task, "image_s3_key": image_s3_key, "bucket": bucket,
                                "session_id": session_id, "user_id": user_id}
     if model == "sam3d":
         payload["mask_polygon"] = seed_disc_polygon()
+    elif model == "sam3d_body":
+        payload["boxes"] = [seed_disc_box()]
     return payload
+
+
+def seed_disc_box(size: int = 256) -> list[float]:
+    """The box around the disc of :func:`seed_png` in pixels ([x0, y0, x1, y1])."""
+    centre, radius = (size - 1) / 2, size / 3
+    return [round(centre - radius, 2), round(centre - radius, 2), round(centre + radius, 2), round(centre + radius, 2)]
 
 
 def seed_disc_polygon(size: int = 256, corners: int = 32) -> list[list[float]]:

@@ -37,6 +37,12 @@ def validate_name(name: str) -> str:
     return name
 
 
+def default_endpoint_name(model: str, mode: str) -> str:
+    """``<model>-<mode>`` with the model name's underscores as hyphens, which SageMaker names do not allow
+    (sam3d_body -> sam3d-body-realtime)."""
+    return validate_name(f"{model.replace('_', '-')}-{mode}")
+
+
 def name_base(base: str) -> str:
     """``base`` in lower case (as SageMaker writes names in ARNs, where teardown reads them), cut to 47 characters
     to leave room for "-YYYYmmdd-HHMMSS"; a longer one ends in a hash of all of it, so two endpoints whose names

@@ -1,5 +1,6 @@
 """Requests of the client contract built from command-line values, local inputs uploaded to S3, and the
-files an answer names written to a local folder (see docs/http-api.md: get_embedding, segment, generate_3d)."""
+files an answer names written to a local folder (see docs/http-api.md: get_embedding, segment, generate_3d,
+generate_body)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,17 @@ from typing import Any
 from gen3d.models import model_serving
 from gen3d.serving.masks import mask_from_rle, mask_png
 
-SAM3D_FILE_NAMES = {"ply": "object.ply", "glb": "object.glb", "pose": "pose.json"}
+SAM3D_FILE_NAMES = {
+    "ply": "object.ply",
+    "glb": "object.glb",
+    "pose": "pose.json",
+    "scene_glb": "scene.glb",
+    "scene_ply": "scene.ply",
+}
+BODY_FILE_NAMES = {"people_glb": "people.glb"}  # each person's files: person-<i>.glb and person-<i>.json
+# what generate_body takes of the segment / generate_3d flags: its people are boxes and masks
+BODY_TAKES = {"boxes", "masks"}
+FLAGS = {"boxes": "--box", "point_labels": "--labels", "masks": "--mask-*"}  # fields whose flag is named otherwise
 INPUT_PREFIX = "gen3d-inputs"
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 
@@ -48,10 +59,13 @@ class PayloadOptions:
     mask_s3_key: str | None = None
     mask_rle: dict[str, Any] | None = None
     mask_polygons: list[list[str]] = field(default_factory=list)
+    masks: list[dict[str, Any]] = field(default_factory=list)  # a scene: one entry per object (``masks``)
     seed: int | None = None
     decode_formats: list[str] = field(default_factory=list)
     ss_steps: int | None = None
     slat_steps: int | None = None
+    focal_length: float | None = None
+    inference_type: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -70,16 +84,24 @@ def build_payload(o: PayloadOptions) -> dict[str, Any]:
         raise ValueError("give an image: --image-s3-key with --bucket, or --image-file")
     if o.bucket:
         payload["bucket"] = o.bucket
-    segment = _segment_fields(o)
-    generate = _generate_fields(o)
-    wrong = sorted(generate if o.task != "generate_3d" else {}) + sorted(segment if o.task != "segment" else {})
+    segment, generate, body = _segment_fields(o), _generate_fields(o), _body_fields(o)
+    given = {**segment, **generate, **body}
+    applies = {"segment": segment.keys(), "generate_3d": generate.keys(),
+               "generate_body": body.keys() | (BODY_TAKES & given.keys())}.get(o.task, set())
+    wrong = sorted(given.keys() - applies)
     if wrong:
-        flags = ", ".join("--" + name.replace("_", "-") for name in wrong)
+        flags = ", ".join(FLAGS.get(name, "--" + name.replace("_", "-")) for name in wrong)
         raise ValueError(f"{flags} do not apply to task {o.task} (model {spec.name})")
     if o.task == "segment" and not ({"points", "boxes", "text"} & segment.keys()):
         raise ValueError("segment needs a prompt: --text, --points or --box")
-    if o.task == "generate_3d" and not ({"mask_s3_key", "mask_rle", "mask_polygon"} & generate.keys()):
+    if o.task == "generate_3d" and not ({"mask_s3_key", "mask_rle", "mask_polygon", "masks"} & generate.keys()):
         raise ValueError("generate_3d needs a mask: --mask-s3-key, --mask-png, --mask-rle or --mask-polygon")
+    if o.task == "generate_body":
+        people = _body_people(o)
+        if not people:
+            raise ValueError("generate_body needs its people: --box (one per person, repeatable) and/or a mask "
+                             "(--mask-s3-key, --mask-png, --mask-rle, --mask-polygon: one person each)")
+        return {**payload, **people, **body, **o.extra}
     return {**payload, **segment, **generate, **o.extra}
 
 
@@ -108,13 +130,37 @@ def _segment_fields(o: PayloadOptions) -> dict[str, Any]:
 def _generate_fields(o: PayloadOptions) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     if o.mask_polygons:
-        polygons = [[numbers(p, 2, "--mask-polygon") for p in polygon] for polygon in o.mask_polygons]
-        if any(len(polygon) < 3 for polygon in polygons):
-            raise ValueError("--mask-polygon needs at least 3 X,Y corners")
+        polygons = [polygon(corners) for corners in o.mask_polygons]
         fields["mask_polygon"] = polygons[0] if len(polygons) == 1 else polygons
+    if o.masks:
+        fields["masks"] = o.masks
     optional = {"mask_s3_key": o.mask_s3_key, "mask_rle": o.mask_rle, "seed": o.seed,
                 "decode_formats": o.decode_formats or None, "ss_steps": o.ss_steps, "slat_steps": o.slat_steps}
     return {**fields, **{k: v for k, v in optional.items() if v is not None}}
+
+
+def _body_fields(o: PayloadOptions) -> dict[str, Any]:
+    optional = {"focal_length": o.focal_length, "inference_type": o.inference_type}
+    return {k: v for k, v in optional.items() if v is not None}
+
+
+def _body_people(o: PayloadOptions) -> dict[str, Any]:
+    """generate_body's ``boxes`` and ``masks``: each --box one person, each mask flag one person's mask (the
+    invoke script puts them in ``o.masks``); the server pairs boxes and masks in order."""
+    people: dict[str, Any] = {}
+    if o.boxes:
+        people["boxes"] = [numbers(b, 4, "--box") for b in o.boxes]
+    if o.masks:
+        people["masks"] = o.masks
+    return people
+
+
+def polygon(corners: list[str]) -> list[list[float]]:
+    """One --mask-polygon's X,Y corners (at least 3)."""
+    points = [numbers(corner, 2, "--mask-polygon") for corner in corners]
+    if len(points) < 3:
+        raise ValueError("--mask-polygon needs at least 3 X,Y corners")
+    return points
 
 
 def input_key(user_id: str, session_id: str, path: Path, prefix: str = INPUT_PREFIX) -> str:
@@ -139,7 +185,8 @@ def inline_image(path: Path) -> str:
 
 def save_outputs(s3: Any, response: dict[str, Any], folder: Path, bucket: str | None) -> list[Path]:
     """Write the answer and every file it names (S3 keys downloaded, base64 decoded, RLE masks as PNG) into
-    ``folder``: response.json, the embedding's .safetensors, mask-<i>.png, object.ply/.glb and pose.json."""
+    ``folder``: response.json, the embedding's .safetensors, mask-<i>.png, object.ply/.glb and pose.json,
+    people.glb and each person's person-<i>.glb / person-<i>.json."""
     folder.mkdir(parents=True, exist_ok=True)
     written = [folder / "response.json"]
     written[0].write_text(json.dumps(response, indent=2))
@@ -167,9 +214,16 @@ def save_outputs(s3: Any, response: dict[str, Any], folder: Path, bucket: str | 
             rle = entry["rle"]  # the answer's own size: the mask is only written out
             size = rle.get("size") if isinstance(rle, dict) else None
             write(mask_png(mask_from_rle(rle, size, f"masks[{i}].rle")), f"mask-{i}.png")
-    for kind, key in (response.get("outputs") or {}).items():
-        if key:
-            fetch(str(key), SAM3D_FILE_NAMES.get(kind, Path(str(key)).name))
-    for kind, data in (response.get("outputs_base64") or {}).items():
-        write(base64.b64decode(data), SAM3D_FILE_NAMES.get(kind, kind))
+    names = {**SAM3D_FILE_NAMES, **BODY_FILE_NAMES}
+    for prefix, entry in [("", response), *((f"object-{o.get('index')}-", o) for o in response.get("objects") or [])]:
+        for kind, key in (entry.get("outputs") or {}).items():
+            if key:
+                fetch(str(key), prefix + names.get(kind, Path(str(key)).name))
+        for kind, data in (entry.get("outputs_base64") or {}).items():
+            write(base64.b64decode(data), prefix + names.get(kind, kind))
+    for i, person in enumerate(response.get("people") or []):
+        for kind, key in (person.get("outputs") or {}).items():
+            fetch(str(key), f"person-{i}.{'glb' if kind == 'glb' else 'json'}")
+        for kind, data in (person.get("outputs_base64") or {}).items():
+            write(base64.b64decode(data), f"person-{i}.{'glb' if kind == 'glb' else 'json'}")
     return written

@@ -62,7 +62,7 @@ class ArchiveNeeds:
         if self.demo_weights:
             what = (f"archive {self.source} was built from demo weights (preset {self.preset}, random weights: its "
                     "answers mean nothing)")
-            fix = "build it with --checkpoint (sam3) or --pipeline-dir (sam3d)"
+            fix = "build it with --checkpoint (sam3, sam3d_body) or --pipeline-dir (sam3d)"
         else:
             what = f"cannot tell whether {self.source} holds demo weights (its model-config.yaml was not read)"
             fix = "deploy an archive directory built by gen3d-build-archives"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from gen3d.sam3d.types import Generation
 
 POSE_FORMAT = "gen3d.sam3d.pose/v1"
-CONTENT_TYPES = {"ply": "application/octet-stream", "glb": "model/gltf-binary", "pose": "application/json"}
+CONTENT_TYPES = {".ply": "application/octet-stream", ".glb": "model/gltf-binary", ".json": "application/json"}  # suffix
 FILE_NAMES = {"ply": "object.ply", "glb": "object.glb", "pose": "pose.json"}
 # The conventions of InferencePipelinePointMap's pose (see docs/http-api.md's generate_3d section).
 FRAMES = {

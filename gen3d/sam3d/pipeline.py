@@ -194,7 +194,22 @@ class OfficialGenerator:
         for attribute, stage in STAGES:
             self.recorder.wrap(pipeline, attribute, stage)
 
-    def generate(self, image: np.ndarray, mask: np.ndarray, options: GenerateOptions) -> Generation:
+    def picture_pointmap(self, image: np.ndarray) -> torch.Tensor:
+        """The picture's pointmap (HxWx3, PyTorch3D camera frame: MoGe's, turned as ``compute_pointmap`` turns it),
+        for ``run(..., pointmap=...)``. ``compute_pointmap`` clips points far behind the mask's; here there is no
+        object yet, so clipping is switched off for this call: each object's ``run`` clips by its own mask."""
+        saved = self.pipeline.clip_pointmap_beyond_scale
+        self.pipeline.clip_pointmap_beyond_scale = None
+        try:
+            with self.device, torch.no_grad():
+                rgba = merge_mask_to_rgba(image, np.ones(image.shape[:2], dtype=bool))
+                return self.pipeline.compute_pointmap(rgba)["pointmap"].permute(1, 2, 0)
+        finally:
+            self.pipeline.clip_pointmap_beyond_scale = saved
+
+    def generate(
+        self, image: np.ndarray, mask: np.ndarray, options: GenerateOptions, pointmap: torch.Tensor | None = None
+    ) -> Generation:
         self.recorder.reset()
         rgba = merge_mask_to_rgba(image, mask)
         with inference_steps_restored(self.pipeline.models):
@@ -210,6 +225,7 @@ class OfficialGenerator:
                 stage1_inference_steps=options.ss_steps,
                 stage2_inference_steps=options.slat_steps,
                 decode_formats=list(options.decode_formats),
+                pointmap=pointmap,
             )
         return Generation(
             gaussian=out.get("gs"),

@@ -24,6 +24,9 @@ class Sam3dPreset:
     description: str
     min_gpu_memory_gib: int
     default_steps: tuple[int, int]  # (sparse structure, structured latent), as the pipeline configures them
+    # expected seconds per object at the default steps, by device type: a many-mask request must fit its count
+    # times this within the response timeout (model-config.yaml handler.object_seconds overrides it)
+    object_seconds: dict[str, float]
 
 
 PRESETS: dict[str, Sam3dPreset] = {
@@ -33,6 +36,8 @@ PRESETS: dict[str, Sam3dPreset] = {
         description="official SAM 3D Objects pipeline (pipeline.yaml + checkpoints, DINOv2 and MoGe staged)",
         min_gpu_memory_gib=SAM3D.gpu_memory_gib,
         default_steps=(25, 25),
+        # upstream issue #64 reports 8-12 s per object on an H100; the default instance's L40S is slower
+        object_seconds={"cuda": 30.0},
     ),
     "tiny-cpu-demo": Sam3dPreset(
         name="tiny-cpu-demo",
@@ -44,6 +49,7 @@ PRESETS: dict[str, Sam3dPreset] = {
         ),
         min_gpu_memory_gib=0,
         default_steps=(2, 2),
+        object_seconds={"cpu": 30.0},  # ~6 s per object on an idle 2-core test machine; 5x for a busy one
     ),
 }
 

@@ -11,21 +11,28 @@ array of the image's size; an empty one is refused.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from PIL import ImageOps
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gen3d.errors import InvalidField
 from gen3d.sam3d.types import DECODE_FORMATS, OPTION_RENDERERS, GenerateOptions
 from gen3d.serving.images import opened
-from gen3d.serving.limits import MAX_POLYGON_POINTS, MAX_SEED, MAX_STEPS
-from gen3d.serving.masks import check_mask_size, mask_from_png, mask_from_polygon, mask_from_rle, polygons_of
-from gen3d.serving.schema import Envelope, ParsedRequest, S3Key, validated
-from gen3d.serving.storage import S3Location, check_key
+from gen3d.serving.limits import MAX_POLYGON_POINTS, MAX_SEED, MAX_STEPS, SCENE_OBJECTS_CAP
+from gen3d.serving.masks import (
+    MASK_FIELDS,
+    MaskFields,
+    box_of,
+    check_mask_size,
+    mask_from_png,
+    mask_from_polygon,
+    mask_from_rle,
+)
+from gen3d.serving.schema import Envelope, ParsedRequest, invalid_field, validated
+from gen3d.serving.storage import S3Location
 
-MASK_FIELDS = ("mask_s3_key", "mask_rle", "mask_polygon")
 DEFAULT_SEED = 42  # upstream's demo.py seed
 LAYOUT_UNAVAILABLE = (
     "not available: sam-3d-objects at the pinned commit wires no layout post-optimisation "
@@ -34,22 +41,26 @@ LAYOUT_UNAVAILABLE = (
 Steps = Annotated[int, Field(ge=1, le=MAX_STEPS)]
 
 
-class CocoRle(BaseModel):
-    """A COCO run-length encoding, as segment returns masks (pycocotools reads it)."""
+class SceneMask(MaskFields):
+    """One entry of ``masks``: an object of the scene."""
 
-    model_config = ConfigDict(strict=True)
-
-    size: list[Annotated[int, Field(gt=0)]] = Field(min_length=2, max_length=2, description="[height, width]")
-    counts: str | list[Annotated[int, Field(ge=0)]] = Field(description="compressed string or uncompressed runs")
+    model_config = ConfigDict(strict=True, extra="forbid")
 
 
-class Generate3dRequest(Envelope):
-    """generate_3d: one object of a picture, given by a mask, as a Gaussian splat (PLY), a mesh (GLB) and a pose."""
+class Generate3dRequest(MaskFields, Envelope):
+    """generate_3d: one object of a picture, given by a mask, as a Gaussian splat (PLY), a mesh (GLB) and a pose;
+    or several objects (``masks``) placed in one scene."""
 
     task: Literal["generate_3d"]
-    mask_s3_key: S3Key | None = Field(None, description="the mask as a PNG in bucket (non-zero or alpha = object)")
-    mask_rle: CocoRle | None = Field(None, description="the mask as COCO RLE (e.g. a segment result's rle)")
-    mask_polygon: list[Any] | None = Field(None, description="[[x, y], ...] pixels, or a list of such polygons")
+    masks: list[SceneMask] | None = Field(
+        None,
+        min_length=1,
+        max_length=SCENE_OBJECTS_CAP,
+        description="several objects, each {mask_s3_key | mask_rle | mask_polygon}: one scene (instead of mask_*)",
+    )
+    object_files: bool = Field(
+        True, description="with masks: false leaves out each object's files (the scene's only: half the bytes)"
+    )
     seed: int = Field(DEFAULT_SEED, ge=0, le=MAX_SEED, description="same inputs + seed + preset: same PLY bytes")
     ss_steps: Steps | None = Field(None, description="stage-1 flow steps (default: the pipeline's)")
     slat_steps: Steps | None = Field(None, description="stage-2 flow steps (default: the pipeline's)")
@@ -60,10 +71,26 @@ class Generate3dRequest(Envelope):
     texture_baking: bool = Field(False, description="bake a texture (needs nvdiffrast and diff_gaussian_rasterization)")
     layout_postprocess: bool = Field(False, description="only false: not wired at the pinned upstream commit")
 
-    @field_validator("mask_s3_key")
+    @field_validator("masks", mode="before")
     @classmethod
-    def _mask_key(cls, value: str | None) -> str | None:
-        return value if value is None else check_key(value, "mask_s3_key")
+    def _masks_named_by_index(cls, value: object) -> object:
+        """Each entry checked alone, so that a bad one answers 400 naming ``masks[i]``."""
+        if not isinstance(value, list) or len(value) > SCENE_OBJECTS_CAP:
+            return value  # pydantic names the list itself
+        checked = []
+        for index, item in enumerate(value):
+            try:
+                entry = SceneMask.model_validate(item)
+            except ValidationError as err:
+                inner = invalid_field(err)
+                raise InvalidField(f"masks[{index}]", f"{inner.field}: {inner.message}") from None
+            except InvalidField as err:
+                raise InvalidField(f"masks[{index}]", f"{err.field}: {err.message}") from None
+            given = entry.given()
+            if len(given) != 1:
+                raise InvalidField(f"masks[{index}]", f"give exactly one of {list(MASK_FIELDS)}, not {given}")
+            checked.append(entry)
+        return checked
 
     @model_validator(mode="after")
     def _options_fit_together(self) -> Generate3dRequest:
@@ -77,12 +104,17 @@ class Generate3dRequest(Envelope):
         for name in OPTION_RENDERERS:
             if getattr(self, name) and "mesh" not in formats:
                 raise InvalidField(name, "needs the mesh: add 'mesh' to decode_formats")
-        given = [name for name in MASK_FIELDS if getattr(self, name) is not None]
+        given = self.given()
         if len(given) > 1:
             raise InvalidField(given[1], f"give exactly one of {list(MASK_FIELDS)}, not {given}")
-        polygons = polygons_of(self.mask_polygon) if self.mask_polygon is not None else []
-        if sum(len(p) if isinstance(p, list) else 1 for p in polygons) > MAX_POLYGON_POINTS:
+        if not self.object_files and self.masks is None:
+            raise InvalidField("object_files", "false only applies to masks (a scene), whose files are the scene's")
+        if given and self.masks is not None:
+            raise InvalidField("masks", f"give masks (several objects) or {given[0]} (one object), not both")
+        if self.polygon_points() > MAX_POLYGON_POINTS:
             raise InvalidField("mask_polygon", f"at most {MAX_POLYGON_POINTS} points in all")
+        if sum(entry.polygon_points() for entry in self.masks or []) > MAX_POLYGON_POINTS:
+            raise InvalidField("masks", f"at most {MAX_POLYGON_POINTS} polygon points in all masks together")
         return self
 
 
@@ -93,6 +125,11 @@ class MaskSource:
     field: str
     s3: S3Location | None = None
     value: object = None
+    name: str = ""  # what errors name (``masks[i]`` for a scene's mask); the field by default
+
+    @property
+    def label(self) -> str:
+        return self.name or self.field
 
 
 def generate_request(req: ParsedRequest) -> Generate3dRequest:
@@ -104,31 +141,49 @@ def mask_source(req: ParsedRequest, model: Generate3dRequest) -> MaskSource:
     """The request's single mask source; 400 naming the field when there is none."""
     if req.image is not None and req.image.field == "body":
         return MaskSource(field="body")
-    if model.mask_s3_key is not None:
-        if model.bucket is None:
-            raise InvalidField("bucket", "required with mask_s3_key")
-        return MaskSource(field="mask_s3_key", s3=S3Location(model.bucket, model.mask_s3_key))
-    if model.mask_rle is not None:
-        return MaskSource(field="mask_rle", value=model.mask_rle.model_dump())
-    if model.mask_polygon is not None:
-        return MaskSource(field="mask_polygon", value=model.mask_polygon)
-    raise InvalidField("mask_s3_key", "a mask is required: mask_s3_key (PNG, with bucket), mask_rle or mask_polygon")
+    source = _source_of(model, model.bucket, "")
+    if source is None:
+        raise InvalidField(
+            "mask_s3_key", "a mask is required: mask_s3_key (PNG, with bucket), mask_rle, mask_polygon or masks"
+        )
+    return source
+
+
+def scene_mask_sources(model: Generate3dRequest) -> list[MaskSource]:
+    """The sources of ``masks``, each named ``masks[i]`` in errors."""
+    return [_source_of(entry, model.bucket, f"masks[{i}]") for i, entry in enumerate(model.masks or [])]
+
+
+def _source_of(fields: MaskFields, bucket: str | None, name: str) -> MaskSource | None:
+    if fields.mask_s3_key is not None:
+        if bucket is None:
+            raise InvalidField("bucket", f"required with {name + '.' if name else ''}mask_s3_key")
+        return MaskSource(field="mask_s3_key", s3=S3Location(bucket, fields.mask_s3_key), name=name)
+    if fields.mask_rle is not None:
+        return MaskSource(field="mask_rle", value=fields.mask_rle.model_dump(), name=name)
+    if fields.mask_polygon is not None:
+        return MaskSource(field="mask_polygon", value=fields.mask_polygon, name=name)
+    return None
 
 
 def decode_mask(source: MaskSource, data: bytes | None, size: tuple[int, int]) -> np.ndarray:
     """A bool mask of ``size`` (h, w) from ``source`` (``data``: the PNG bytes of an S3 or body mask). Each kind
     is checked against ``size`` before it is decoded or drawn: a client's numbers never size an allocation."""
+    label = source.label
     if source.field == "body":
         mask = alpha_mask(data or b"")
     elif source.field == "mask_s3_key":
-        mask = mask_from_png(data or b"", size, source.field)
+        mask = mask_from_png(data or b"", size, label)
     elif source.field == "mask_rle":
-        mask = mask_from_rle(source.value, size, source.field)
+        mask = mask_from_rle(source.value, size, label)
     else:
-        mask = mask_from_polygon(source.value, size, source.field)
-    check_mask_size(source.field, mask.shape, size)
+        mask = mask_from_polygon(source.value, size, label)
+    check_mask_size(label, mask.shape, size)
     if not mask.any():
-        raise InvalidField(source.field, "mask is empty: it must select the object (at least one pixel)")
+        raise InvalidField(label, "mask is empty: it must select the object (at least one pixel)")
+    x0, y0, x1, y1 = box_of(mask)
+    if x1 - x0 < 2 or y1 - y0 < 2:  # upstream's preprocessing raises BoundingBoxError (a 500) on these
+        raise InvalidField(label, f"mask's bounding box is {x1 - x0:.0f}x{y1 - y0:.0f} pixels: it must be at least 2x2")
     return mask.astype(bool)
 
 

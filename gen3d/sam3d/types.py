@@ -51,7 +51,15 @@ class Generator(Protocol):
     device: torch.device
     renderers: frozenset[str]  # the optional renderers (OPTION_RENDERERS) this worker can import
 
-    def generate(self, image: np.ndarray, mask: np.ndarray, options: GenerateOptions) -> Generation: ...
+    def picture_pointmap(self, image: np.ndarray) -> torch.Tensor:
+        """The picture's HxWx3 pointmap (PyTorch3D camera frame), for several objects of one picture."""
+        ...
+
+    def generate(
+        self, image: np.ndarray, mask: np.ndarray, options: GenerateOptions, pointmap: torch.Tensor | None = None
+    ) -> Generation:
+        """One object; ``pointmap`` (:meth:`picture_pointmap`) reuses the picture's instead of computing it."""
+        ...
 
 
 def merge_mask_to_rgba(image: np.ndarray, mask: np.ndarray) -> np.ndarray:

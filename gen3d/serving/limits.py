@@ -20,6 +20,10 @@ MAX_ANSWER_RLE_BYTES = 128 * 1024 * 1024  # a segment answer's RLE counts, all m
 MAX_POLYGON_POINTS = 100_000  # all polygons of mask_polygon together
 MAX_STEPS = 200  # ss_steps, slat_steps
 MAX_SEED = 2**63 - 1
+SCENE_OBJECTS = 32  # generate_3d's masks per request by default (model-config.yaml handler.max_scene_objects)
+SCENE_OBJECTS_CAP = 256  # the most handler.max_scene_objects may allow (the request schema's bound)
+MAX_PEOPLE = 8  # generate_body: boxes/masks per request (full inference runs the decoders three times each)
+MAX_FOCAL_PIXELS = 1e6  # generate_body: focal_length and cam_int entries
 INLINE_OUTPUT_BYTES = 16 * 1024 * 1024  # generate_3d files returned inline; above, they must go to S3
 MAX_RESPONSE_BYTES = 200 * 1024 * 1024  # TorchServe's max_response_size (config.properties)
 
@@ -46,9 +50,20 @@ LIMITS: list[tuple[str, str, str]] = [
         "generate_3d, all polygons together, each point inside the image",
     ),
     ("`mask_rle` size, mask PNG", "the image's height and width", "generate_3d, checked before the mask is decoded"),
+    (
+        "`masks`",
+        f"{SCENE_OBJECTS} objects (configurable up to {SCENE_OBJECTS_CAP})",
+        "generate_3d, model-config.yaml `handler.max_scene_objects`; and objects x per-object time within the "
+        "response timeout (422)",
+    ),
     ("`ss_steps`, `slat_steps`", f"1-{MAX_STEPS}", "generate_3d"),
     ("`seed`", f"0-{MAX_SEED}", "generate_3d"),
-    ("inline generate_3d files", f"{INLINE_OUTPUT_BYTES // 2**20} MiB", "above: 413 asking for `output_bucket`"),
+    ("`boxes`, `masks`", f"{MAX_PEOPLE} people", "generate_body; boxes inside the image, masks of its size"),
+    (
+        "inline generate_3d, generate_body files",
+        f"{INLINE_OUTPUT_BYTES // 2**20} MiB",
+        "above: 413 asking for `output_bucket`",
+    ),
     ("response", f"{MAX_RESPONSE_BYTES // 2**20} MiB", "TorchServe's max_response_size"),
 ]
 

@@ -1,15 +1,54 @@
-"""Object masks in and out: COCO RLE (pycocotools), polygons and PNG images, always as bool HxW arrays."""
+"""Object masks in and out: COCO RLE (pycocotools), polygons and PNG images, always as bool HxW arrays; and the
+mask object requests give (:class:`MaskFields`: generate_3d's mask fields and ``masks`` entries, generate_body's
+``masks`` entries)."""
 
 from __future__ import annotations
 
 import io
+from typing import Annotated, Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 from pycocotools import mask as coco_mask
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gen3d.errors import InvalidField
 from gen3d.serving.images import opened
+from gen3d.serving.schema import S3Key
+from gen3d.serving.storage import check_key
+
+MASK_FIELDS = ("mask_s3_key", "mask_rle", "mask_polygon")
+
+
+class CocoRle(BaseModel):
+    """A COCO run-length encoding, as segment returns masks (pycocotools reads it)."""
+
+    model_config = ConfigDict(strict=True)
+
+    size: list[Annotated[int, Field(gt=0)]] = Field(min_length=2, max_length=2, description="[height, width]")
+    counts: str | list[Annotated[int, Field(ge=0)]] = Field(description="compressed string or uncompressed runs")
+
+
+class MaskFields(BaseModel):
+    """One object's mask: exactly one of the three fields (checked by the request)."""
+
+    model_config = ConfigDict(strict=True)
+
+    mask_s3_key: S3Key | None = Field(None, description="the mask as a PNG in bucket (non-zero or alpha = object)")
+    mask_rle: CocoRle | None = Field(None, description="the mask as COCO RLE (e.g. a segment result's rle)")
+    mask_polygon: list[Any] | None = Field(None, description="[[x, y], ...] pixels, or a list of such polygons")
+
+    @field_validator("mask_s3_key")
+    @classmethod
+    def _mask_key(cls, value: str | None) -> str | None:
+        return value if value is None else check_key(value, "mask_s3_key")
+
+    def given(self) -> list[str]:
+        return [name for name in MASK_FIELDS if getattr(self, name) is not None]
+
+    def polygon_points(self) -> int:
+        polygons = polygons_of(self.mask_polygon) if self.mask_polygon is not None else []
+        return sum(len(p) if isinstance(p, list) else 1 for p in polygons)
 
 
 def rle_from_mask(mask: np.ndarray) -> dict:

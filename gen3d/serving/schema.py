@@ -79,6 +79,11 @@ class ParsedRequest:
         """True when the image was given by S3 key: outputs then go to S3 too."""
         return self.image is not None and self.image.s3 is not None
 
+    @property
+    def writes_s3(self) -> bool:
+        """A generating task's outputs go to S3 when the image came from S3 or an ``output_bucket`` is given."""
+        return self.came_by_s3 or self.get("output_bucket") is not None
+
     def get(self, name: str, default: Any = None) -> Any:
         return self.fields.get(name, default)
 

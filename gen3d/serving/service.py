@@ -10,6 +10,7 @@ prefix, echoing the client's ids, timings, metrics and the one place that turns 
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -21,8 +22,9 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import torch
 
-from gen3d.errors import InvalidField, OutOfResources, ServingError
+from gen3d.errors import InvalidField, OutOfResources, ServingError, TooLarge
 from gen3d.models import ModelSpec, model_serving
+from gen3d.serving.limits import INLINE_OUTPUT_BYTES
 from gen3d.serving.replies import Reply, error_reply, success
 from gen3d.serving.request_log import in_request
 from gen3d.serving.request_log import install as install_request_log
@@ -152,6 +154,18 @@ class ModelService(ABC, Generic[JobT]):
     def fetch(self, field_name: str, s3: S3Location | None, inline: bytes | None = None) -> bytes:
         """An input's bytes: ``inline``, or read from ``s3`` (errors name ``field_name``)."""
         return self.store.get_bytes(s3, field_name) if s3 is not None else inline or b""
+
+    @staticmethod
+    def inline_outputs(files: dict[str, bytes]) -> dict[str, str]:
+        """Output files as base64 for the answer; 413 asking for ``output_bucket`` above the inline limit."""
+        total = sum(len(data) for data in files.values())
+        if total > INLINE_OUTPUT_BYTES:
+            raise TooLarge(
+                "output_bucket",
+                f"outputs are {total / 1e6:.1f} MB, above the {INLINE_OUTPUT_BYTES / 1e6:.1f} MB inline limit; "
+                "give output_bucket, user_id and session_id to have them written to S3",
+            )
+        return {name: base64.b64encode(data).decode() for name, data in files.items()}
 
     def attempt(self, job: JobT, stage: str, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)``; an exception becomes the job's answer (and ``None`` is returned)."""

@@ -89,8 +89,13 @@ def metric_sink(context) -> MetricSink:
 
 
 def handler_config(context) -> dict:
-    """The ``handler`` section of the archive's model-config.yaml."""
-    return (getattr(context, "model_yaml_config", None) or {}).get("handler") or {}
+    """The ``handler`` section of the archive's model-config.yaml, plus its ``responseTimeout`` as
+    ``response_timeout_s`` (TorchServe's limit per batch, which a service may plan its work against)."""
+    yaml_config = getattr(context, "model_yaml_config", None) or {}
+    config = dict(yaml_config.get("handler") or {})
+    if "responseTimeout" in yaml_config:
+        config["response_timeout_s"] = yaml_config["responseTimeout"]
+    return config
 
 
 class ServiceHandler:

@@ -1,10 +1,12 @@
 """The demo page's server (`make serve`: http://127.0.0.1:8090/), on loopback only.
 
-It serves the checkout's ``web/`` folder (index.html, style.css, src/, samples/), two npm packages from
-``web/node_modules`` (``npm ci``: onnxruntime-web's ``dist/`` and three's ``build/`` and ``examples/jsm/``) under
-``/vendor/``, the ONNX decoder exported from the served sam3 archive at ``/decoder.onnx``, and ``/config.json``
-telling the page where TorchServe's inference API is. GET and HEAD only; nothing outside those paths. The page is
-cross-origin isolated (COOP/COEP), so onnxruntime-web may use WebAssembly threads.
+It serves the checkout's ``web/`` folder (index.html, style.css, api.html, src/, samples/), three npm packages from
+``web/node_modules`` (``npm ci``: onnxruntime-web's ``dist/``, three's ``build/`` and ``examples/jsm/``, and
+swagger-ui-dist's bundle and stylesheet) under ``/vendor/``, the ONNX decoder exported from the served sam3 archive
+at ``/decoder.onnx``, ``/config.json`` telling the page where TorchServe's inference API is, and the API's
+documentation: ``/api`` (``web/api.html``: Swagger UI) showing ``/openapi.json`` (the checkout's docs/openapi.json).
+GET and HEAD only; nothing outside those paths. The page is cross-origin isolated (COOP/COEP), so onnxruntime-web
+may use WebAssembly threads.
 """
 
 from __future__ import annotations
@@ -22,19 +24,23 @@ from gen3d.errors import StartupError
 log = logging.getLogger(__name__)
 
 PAGE_DIR = Path(__file__).resolve().parents[2] / "web"  # the checkout's web/ (gen3d is installed editable)
+OPENAPI_FILE = PAGE_DIR.parent / "docs" / "openapi.json"  # gen3d-schema --openapi
 HOST = "127.0.0.1"
 DEFAULT_PORT = 8090
-PAGE_FILES = ("index.html", "style.css")
+PAGE_FILES = ("index.html", "style.css", "api.html")
+ROUTES = {"/": "/index.html", "/api": "/api.html"}
 PAGE_FOLDERS = ("src", "samples")
-# /vendor/<name>/... -> web/node_modules/<package>/<folder>/...: only these folders of these packages
+# /vendor/<name>/... -> web/node_modules/<package>/<base>/...: only these folders (or files) of these packages
 VENDOR = {
     "onnxruntime-web": ("onnxruntime-web", ("dist",), "dist"),
     "three": ("three", ("build", "examples/jsm"), ""),
+    "swagger-ui": ("swagger-ui-dist", ("swagger-ui-bundle.js", "swagger-ui.css"), ""),
 }
 NEEDED = (
     "index.html",
     "node_modules/onnxruntime-web/dist/ort.wasm.min.mjs",
     "node_modules/three/build/three.module.js",
+    "node_modules/swagger-ui-dist/swagger-ui-bundle.js",
 )
 TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -62,9 +68,14 @@ class PageServer:
     """A threaded static server for the page, bound to 127.0.0.1:``port`` when created (so a taken port or a
     missing ``npm ci`` fails at once); :meth:`start` serves in a daemon thread once the decoder file exists."""
 
-    def __init__(self, inference_url: str, port: int = DEFAULT_PORT, page_dir: Path = PAGE_DIR):
+    def __init__(
+        self, inference_url: str, port: int = DEFAULT_PORT, page_dir: Path = PAGE_DIR, openapi: Path = OPENAPI_FILE
+    ):
         check_page_dir(page_dir)
+        if not openapi.is_file():
+            raise StartupError(f"{openapi} not found: gen3d-schema --openapi --out {openapi} writes it")
         self.page_dir = page_dir.resolve()
+        self.openapi = openapi
         self.decoder: Path | None = None  # given to start()
         self.config = json.dumps({"inference_url": inference_url, "decoder_url": "/decoder.onnx"}).encode()
         try:
@@ -96,10 +107,11 @@ class PageServer:
     def resolve(self, path: str) -> Path | bytes | None:
         """The file (or bytes) a URL path names, or None."""
         path = path.split("?", 1)[0].split("#", 1)[0]
-        if path == "/":
-            path = "/index.html"
+        path = ROUTES.get(path, path)
         if path == "/config.json":
             return self.config
+        if path == "/openapi.json":
+            return self.openapi
         if path == "/decoder.onnx":
             return self.decoder
         parts = [p for p in path.split("/") if p]
@@ -108,7 +120,7 @@ class PageServer:
         if parts[0] == "vendor" and len(parts) > 2 and parts[1] in VENDOR:
             package, allowed, base = VENDOR[parts[1]]
             relative = "/".join(([base] if base else []) + parts[2:])
-            if not any(relative.startswith(folder + "/") for folder in allowed):
+            if not any(relative == entry or relative.startswith(entry + "/") for entry in allowed):
                 return None
             root = self.page_dir / "node_modules" / package
             candidate = root / relative

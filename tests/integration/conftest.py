@@ -49,14 +49,14 @@ def s3(aws_env):
 
 @pytest.fixture(scope="session")
 def model_store(tmp_path_factory, models) -> Path:
-    """Demo archives of the models this run serves (--models; default sam3 and sam3d) built by the project's own
+    """Demo archives of the models this run serves (--models; default all three) built by the project's own
     script, as `make serve` builds them."""
     store = tmp_path_factory.mktemp("model-store")
     script = [sys.executable, str(REPO / "scripts" / "build_archives.py")]
     # sam3 waits up to 400 ms for a batch of 4: long enough for the batching tests' concurrent requests (sent together
     # from one thread pool) to land in one batch, short enough that the suite's many lone requests don't each
     # pay it (at 1500 ms they cost ~2 minutes of make test)
-    options = {"sam3": ["--batch-size", "4", "--max-batch-delay", "400"], "sam3d": []}
+    options = {"sam3": ["--batch-size", "4", "--max-batch-delay", "400"], "sam3d": [], "sam3d_body": []}
     builds = [[*script, model, "--export-path", str(store), *options[model]] for model in models]
     procs = [subprocess.Popen(cmd, cwd=REPO) for cmd in builds]  # in parallel: each takes seconds
     codes = [proc.wait() for proc in procs]

@@ -207,6 +207,61 @@ def test_click_masks_equal_the_servers_and_make_3d_draws_the_mesh(page, torchser
     screenshot(page, "demo-page-3d.png", tmp_path)
 
 
+@pytest.mark.sam3d_body
+def test_make_3d_person_shows_the_mesh_and_its_keypoints(page, torchserve, tmp_path):
+    open_sample(page)
+    click_image(page, 150, 220)
+    drawn = overlay_mask(page)
+    page.click("#make3dperson")
+    page.wait_for_function("window.gen3d.person || window.gen3d.error", timeout=180_000)
+    assert page.evaluate("window.gen3d.error") is None
+    person = page.evaluate("window.gen3d.person.people[0]")
+    ys, xs = np.nonzero(drawn)
+    assert person["box"] == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]  # the mask's tight box
+    viewer = page.evaluate("({vertices: window.gen3d.viewer.vertices, keypoints: window.gen3d.viewer.keypoints})")
+    assert viewer == {"vertices": 18_439, "keypoints": 70}
+    assert [a.get_attribute("download") for a in page.locator("#downloads a").all()] == ["people.glb", "person_0.json"]
+    screenshot(page, "demo-page-person.png", tmp_path)
+
+
+def test_kept_masks_make_a_3d_scene_with_every_object_placed(page, tmp_path):
+    open_sample(page)
+    for x, y in ((150, 220), (295, 200), (390, 220)):  # the ball, the mug, the box
+        click_image(page, x, y)
+        page.click("#keep")
+    kept = page.evaluate("window.gen3d.state.kept.map(k => k.mask.reduce((a, v) => a + v, 0))")
+    assert len(kept) == 3 and all(kept) and page.locator("#kept li").count() == 3
+    assert page.evaluate("window.gen3d.state.points.length") == 0  # each kept mask clears the prompts
+    page.click("#make-scene")
+    page.wait_for_function("window.gen3d.scene || window.gen3d.error", timeout=300_000)
+    assert page.evaluate("window.gen3d.error") is None
+    answer = page.evaluate(
+        "({objects: window.gen3d.scene.objects, outputs: Object.keys(window.gen3d.scene.outputs_base64)})"
+    )
+    assert [o["status"] for o in answer["objects"]] == ["success"] * 3 and answer["outputs"] == [
+        "scene_glb",
+        "scene_ply",
+    ]
+    placed = page.evaluate(
+        """() => [0, 1, 2].map(i => window.gen3d.viewer.object.getObjectByName(`object_${i}`)).map(n => ({
+            vertices: n.geometry.attributes.position.count,
+            moved: !n.matrix.equals(new n.matrix.constructor()),
+        }))"""
+    )
+    assert [p["vertices"] for p in placed] == [o["mesh"]["vertices"] for o in answer["objects"]]
+    assert all(p["moved"] for p in placed)  # each node carries its object's placement
+    exported = page.evaluate("window.gen3d.viewer.nodeGlb('object_0').then(b => Array.from(new Uint8Array(b, 0, 4)))")
+    assert bytes(exported) == b"glTF"  # the object's own GLB, for its download link
+    assert page.evaluate("window.gen3d.viewer.vertices") == sum(o["mesh"]["vertices"] for o in answer["objects"])
+    names = [a.get_attribute("download") for a in page.locator("#downloads a").all()]
+    assert names == ["scene.glb", "scene.ply"] + [f"object-{i}{s}" for i in range(3) for s in (".glb", "-pose.json")]
+    assert "3 of 3 objects placed" in page.inner_text("#gen-status")
+    shot = np.asarray(Image.open(screenshot(page.locator("#viewer"), "demo-page-scene-viewer.png", tmp_path)))
+    background = np.array([0x20, 0x24, 0x2B])
+    assert (np.abs(shot[..., :3].astype(int) - background).sum(axis=2) > 30).mean() > 0.01
+    screenshot(page, "demo-page-scene.png", tmp_path)
+
+
 def center(box: dict) -> tuple[float, float]:
     return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
 
@@ -427,3 +482,56 @@ def test_make_serve_serves_the_page_and_opens_cors_for_it(model_store, aws_env, 
             },
         )
         assert preflight.status_code == 200 and preflight.headers["Access-Control-Allow-Origin"] == page
+
+
+def test_api_page_renders_the_openapi_document_and_tries_an_operation(browser, page_server, torchserve):
+    """/api: Swagger UI (npm's swagger-ui-dist, served from this server) renders docs/openapi.json's operations,
+    and "Try it out" on POST /predictions/sam3 with the document's first example answers 200 from TorchServe (CORS
+    opened for the page's origin), the server set from /config.json."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors, outside = [], []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.on("request", lambda r: None if r.url.startswith(("http://127.0.0.1", "data:")) else outside.append(r.url))
+    try:
+        page.goto(page_server.url + "api")
+        page.wait_for_selector(".opblock-summary-path", timeout=30_000)
+        paths = page.locator(".opblock-summary-path").all_inner_texts()
+        assert {"/predictions/sam3", "/predictions/sam3d", "/invocations", "/ping"} <= {p.strip() for p in paths}
+        operation = page.locator(".opblock", has=page.locator(".opblock-summary-path", has_text="/predictions/sam3"))
+        operation = operation.filter(has_not_text="sam3d").first
+        operation.locator(".opblock-summary").click()
+        operation.locator(".try-out__btn").click()
+        operation.locator(".execute").click()
+        answer = operation.locator(".live-responses-table tbody tr.response").first
+        answer.wait_for(timeout=60_000)
+        assert answer.locator(".response-col_status").inner_text().strip() == "200", answer.inner_text()
+        assert '"task": "get_embedding"' in answer.inner_text()
+        servers = page.evaluate("window.gen3dApi.spec.servers")
+        assert servers[0]["url"] == torchserve.inference_url
+        assert errors == [] and outside == []  # nothing from a CDN, no validator badge
+    finally:
+        context.close()
+
+
+def test_javascript_example_decodes_the_servers_mask(page, torchserve):
+    """docs/demo-page.md's JavaScript example, run as written in the page's context (its import map names
+    onnxruntime-web): only its relative imports, the picture's URL and TorchServe's address are replaced. Its mask
+    has the pixels segment answers for the same box and click."""
+    from tests.doc_blocks import examples_run_by
+
+    (block,) = examples_run_by("tests/integration/test_demo_page.py")
+    code = (
+        block.code.replace('"./', '"/src/')
+        .replace('fetch("photo.png")', 'fetch("/samples/still-life.png")')
+        .replace("http://127.0.0.1:8080", torchserve.inference_url)
+    )
+    page.evaluate("window.exampleResult = null")
+    page.add_script_tag(content=code + "\nwindow.exampleResult = { pixels: mask.reduce((a, b) => a + b, 0) };",
+                        type="module")  # fmt: skip
+    page.wait_for_function("window.exampleResult", timeout=60_000)
+    pixels = page.evaluate("window.exampleResult.pixels")
+    body = {"task": "segment", "image_base64": base64.b64encode(SAMPLE.read_bytes()).decode(),
+            "boxes": [[70, 140, 235, 300]], "points": [[150, 220]], "point_labels": [1]}  # fmt: skip
+    served = post_ok(torchserve, body).json()["masks"][0]["area"]
+    assert pixels > 0 and abs(pixels - served) <= 480 * 360 * 1e-4  # onnxruntime-web's rounding at most

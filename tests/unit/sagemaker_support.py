@@ -94,7 +94,7 @@ def clients_from(made: dict, s3=None, runtime=None, ecr=None, logs=None, tagging
                        tagging=tagging)
 
 
-PRODUCTION_PRESETS = {"sam3": "sam3", "sam3d": "sam3d-objects"}  # what gen3d-build-archives names real weights
+PRODUCTION_PRESETS = {"sam3": "sam3", "sam3d": "sam3d-objects", "sam3d_body": "sam3d-body-vith"}  # real weights
 
 
 def write_archive(folder: Path, name: str = "sam3", startup: float = 600, response: float = 300,

@@ -52,6 +52,8 @@ def test_targets_and_base_images():
     assert froms == [
         "nvidia/cuda:12.6.3-runtime-ubuntu22.04 AS base",
         "base AS sam3",
+        "base AS sam3d-body-source",
+        "sam3 AS sam3d_body",
         "nvidia/cuda:12.1.1-devel-ubuntu22.04 AS sam3d-build",
         "nvidia/cuda:12.1.1-runtime-ubuntu22.04 AS sam3d",
     ]
@@ -75,6 +77,25 @@ def test_sam3d_commit_must_be_a_full_sha():
     assert args["SAM3D_OBJECTS_COMMIT"] == "cf066761706cd02b07e2fc6274570ec8cdafb683"  # what sam3d_pipeline targets
     run = next(a for op, a in instructions() if op == "RUN" and "SAM3D_OBJECTS_COMMIT" in a)
     assert "grep -Eqx '[0-9a-f]{40}'" in run and 'checkout --detach "$SAM3D_OBJECTS_COMMIT"' in run
+
+
+def test_sam3d_body_is_the_sam3_image_with_sam_3d_body_at_a_full_sha():
+    """The sam3d_body target is the sam3 image (its lock, labels, user and command) plus only upstream's sam_3d_body
+    tree and LICENSE at a pinned commit, checked out in a stage that is not shipped (git stays out of the image)."""
+    source = stages()["sam3d-body-source"]
+    args = dict(a.split("=", 1) for op, a in source if op == "ARG" and "=" in a)
+    assert args["SAM3D_BODY_COMMIT"] == "b5c765a0d89d789985e186d396315e7590887b94"  # sam3d 0.1.2's sam_3d_body
+    run = next(a for op, a in source if op == "RUN" and "SAM3D_BODY_COMMIT" in a)
+    assert run.index("grep -Eqx '[0-9a-f]{40}'") < run.index("git clone") < run.index(
+        'checkout --detach "$SAM3D_BODY_COMMIT"'
+    )
+    assert "cp -r /tmp/sam-3d-body/sam_3d_body /tmp/sam-3d-body/LICENSE /opt/sam-3d-body/" in run
+    body = [(op, " ".join(args.split())) for op, args in stages()["sam3d_body"]]
+    assert body == [
+        ("FROM", "sam3 AS sam3d_body"),
+        ("COPY", "--from=sam3d-body-source /opt/sam-3d-body /opt/sam-3d-body"),
+        ("ENV", "PYTHONPATH=/opt/sam-3d-body GEN3D_MODEL=sam3d_body"),
+    ]
 
 
 def stages() -> dict[str, list[tuple[str, str]]]:

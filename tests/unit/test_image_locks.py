@@ -220,3 +220,32 @@ def test_check_images_runs_every_sam3d_test_file_in_the_sam3d_image_environment(
     }
     assert set(makefile_value("SAM3D_TESTS").split()) == marked | {"tests/unit/test_serving_units.py"}
     assert makefile_value("SAM3D_IMAGE_VENV") == ".venv-sam3d-image"
+
+
+def test_check_images_runs_every_sam3d_body_test_file_in_the_sam3_image_environment():
+    """sam3d_body is served from the sam3 image: its tests run in .venv-sam3-image, where PyPI's sam3d (at the CPU
+    demo's pin) stands in for the image's sam-3d-body checkout."""
+    marked = {
+        str(path.relative_to(REPO))
+        for path in (REPO / "tests").rglob("test_*.py")
+        if re.search(r"^pytestmark = pytest\.mark\.sam3d_body$", path.read_text(), re.MULTILINE)
+    }
+    listed = set(makefile_value("SAM3D_BODY_TESTS").split())
+    assert marked <= listed, "a test marked sam3d_body that make check-images does not run"
+    assert {name for name in listed - marked if not Path(name).name.startswith("test_sam3d_body")} == set()
+    assert "--models sam3,sam3d_body $(SAM3_TESTS) $(SAM3D_BODY_TESTS)" in (REPO / "Makefile").read_text()
+    stand_in = pins(LOCKS / "sam3-image-test.in")
+    assert stand_in == {"sam3d": pins(REPO / "requirements-sam3d-cpu.txt")["sam3d"]}
+    assert lock_entries(LOCKS / "sam3-image-test.lock")["sam3d"][0] == stand_in["sam3d"]
+
+
+def test_sam3d_body_packages_match_the_cpu_demos_pins():
+    """What sam3-image.in adds for sam_3d_body is pinned as requirements-sam3d-cpu.txt pins it for the CPU demo
+    (where that file pins it), so the image and the demo run upstream's code on the same versions."""
+    image_in = pins(LOCKS / "sam3-image.in")
+    body = {name: version for name, version in image_in.items() if name not in ("setuptools", "wheel")}
+    assert set(body) == {"roma", "yacs", "omegaconf", "braceexpand", "opencv-python-headless", "pytorch-lightning"}
+    cpu_demo = pins(REPO / "requirements-sam3d-cpu.txt")
+    assert {name: cpu_demo[name] for name in body.keys() & cpu_demo.keys()} == {
+        name: body[name] for name in body.keys() & cpu_demo.keys()}
+    assert {"omegaconf", "opencv-python-headless"} <= cpu_demo.keys()

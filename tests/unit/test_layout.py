@@ -18,6 +18,7 @@ ALLOWED = {
     "gen3d.torchserve": ("gen3d.serving",),
     "gen3d.sam3": ("gen3d.serving",),
     "gen3d.sam3d": ("gen3d.serving",),
+    "gen3d.sam3d_body": ("gen3d.serving",),
     "gen3d.sagemaker": ("gen3d.torchserve", "gen3d.serving"),
     "gen3d.web": (),
     "gen3d.cli": (
@@ -25,6 +26,7 @@ ALLOWED = {
         "gen3d.torchserve",
         "gen3d.sam3",
         "gen3d.sam3d",
+        "gen3d.sam3d_body",
         "gen3d.sagemaker",
         "gen3d.bench",
         "gen3d.web",
@@ -75,7 +77,7 @@ def test_imports_flow_one_way():
 
 
 def test_handlers_import_only_their_model_and_the_torchserve_glue():
-    for model in ("sam3", "sam3d"):
+    for model in ("sam3", "sam3d", "sam3d_body"):
         tree = ast.parse((REPO / "handlers" / f"{model}_handler.py").read_text())
         imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
         assert imported == {f"gen3d.{model}.service", "gen3d.torchserve.handler"}

@@ -1,5 +1,6 @@
-"""The demo page's server: loopback only, only the page's files and two npm packages' folders, a clear start-up
-error without `npm ci`; and `make serve`'s CORS opening stays out of the SageMaker config."""
+"""The demo page's server: loopback only, only the page's files, the API's documentation (/api, /openapi.json)
+and three npm packages' folders, a clear start-up error without `npm ci`; and `make serve`'s CORS opening stays out
+of the SageMaker config."""
 
 from __future__ import annotations
 
@@ -30,6 +31,12 @@ def page_dir(tmp_path):
         "node_modules/three/build/three.module.js": "export {};",
         "node_modules/three/examples/jsm/controls/OrbitControls.js": "export {};",
         "node_modules/three/src/Three.js": "export {};",
+        "api.html": "<html></html>",
+        "src/api_docs.js": "export {};",
+        "node_modules/swagger-ui-dist/swagger-ui-bundle.js": "var SwaggerUIBundle;",
+        "node_modules/swagger-ui-dist/swagger-ui.css": "body {}",
+        "node_modules/swagger-ui-dist/index.html": "<html></html>",
+        "node_modules/swagger-ui-dist/package.json": "{}",
     }.items():
         (web / name).parent.mkdir(parents=True, exist_ok=True)
         (web / name).write_text(text)
@@ -58,6 +65,11 @@ def server(page_dir, tmp_path):
         ("/vendor/onnxruntime-web/ort-wasm-simd-threaded.wasm", "application/wasm"),
         ("/vendor/three/build/three.module.js", "text/javascript; charset=utf-8"),
         ("/vendor/three/examples/jsm/controls/OrbitControls.js", "text/javascript; charset=utf-8"),
+        ("/api", "text/html; charset=utf-8"),
+        ("/src/api_docs.js", "text/javascript; charset=utf-8"),
+        ("/openapi.json", "application/json"),
+        ("/vendor/swagger-ui/swagger-ui-bundle.js", "text/javascript; charset=utf-8"),
+        ("/vendor/swagger-ui/swagger-ui.css", "text/css; charset=utf-8"),
     ],
 )
 def test_serves_the_page_and_its_packages(server, path, content_type):
@@ -74,6 +86,29 @@ def test_config_names_torchserve_and_the_decoder(server):
     assert config == {"inference_url": "http://127.0.0.1:8080", "decoder_url": "/decoder.onnx"}
 
 
+def test_api_shows_the_committed_openapi_document_with_swagger_ui(server):
+    page = requests.get(server.url + "api", timeout=10).text
+    assert (server.page_dir / "api.html").read_text() == page
+    document = requests.get(server.url + "openapi.json", timeout=10)
+    assert document.content == (REPO / "docs" / "openapi.json").read_bytes()
+    assert document.json()["openapi"].startswith("3.1")
+
+
+def test_the_real_api_page_loads_the_viewer_from_this_server():
+    """web/api.html takes Swagger UI from /vendor/ (npm's swagger-ui-dist, pinned by the lockfile), never a CDN."""
+    page = (REPO / "web" / "api.html").read_text()
+    assert '<script src="/vendor/swagger-ui/swagger-ui-bundle.js">' in page and "/src/api_docs.js" in page
+    assert "https:" not in page and "http:" not in page
+    lock = json.loads((REPO / "web" / "package-lock.json").read_text())
+    pinned = json.loads((REPO / "web" / "package.json").read_text())["dependencies"]["swagger-ui-dist"]
+    assert lock["packages"]["node_modules/swagger-ui-dist"]["version"] == pinned
+
+
+def test_a_missing_openapi_document_stops_start(page_dir, tmp_path):
+    with pytest.raises(StartupError, match=r"none\.json not found: gen3d-schema --openapi"):
+        PageServer("http://127.0.0.1:8080", port=0, page_dir=page_dir, openapi=tmp_path / "none.json")
+
+
 @pytest.mark.parametrize(
     "path",
     [
@@ -84,6 +119,9 @@ def test_config_names_torchserve_and_the_decoder(server):
         "/vendor/onnxruntime-web/%2e%2e/package.json",
         "/src/../../secret.txt",
         "/vendor/other/x.js",
+        "/vendor/swagger-ui/index.html",
+        "/vendor/swagger-ui/package.json",
+        "/vendor/swagger-ui/swagger-ui-bundle.js/x",
         "/samples",
     ],
 )

@@ -8,9 +8,11 @@ import io
 import json
 import os
 
+import numpy as np
 import pytest
 from botocore.exceptions import ParamValidationError
 from botocore.stub import ANY, Stubber
+from PIL import Image
 
 from gen3d.models import MODELS
 from gen3d.sagemaker import autoscaling, deploy, errors, gpus, invoke, names, resources, teardown, upload
@@ -87,7 +89,8 @@ def expect_autoscaling(aas: Stubber, cw: Stubber, max_capacity: int = 1, min_cap
 @pytest.mark.parametrize(("model", "instance_type", "gpu"), [
     ("sam3", "ml.g5.2xlarge", "NVIDIA A10G"), ("sam3", "ml.g6.xlarge", "NVIDIA L4"),
     ("sam3d", "ml.g6e.2xlarge", "NVIDIA L40S"), ("sam3d", "ml.p4d.24xlarge", "NVIDIA A100"),
-    ("sam3d", "ml.p5.48xlarge", "NVIDIA H100")])
+    ("sam3d", "ml.p5.48xlarge", "NVIDIA H100"), ("sam3d_body", "ml.g5.xlarge", "NVIDIA A10G"),
+    ("sam3d_body", "ml.g6.xlarge", "NVIDIA L4")])
 def test_gpu_check_accepts(model, instance_type, gpu):
     assert gpus.check_gpu_memory(model, instance_type).gpu == gpu
 
@@ -518,6 +521,36 @@ def test_verify_response_rejects_bad_answers(sm_moto):
         "ply": "s3://iob/o/a.ply", "glb": "s3://iob/o/a.glb", "pose": "s3://iob/o/pose.json"}
 
 
+def test_generate_body_smoke_request_and_its_verification(sm_moto):
+    """The smoke request of sam3d_body names the seed disc's box as its one person; the answer must name
+    people_glb and each person's glb and params, all present in S3."""
+    payload = invoke.default_payload("sam3d_body", "iob", "smoke/seed.png", "s1")
+    assert payload == {"task": "generate_body", "image_s3_key": "smoke/seed.png", "bucket": "iob",
+                       "session_id": "s1", "user_id": "sagemaker-smoke-test", "boxes": [[42.17, 42.17, 212.83, 212.83]]}
+    disc = np.array(Image.open(io.BytesIO(invoke.seed_png())).convert("RGB"))[..., 0] > 128
+    rows, cols = np.nonzero(disc)
+    assert abs(cols.min() - 42.17) < 1.5 and abs(cols.max() - 212.83) < 1.5 and abs(rows.min() - 42.17) < 1.5
+    s3 = client("s3")
+    s3.create_bucket(Bucket="iob")
+    for key in ("b/people.glb", "b/p0.glb", "b/p0.json"):
+        s3.put_object(Bucket="iob", Key=key, Body=b"x")
+    answer = {"status": "success", "task": "generate_body", "output_bucket": "iob",
+              "people": [{"index": 0, "outputs": {"glb": "b/p0.glb", "params": "b/p0.json"}}],
+              "outputs": {"people_glb": "b/people.glb"}}
+    assert invoke.verify_response(s3, answer, "iob") == {
+        "people_glb": "s3://iob/b/people.glb", "people[0].glb": "s3://iob/b/p0.glb",
+        "people[0].params": "s3://iob/b/p0.json"}
+    with pytest.raises(errors.SmokeTestError, match=r"people\[0\] lacks outputs \['params'\]"):
+        invoke.verify_response(s3, {**answer, "people": [{"index": 0, "outputs": {"glb": "b/p0.glb"}}]}, "iob")
+    with pytest.raises(errors.SmokeTestError, match="names no person or no outputs.people_glb"):
+        invoke.verify_response(s3, {**answer, "people": []}, "iob")
+
+
+def test_default_endpoint_names_have_no_underscore():
+    assert names.default_endpoint_name("sam3d_body", "realtime") == "sam3d-body-realtime"
+    assert names.default_endpoint_name("sam3", "async") == "sam3-async"
+
+
 # ----------------------------------------------------------------------------- full deploy (Stubber + moto)
 
 
@@ -691,7 +724,7 @@ def test_deploy_dry_run_on_g5_picks_a_driver_that_runs_the_image(tmp_path, capsy
 @pytest.mark.parametrize(("handler", "refusal"), [
     ({"checkpoint": "sam3_tiny.pt", "preset": "tiny", "demo_weights": True},
      "was built from demo weights (preset tiny, random weights: its answers mean nothing); build it with "
-     "--checkpoint (sam3) or --pipeline-dir (sam3d), or pass --allow-demo-weights"),
+     "--checkpoint (sam3, sam3d_body) or --pipeline-dir (sam3d), or pass --allow-demo-weights"),
     ({"checkpoint": "weights.bin"},  # no demo_weights: not written by gen3d-build-archives
      "holds demo weights (its model-config.yaml was not read); deploy an archive directory built by "
      "gen3d-build-archives, or pass --allow-demo-weights")])

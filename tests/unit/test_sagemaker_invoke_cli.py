@@ -55,7 +55,29 @@ def test_generate_3d_payloads_from_flags():
     assert payloads.build_payload(options(task="generate_3d", mask_rle=rle))["mask_rle"] == rle
 
 
+def test_generate_body_payloads_from_flags():
+    """generate_body's people: each --box one person, each mask (the invoke script makes one per mask flag) one
+    person's, with the camera and the inference type."""
+    boxes = payloads.build_payload(options(task="generate_body", boxes=["10,20,80,120", "90,5,150.5,118"],
+                                           focal_length=1200.5, inference_type="body"))
+    assert boxes == {"task": "generate_body", "image_s3_key": "in/photo.png", "bucket": "bkt", "session_id": "s1",
+                     "user_id": "u1", "boxes": [[10, 20, 80, 120], [90, 5, 150.5, 118]], "focal_length": 1200.5,
+                     "inference_type": "body"}
+    rle = {"size": [4, 4], "counts": "04L4"}
+    people = [{"mask_s3_key": "m/0.png"}, {"mask_rle": rle}, {"mask_polygon": [[0, 0], [9, 0], [9, 9]]}]
+    masks = payloads.build_payload(options(task="generate_body", masks=people))
+    assert masks["masks"] == people  # the same mask objects as generate_3d's masks
+    assert "boxes" not in masks and "mask_polygon" not in masks and "mask_s3_key" not in masks
+
+
 @pytest.mark.parametrize(("kw", "message"), [
+    ({"task": "generate_body"}, "generate_body needs its people: --box"),
+    ({"task": "generate_body", "boxes": ["1,2,3,4"], "text": "person"}, "--text do not apply to task generate_body"),
+    ({"task": "generate_body", "boxes": ["1,2,3,4"], "seed": 3}, "--seed do not apply to task generate_body"),
+    ({"task": "segment", "text": "person", "focal_length": 900.0}, "--focal-length do not apply to task segment"),
+    ({"task": "generate_3d", "mask_s3_key": "m.png", "boxes": ["1,2,3,4"]}, "--box do not apply to task generate_3d"),
+    ({"task": "generate_body", "boxes": ["1,2,3"]}, "--box expects 4"),
+    ({"task": "generate_body", "mask_s3_key": "m.png"}, "--mask-s3-key do not apply to task generate_body"),
     ({"task": "generate_3d", "points": ["1,2"], "mask_s3_key": "m.png"}, "--points do not apply to task generate_3d"),
     ({"task": "get_embedding", "seed": 3, "text": "cat"}, "--seed, --text do not apply to task get_embedding"),
     ({"task": "segment"}, "segment needs a prompt"),
@@ -128,6 +150,49 @@ def test_invoke_script_generate_3d_uploads_inputs_and_writes_outputs(sm_moto, tm
     assert "uploaded " in proc.stderr and "wrote " in proc.stderr
 
 
+def test_invoke_script_scene_sends_every_mask_as_an_object_and_writes_every_file(sm_moto, tmp_path):
+    s3 = client("s3")
+    s3.create_bucket(Bucket="bkt")
+    for name in ("a.png", "b.png"):
+        (tmp_path / name).write_bytes(png_bytes(4, mode="L"))
+    folder = "gen3d-outputs/u1/s8/3d/g"
+    stored = {"scene.glb": b"glTF scene", "objects/0/object.ply": b"ply 0", "objects/1/pose.json": b'{"p": 1}'}
+    for path, data in stored.items():
+        s3.put_object(Bucket="bkt", Key=f"{folder}/{path}", Body=data)
+    answer = {"status": "success", "task": "generate_3d", "output_bucket": "bkt",
+              "outputs": {"scene_glb": f"{folder}/scene.glb"},
+              "outputs_base64": {"scene_ply": base64.b64encode(b"ply scene").decode()},
+              "objects": [{"index": 0, "outputs": {"ply": f"{folder}/objects/0/object.ply"}},
+                          {"index": 1, "outputs": {"pose": f"{folder}/objects/1/pose.json"}},
+                          {"index": 2, "status": "error", "error": {"code": 507}}]}
+    set_moto_realtime_results(sm_moto, [answer])
+    rle = {"size": [4, 4], "counts": "04"}
+    out = tmp_path / "result"
+    proc = run_script("sagemaker_invoke.py", "--endpoint-name", "sam3d-rt", "--task", "generate_3d", "--bucket",
+                      "bkt", "--image-s3-key", "in/photo.png", "--scene", "--mask-polygon", "0,0", "3,0", "3,3",
+                      "--mask-png", str(tmp_path / "a.png"), "--mask-rle", json.dumps(rle), "--mask-png",
+                      str(tmp_path / "b.png"), "--mask-polygon", "1,1", "2,1", "2,2", "--session-id", "s8",
+                      "--user-id", "u1", "--out", str(out), env_extra={"AWS_ENDPOINT_URL": sm_moto})
+    assert proc.returncode == 0, proc.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != "response.json"} == {
+        "scene.glb": b"glTF scene", "scene.ply": b"ply scene", "object-0-object.ply": b"ply 0",
+        "object-1-pose.json": b'{"p": 1}'}
+    from gen3d.cli import invoke as invoke_cli
+
+    args = invoke_cli.parse_args(["--endpoint-name", "e", "--task", "generate_3d", "--bucket", "bkt",
+                                  "--image-s3-key", "in/photo.png", "--scene", "--mask-s3-key", "k.png",
+                                  "--mask-polygon", "0,0", "3,0", "3,3", "--mask-rle", json.dumps(rle),
+                                  "--mask-polygon", "1,1", "2,1", "2,2"])
+    payload = invoke_cli.build_payload(args, None)
+    assert payload["masks"] == [{"mask_s3_key": "k.png"}, {"mask_rle": rle},
+                                {"mask_polygon": [[0, 0], [3, 0], [3, 3]]}, {"mask_polygon": [[1, 1], [2, 1], [2, 2]]}]
+    assert "mask_polygon" not in payload and "mask_s3_key" not in payload
+    args = invoke_cli.parse_args(["--endpoint-name", "e", "--task", "generate_3d", "--image-s3-key", "x",
+                                  "--mask-rle", json.dumps(rle), "--mask-rle", json.dumps(rle)])
+    with pytest.raises(ValueError, match="--mask-rle given 2 times: add --scene"):
+        invoke_cli.build_payload(args, None)
+
+
 def test_invoke_script_segment_writes_masks_and_inline_embedding(sm_moto, tmp_path):
     s3 = client("s3")
     s3.create_bucket(Bucket="bkt")
@@ -154,6 +219,33 @@ def test_invoke_script_segment_writes_masks_and_inline_embedding(sm_moto, tmp_pa
                       "--preset", "tiny", "--out", str(tmp_path / "emb"), env_extra=env)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "emb" / "abc.safetensors").read_bytes() == b"safetensors bytes"
+
+
+def test_invoke_script_generate_body_writes_each_persons_files(sm_moto, tmp_path):
+    s3 = client("s3")
+    s3.create_bucket(Bucket="bkt")
+    files = {"body/g/people.glb": b"glTF everyone", "body/g/person_0.glb": b"glTF one", "body/g/person_0.json": b"{}"}
+    for key, data in files.items():
+        s3.put_object(Bucket="bkt", Key=key, Body=data)
+    answer = {"status": "success", "task": "generate_body", "output_bucket": "bkt",
+              "people": [{"index": 0, "outputs": {"glb": "body/g/person_0.glb", "params": "body/g/person_0.json"}},
+                         {"index": 1, "outputs_base64": {"glb": base64.b64encode(b"glTF two").decode(),
+                                                         "params": base64.b64encode(b'{"i": 1}').decode()}}],
+              "outputs": {"people_glb": "body/g/people.glb"}}
+    set_moto_realtime_results(sm_moto, [answer])
+    out = tmp_path / "body"
+    proc = run_script("sagemaker_invoke.py", "--endpoint-name", "sam3d-body-realtime", "--task", "generate_body",
+                      "--bucket", "bkt", "--image-s3-key", "in/photo.png", "--box", "10,20,80,120", "--focal-length",
+                      "1000", "--out", str(out), "--verify", env_extra={"AWS_ENDPOINT_URL": sm_moto})
+    assert proc.returncode != 0 and "people[1] lacks outputs ['glb', 'params']" in proc.stderr  # inline: not in S3
+    set_moto_realtime_results(sm_moto, [answer])
+    proc = run_script("sagemaker_invoke.py", "--endpoint-name", "sam3d-body-realtime", "--task", "generate_body",
+                      "--bucket", "bkt", "--image-s3-key", "in/photo.png", "--box", "10,20,80,120", "--focal-length",
+                      "1000", "--out", str(out), env_extra={"AWS_ENDPOINT_URL": sm_moto})
+    assert proc.returncode == 0, proc.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != "response.json"} == {
+        "people.glb": b"glTF everyone", "person-0.glb": b"glTF one", "person-0.json": b"{}",
+        "person-1.glb": b"glTF two", "person-1.json": b'{"i": 1}'}
 
 
 def test_invoke_refuses_a_realtime_answer_over_6_mb_before_sending(tmp_path, capsys, monkeypatch):

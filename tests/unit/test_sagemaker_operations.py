@@ -468,6 +468,14 @@ def test_output_check_requires_the_archives_preset(sm_moto):
     assert not anonymous.passed and anonymous.detail.startswith("answered by model_id (none)")
 
 
+def expect_checklist_reads(stubs: dict, ecr, endpoint: str, name: str) -> None:
+    """After the deploy: the alarms' tagging, and DescribeEndpoint showing config ``name`` running ECR's image."""
+    expect_alarm_tagging(stubs["cloudwatch"], endpoint)
+    digest = ecr.describe_images(repositoryName="gen3d")["imageDetails"][0]["imageDigest"]
+    stubs["sagemaker"].add_response("describe_endpoint", deployed(endpoint, name, IMAGE.replace(
+        ":sam3", "@" + digest)), {"EndpointName": endpoint})
+
+
 def _deploy_cli(monkeypatch, made, **clients_kw):
     from gen3d.cli import deploy as deploy_cli
 
@@ -490,10 +498,7 @@ def test_deploy_script_prints_the_checklist(sm_moto, stubbed, tmp_path, monkeypa
                                          "model_id": SAM3_ID}])
     name = "sam3-realtime-20251128-130509"
     expect_deploy(stubs, "sam3-realtime", name, "ml.g5.2xlarge", exists=True, timeouts=(720, 720))
-    expect_alarm_tagging(stubs["cloudwatch"], "sam3-realtime")
-    digest = ecr.describe_images(repositoryName="gen3d")["imageDetails"][0]["imageDigest"]
-    stubs["sagemaker"].add_response("describe_endpoint", deployed("sam3-realtime", name, IMAGE.replace(
-        ":sam3", "@" + digest)), {"EndpointName": "sam3-realtime"})
+    expect_checklist_reads(stubs, ecr, "sam3-realtime", name)
     deploy_cli = _deploy_cli(monkeypatch, made, s3=s3, runtime=rt, ecr=ecr, logs=logs)
     rc = deploy_cli.main(["--model", "sam3", "--archive", str(write_archive(tmp_path, "sam3", startup=600)),
                           "--bucket", "bkt", "--image-uri", IMAGE, "--role-arn", ROLE, "--poll", "0",
@@ -537,10 +542,7 @@ def test_deploy_script_async_checklist(sm_moto, stubbed, tmp_path, monkeypatch, 
     expect_deploy(stubs, "sam3d-async", name, "ml.g6e.2xlarge", exists=False, timeouts=(1920, 1920),
                   image=IMAGE.replace(":sam3", ":sam3d"), async_paths=("s3://bkt/gen3d/sam3d-async/async/output/",
                                "s3://bkt/gen3d/sam3d-async/async/failure/"))
-    expect_alarm_tagging(stubs["cloudwatch"], "sam3d-async")
-    digest = ecr.describe_images(repositoryName="gen3d")["imageDetails"][0]["imageDigest"]
-    stubs["sagemaker"].add_response("describe_endpoint", deployed("sam3d-async", name, IMAGE.replace(
-        ":sam3", "@" + digest)), {"EndpointName": "sam3d-async"})
+    expect_checklist_reads(stubs, ecr, "sam3d-async", name)
     deploy_cli = _deploy_cli(monkeypatch, made, s3=s3, runtime=rt, ecr=ecr, logs=logs)
     rc = deploy_cli.main(["--model", "sam3d", "--archive", str(write_archive(tmp_path, "sam3d", startup=1800)),
                           "--bucket", "bkt", "--image-uri", IMAGE.replace(":sam3", ":sam3d"), "--role-arn", ROLE,
@@ -553,3 +555,80 @@ def test_deploy_script_async_checklist(sm_moto, stubbed, tmp_path, monkeypatch, 
     sent = s3.get_object(Bucket="bkt", Key=next(
         o["Key"] for o in s3.list_objects_v2(Bucket="bkt", Prefix="gen3d/sam3d-async/async/input/")["Contents"]))
     assert json.loads(sent["Body"].read())["mask_polygon"][0] == [212.83, 127.5]
+
+
+SAM3D_BODY_ID = "sam3d_body/sam3d-body-vith/5a6b7c8d9e0f1a2b"
+
+
+def body_answer(people: int = 1, vertices: int = 18_439) -> dict:
+    """A generate_body answer as the sam3d_body worker writes it to S3: each person's GLB and params, everyone's GLB."""
+    person = {"keypoints_2d": [[100.5, 120.25]] * 70, "mesh": {"vertices": vertices, "faces": 36_874}}
+    return {"status": "success", "task": "generate_body", "output_bucket": "bkt", "model_id": SAM3D_BODY_ID,
+            "people": [{**person, "index": i, "outputs": {"glb": f"body/g1/person_{i}.glb",
+                                                          "params": f"body/g1/person_{i}.json"}}
+                       for i in range(people)],
+            "outputs": {"people_glb": "body/g1/people.glb"}}
+
+
+def put_body_files(s3, people: int = 1) -> None:
+    glb = trimesh.creation.box().export(file_type="glb")
+    for i in range(people):
+        s3.put_object(Bucket="bkt", Key=f"body/g1/person_{i}.glb", Body=glb)
+        s3.put_object(Bucket="bkt", Key=f"body/g1/person_{i}.json", Body=b'{"format": "params"}')
+    s3.put_object(Bucket="bkt", Key="body/g1/people.glb", Body=glb)
+
+
+def test_output_checks_judge_generate_body(sm_moto):
+    s3 = client("s3")
+    s3.create_bucket(Bucket="bkt")
+    put_body_files(s3, people=2)
+    expected = "sam3d_body/sam3d-body-vith/"
+    good = checklist.check_output(s3, smoke("generate_body", body_answer(people=2), expected=expected))
+    assert good.passed and good.detail.startswith(
+        f"model_id {SAM3D_BODY_ID}: 2 people (MHR meshes, 70 keypoints each), people GLB ")
+    other = checklist.check_output(s3, smoke("generate_body", body_answer(vertices=6_890), expected=expected))
+    assert not other.passed and other.detail == (
+        "people[0]'s mesh is {'vertices': 6890, 'faces': 36874}, not MHR's 18439 vertices and 36874 faces")
+    few = body_answer()
+    few["people"][0]["keypoints_2d"] = [[1.0, float("nan")]] * 70
+    assert checklist.check_output(s3, smoke("generate_body", few, expected=expected)).detail == (
+        "people[0].keypoints_2d is not 70 finite [x, y] pairs")
+    s3.put_object(Bucket="bkt", Key="body/g1/people.glb", Body=b"not a glb at all, but long enough")
+    broken = checklist.check_output(s3, smoke("generate_body", body_answer(), expected=expected))
+    assert not broken.passed and broken.detail == "people_glb has no valid glTF header"
+    s3.delete_object(Bucket="bkt", Key="body/g1/person_0.json")
+    gone = checklist.check_output(s3, smoke("generate_body", body_answer(), expected=expected))
+    assert not gone.passed and gone.detail == "response claims outputs that do not exist: s3://bkt/body/g1/person_0.json"
+
+
+def test_deploy_script_deploys_sam3d_body_from_its_image_target(sm_moto, stubbed, tmp_path, monkeypatch, capsys):
+    """gen3d-deploy --model sam3d_body: the endpoint name without '_', ml.g5.xlarge (A10G, 24 GiB) with a driver
+    that runs CUDA 12.6, GEN3D_MODEL=sam3d_body, a box-based smoke request and the checklist's MHR checks."""
+    made, stubs = stubbed
+    s3, rt, ecr, logs = client("s3"), client("sagemaker-runtime"), client("ecr"), client("logs")
+    s3.create_bucket(Bucket="bkt")
+    put_body_files(s3)
+    put_image(ecr, "sam3d_body")
+    put_logs(logs, "sam3d-body-realtime", [line.replace("sam3", "sam3d_body") for line in READY_LOG],
+             int(time.time() * 1000) + 5000)
+    set_moto_realtime_results(sm_moto, [body_answer()])
+    name = "sam3d-body-realtime-20251128-130509"
+    image = IMAGE.replace(":sam3", ":sam3d_body")
+    expect_deploy(stubs, "sam3d-body-realtime", name, "ml.g5.xlarge", exists=False, timeouts=(1020, 1020),
+                  image=image, env={"GEN3D_MODEL": "sam3d_body", "GEN3D_ALLOWED_BUCKETS": "bkt",
+                                    "GEN3D_READY_MARGIN_S": "60"})
+    expect_checklist_reads(stubs, ecr, "sam3d-body-realtime", name)
+    deploy_cli = _deploy_cli(monkeypatch, made, s3=s3, runtime=rt, ecr=ecr, logs=logs)
+    rc = deploy_cli.main(["--model", "sam3d_body", "--archive", str(write_archive(tmp_path, "sam3d_body", startup=900)),
+                          "--bucket", "bkt", "--image-uri", image, "--role-arn", ROLE, "--poll", "0",
+                          "--logs-wait", "0", "--no-autoscaling"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.out + captured.err
+    assert ("GPU driver: ml.g5.xlarge with al2-ami-sagemaker-inference-gpu-3-1 runs driver 550, CUDA 12.4; the "
+            "sam3d_body image (CUDA 12.6) needs NVIDIA driver >= 525") in captured.out
+    checks = captured.out.split("DEPLOYMENT CHECKLIST\n", 1)[1].splitlines()
+    glb_size = len(trimesh.creation.box().export(file_type="glb"))
+    assert checks[3] == (f"PASS  smoke generate_body returns real output: model_id {SAM3D_BODY_ID}: 1 people (MHR "
+                         f"meshes, 70 keypoints each), people GLB {glb_size} bytes")
+    assert checks[4] == "CHECKLIST PASSED: 4 of 4 checks"
+    assert "SUCCESS: sam3d-body-realtime is deployed and every check passed" in captured.out

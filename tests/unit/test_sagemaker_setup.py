@@ -323,14 +323,33 @@ def image_labels() -> dict[str, dict[str, str]]:
     return stages
 
 
+def image_locks() -> dict[str, set[str]]:
+    """Every Dockerfile stage's image locks (locks/*-image.lock): those it copies, and those of the stages it is
+    built FROM or copies from (sam3d_body is built from sam3, sam3d copies sam3d-build's environment)."""
+    text = re.sub(r"\\\n", " ", (REPO / "Dockerfile").read_text())
+    stages: dict[str, set[str]] = {}
+    current: set[str] = set()
+    for op, args in re.findall(r"^\s*(FROM|COPY)\s+(.*)$", text, re.MULTILINE):
+        if op == "FROM":
+            parent, name = (args.split(" AS ") + [""])[:2]
+            current = stages.setdefault(name.strip(), set(stages.get(parent.strip(), set())))
+        else:
+            source = re.search(r"--from=(\S+)", args)
+            copied = stages.get(source.group(1), set()) if source else re.findall(r"locks/(\S+-image)\.lock", args)
+            current.update(copied)
+    return stages
+
+
 def test_image_labels_say_the_cuda_the_code_and_the_lock_say():
     """Each target's LABELs name the CUDA version and minimum driver gen3d/models.py records (gen3d-deploy picks
     the endpoint's driver from those), and that CUDA is the runtime its lock installs."""
-    labels = image_labels()
+    labels, locks = image_labels(), image_locks()
+    assert {name: locks[name] for name in MODELS} == {
+        "sam3": {"sam3-image"}, "sam3d": {"sam3d-image"}, "sam3d_body": {"sam3-image"}}
     for name, spec in MODELS.items():
         assert {k: v for k, v in labels[name].items() if k.startswith("gen3d.")} == {
             "gen3d.cuda-version": spec.cuda_version, "gen3d.min-nvidia-driver": str(spec.min_driver)}, name
-        lock = (REPO / "locks" / f"{name}-image.lock").read_text()
+        lock = (REPO / "locks" / f"{locks[name].pop()}.lock").read_text()
         runtime = re.search(r"^nvidia-cuda-runtime-cu12==(\d+\.\d+)\.", lock, re.MULTILINE)
         assert runtime and runtime.group(1) == spec.cuda_version, name
     assert gpus.driver_table() in DEPLOY_PAGE.read_text(), "the deploy page's driver table is gpus.driver_table()"

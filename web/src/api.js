@@ -58,6 +58,10 @@ export class Api {
   generate3d(request) {
     return this.postJson("sam3d", { task: "generate_3d", ...request });
   }
+
+  generateBody(request) {
+    return this.postJson("sam3d_body", { task: "generate_body", ...request });
+  }
 }
 
 /** The file's bytes as base64 (for image_base64). */

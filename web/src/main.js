@@ -1,10 +1,13 @@
 // The demo page: open an image -> get_embedding (the safetensors file) -> every click, shift-click or box drag is
 // decoded here by the ONNX decoder, without a server call; a text box runs concept segment on the server;
-// "Make 3D" sends the current mask to sam3d's generate_3d and shows the GLB.
+// "Make 3D" sends the current mask to sam3d's generate_3d and shows the GLB; "Keep mask" adds it to the scene's
+// masks, and "Make 3D scene" sends them all (scene.js) and shows every object placed; "Make 3D person" sends the
+// mask to sam3d_body's generate_body and shows the person's mesh with its 70 keypoints.
 import { Api, ServerError, base64Of, bytesOf } from "./api.js";
 import { checkEmbedding, decode, loadDecoder } from "./decoder.js";
 import { decodeRle, encodeRle } from "./rle.js";
 import { parseSafetensors } from "./safetensors.js";
+import { sceneLinks, sceneRequest, sceneSummary } from "./scene.js";
 import { Viewer } from "./viewer.js";
 
 const $ = (id) => document.getElementById(id);
@@ -23,6 +26,7 @@ const state = {
   mask: null, // the current mask: Uint8Array row-major, 1 = object
   maskSource: "",
   instances: [],
+  kept: [], // masks kept for "Make 3D scene": {mask, source}
   decodes: 0,
   lastDecodeMs: null,
   decoding: false,
@@ -68,7 +72,8 @@ function paint(canvas, mask, rgba) {
 function paintInstances() {
   const canvas = $("concepts");
   const image = canvas.getContext("2d").createImageData(canvas.width, canvas.height);
-  state.instances.forEach((instance, n) => {
+  const masks = [...state.instances, ...state.kept];
+  masks.forEach((instance, n) => {
     const rgba = [...INSTANCE_COLOURS[n % INSTANCE_COLOURS.length], 110];
     for (let i = 0; i < instance.mask.length; i++) if (instance.mask[i]) image.data.set(rgba, i * 4);
   });
@@ -101,7 +106,34 @@ function setMask(mask, source) {
   state.mask = mask;
   state.maskSource = source;
   paint($("mask"), mask, MASK_RGBA);
-  $("make3d").disabled = !mask || !mask.some((v) => v);
+  $("make3d").disabled = $("make3dperson").disabled = !mask || !mask.some((v) => v);
+  $("keep").disabled = $("make3d").disabled;
+}
+
+// -- masks kept for a scene ---------------------------------------------------------------------------------
+function keepMask() {
+  if (!state.mask) return;
+  state.kept.push({ mask: state.mask, source: state.maskSource });
+  clearPrompts();
+  paintInstances();
+  listKept();
+}
+
+function listKept() {
+  const items = state.kept.map((entry, n) => {
+    const item = document.createElement("li");
+    const remove = document.createElement("button");
+    remove.textContent = "remove";
+    remove.addEventListener("click", () => {
+      state.kept.splice(n, 1);
+      paintInstances();
+      listKept();
+    });
+    item.append(`object ${n}: ${entry.source}, ${entry.mask.reduce((a, v) => a + v, 0)} px `, remove);
+    return item;
+  });
+  $("kept").replaceChildren(...items);
+  $("make-scene").disabled = !state.kept.length;
 }
 
 // -- prompts -> masks, in the browser -----------------------------------------------------------------------
@@ -190,6 +222,8 @@ async function openImage(file, name) {
   clearPrompts();
   state.embedding = null;
   state.instances = [];
+  state.kept = [];
+  listKept();
   $("instances").replaceChildren();
   const bitmap = await createImageBitmap(file); // EXIF orientation applied, as the server does
   state.file = file;
@@ -282,7 +316,11 @@ async function make3d() {
     const files = answer.outputs_base64;
     await gen3d.viewer.show(bytesOf(files.glb));
     showPose(answer);
-    showDownloads(files);
+    showDownloads([
+      [files.glb, "object.glb", "model/gltf-binary"],
+      [files.ply, "object.ply", "application/octet-stream"],
+      [files.pose, "pose.json", "application/json"],
+    ]);
     const demo = answer.demo ? " (demo weights: random, the shape means nothing)" : "";
     $("gen-status").textContent =
       `${answer.model_id}: ${answer.mesh?.vertices ?? "?"} vertices, ${answer.gaussians ?? "?"} Gaussians in ` +
@@ -297,6 +335,70 @@ async function make3d() {
   }
 }
 
+async function make3dPerson() {
+  if (!state.mask) return;
+  clearError();
+  $("make3dperson").disabled = true;
+  $("gen-status").textContent = "generate_body on the server...";
+  try {
+    // the mask alone: the server uses its tight box, as upstream conditions a mask on its box
+    const answer = await state.api.generateBody({
+      image_base64: await base64Of(state.file),
+      masks: [{ mask_rle: encodeRle(state.mask, state.height, state.width) }],
+    });
+    const [person] = answer.people;
+    // keypoints in the GLB's frame: the camera frame (keypoints_3d + translation) turned to glTF's, (x, -y, -z)
+    const t = person.camera.translation;
+    const keypoints = person.keypoints_3d.map(([x, y, z]) => [x + t[0], -(y + t[1]), -(z + t[2])]);
+    await gen3d.viewer.show(bytesOf(answer.outputs_base64.people_glb), keypoints);
+    $("pose").textContent =
+      `camera translation [${t.map((v) => v.toFixed(3)).join(", ")}], focal length ` +
+      `${person.camera.focal_length.toFixed(1)} px`;
+    showDownloads([
+      [answer.outputs_base64.people_glb, "people.glb", "model/gltf-binary"],
+      [person.outputs_base64.params, "person_0.json", "application/json"],
+    ]);
+    const demo = answer.demo ? " (demo weights: random, the pose means nothing)" : "";
+    $("gen-status").textContent =
+      `${answer.model_id}: ${person.mesh.vertices} vertices, ${keypoints.length} keypoints in ` +
+      `${(answer.timings_ms.total / 1000).toFixed(1)} s${demo}`;
+    gen3d.person = answer;
+  } catch (err) {
+    $("gen-status").textContent = "generate_body failed";
+    showError(err);
+  } finally {
+    $("make3dperson").disabled = !state.mask;
+  }
+}
+
+async function makeScene() {
+  if (!state.kept.length) return;
+  clearError();
+  $("make-scene").disabled = true;
+  const started = performance.now();
+  const timer = setInterval(() => {
+    const seconds = ((performance.now() - started) / 1000).toFixed(0);
+    $("gen-status").textContent = `generate_3d of ${state.kept.length} objects on the server... ${seconds} s`;
+  }, 500);
+  try {
+    const answer = await state.api.generate3d({
+      image_base64: await base64Of(state.file),
+      ...sceneRequest(state.kept, state.height, state.width),
+    });
+    await gen3d.viewer.show(bytesOf(answer.outputs_base64.scene_glb));
+    $("pose").textContent = "";
+    $("downloads").replaceChildren(...(await sceneLinks(answer, gen3d.viewer)));
+    $("gen-status").textContent = sceneSummary(answer);
+    gen3d.scene = answer;
+  } catch (err) {
+    $("gen-status").textContent = "generate_3d of the scene failed";
+    showError(err);
+  } finally {
+    clearInterval(timer);
+    $("make-scene").disabled = !state.kept.length;
+  }
+}
+
 function showPose(answer) {
   const fmt = (values) => values.map((v) => v.toFixed(3)).join(", ");
   const { rotation, translation, scale } = answer.pose;
@@ -305,14 +407,11 @@ function showPose(answer) {
     `scale [${fmt(scale)}]`;
 }
 
+/** Download links of [base64, file name, media type] triples. */
 function showDownloads(files) {
-  const links = [
-    ["glb", "object.glb", "model/gltf-binary"],
-    ["ply", "object.ply", "application/octet-stream"],
-    ["pose", "pose.json", "application/json"],
-  ].map(([key, name, type]) => {
+  const links = files.map(([data, name, type]) => {
     const a = document.createElement("a");
-    a.href = URL.createObjectURL(new Blob([bytesOf(files[key])], { type }));
+    a.href = URL.createObjectURL(new Blob([bytesOf(data)], { type }));
     a.download = name;
     a.textContent = `download ${name}`;
     return a;
@@ -347,6 +446,9 @@ async function start() {
     });
     $("concept-form").addEventListener("submit", segmentConcept);
     $("make3d").addEventListener("click", make3d);
+    $("make3dperson").addEventListener("click", make3dPerson);
+    $("keep").addEventListener("click", keepMask);
+    $("make-scene").addEventListener("click", makeScene);
     setStatus("open an image or a sample");
     gen3d.ready = true;
   } catch (err) {

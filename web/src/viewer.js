@@ -2,6 +2,7 @@
 import * as THREE from "three";
 import { OrbitControls } from "three/addons/controls/OrbitControls.js";
 import { RoomEnvironment } from "three/addons/environments/RoomEnvironment.js";
+import { GLTFExporter } from "three/addons/exporters/GLTFExporter.js";
 import { GLTFLoader } from "three/addons/loaders/GLTFLoader.js";
 
 export class Viewer {
@@ -22,6 +23,7 @@ export class Viewer {
     this.object = null;
     this.renders = 0; // frames drawn: read by the browser test
     this.vertices = 0; // vertices of the mesh shown
+    this.keypoints = 0; // keypoints shown with it
     new ResizeObserver(() => this.resize()).observe(canvas);
     this.resize();
   }
@@ -40,11 +42,21 @@ export class Viewer {
     this.renders++;
   }
 
-  /** Shows a GLB (ArrayBuffer), centred, the camera fitted to it. */
-  async show(glb) {
+  /** Shows a GLB (ArrayBuffer), centred, the camera fitted to it; ``keypoints`` ([[x, y, z], ...] in the GLB's
+   * frame) are drawn with it as points. */
+  async show(glb, keypoints = []) {
     const gltf = await new GLTFLoader().parseAsync(glb, "");
     if (this.object) this.scene.remove(this.object);
     this.object = gltf.scene;
+    this.keypoints = keypoints.length;
+    if (keypoints.length) {
+      const geometry = new THREE.BufferGeometry().setAttribute(
+        "position",
+        new THREE.Float32BufferAttribute(keypoints.flat(), 3),
+      );
+      const material = new THREE.PointsMaterial({ color: 0xffd400, size: 6, sizeAttenuation: false });
+      this.object.add(new THREE.Points(geometry, material));
+    }
     this.vertices = 0;
     this.object.traverse((node) => {
       if (node.isMesh) {
@@ -64,5 +76,17 @@ export class Viewer {
     this.controls.target.set(0, 0, 0);
     this.controls.update();
     this.render();
+  }
+
+  /** The mesh of the shown GLB's node ``name`` as a GLB of its own, in the node's own frame (its placement left
+   * out): a scene's object as its object GLB has it. */
+  async nodeGlb(name) {
+    const node = this.object?.getObjectByName(name);
+    if (!node) return null;
+    const copy = node.clone();
+    copy.position.set(0, 0, 0);
+    copy.quaternion.identity();
+    copy.scale.set(1, 1, 1);
+    return new GLTFExporter().parseAsync(copy, { binary: true });
   }
 }

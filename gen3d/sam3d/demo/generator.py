@@ -114,17 +114,25 @@ class TinyDemoGenerator:
         for attribute, stage in STAGES[2:]:  # pointmap and preprocess: timed inline (no MoGe, own preprocessing)
             self.recorder.wrap(self.pipe, attribute, stage)
 
-    @torch.no_grad()
-    def generate(self, image: np.ndarray, mask: np.ndarray, options: GenerateOptions) -> Generation:
-        with inference_steps_restored(self.pipe.models):
-            return self._generate(image, mask, options)
+    def picture_pointmap(self, image: np.ndarray) -> torch.Tensor:
+        """HxWx3, as upstream's ``run(pointmap=...)`` takes one."""
+        return plane_pointmap(*image.shape[:2]).permute(1, 2, 0)
 
-    def _generate(self, image: np.ndarray, mask: np.ndarray, options: GenerateOptions) -> Generation:
+    @torch.no_grad()
+    def generate(
+        self, image: np.ndarray, mask: np.ndarray, options: GenerateOptions, pointmap: torch.Tensor | None = None
+    ) -> Generation:
+        with inference_steps_restored(self.pipe.models):
+            return self._generate(image, mask, options, pointmap)
+
+    def _generate(
+        self, image: np.ndarray, mask: np.ndarray, options: GenerateOptions, given: torch.Tensor | None
+    ) -> Generation:
         pipe, rec = self.pipe, self.recorder
         rec.reset()
         rgba = merge_mask_to_rgba(image, mask)
         with rec.stage("pointmap"):
-            pointmap = plane_pointmap(*rgba.shape[:2])
+            pointmap = plane_pointmap(*rgba.shape[:2]) if given is None else given.permute(2, 0, 1)
         with rec.stage("preprocess"):
             ss_input = preprocess(rgba, self.ss_preprocessor, pointmap)
             slat_input = preprocess(rgba, self.slat_preprocessor)
