@@ -145,9 +145,9 @@ test: setup web chromium
 unit: setup
 	$(BIN)/python -m pytest -q tests/unit
 
-# benchmarks, not tests: prints serving overhead, batching, cold start, cache reads, mask memory and the worst
-# segment batch (~15-25 min here; `gen3d-bench --only NAME` runs one part)
-bench: setup
+# benchmarks, not tests: prints serving overhead, batching, cold start, cache reads, mask memory, the worst
+# segment batch and click-to-mask in Chromium (~15-25 min here; `gen3d-bench --only NAME` runs one part)
+bench: setup web chromium
 	$(BIN)/gen3d-bench
 
 lint: setup

@@ -9,7 +9,9 @@ shared, noisy machine). `make bench` runs it.
 3. what a click reads from the feature store at 1008 px, and what repeated clicks read;
 4. peak memory of concept-mask post-processing for a 64-megapixel image with score_threshold 0;
 5. the worst segment batch against sam3's responseTimeout: 4 concept requests on 64-megapixel pictures with
-   score_threshold 0, the default max_masks and PNG masks written to S3 (gen3d.bench.segment_worst).
+   score_threshold 0, the default max_masks and PNG masks written to S3 (gen3d.bench.segment_worst);
+6. click-to-mask in the browser at the published size: the page's decoder code in headless Chromium, median ms
+   per click on one thread and on the page's threads (gen3d.bench.browser; keys ``browser_*`` at the top level).
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import argparse
 import json
 import sys
 from dataclasses import asdict
+from pathlib import Path
 
 from gen3d.models import SAM3
 
-PARTS = ("serving", "cold-start", "cache", "masks", "segment-worst")
+PARTS = ("serving", "cold-start", "cache", "masks", "segment-worst", "browser")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--worst-masks", choices=("noisy", "objects"), default="noisy", help="segment-worst: the masks' shapes"
     )
+    parser.add_argument("--browser-clicks", type=int, default=20, help="browser: clicks timed after 3 warm-up ones")
+    parser.add_argument("--browser-decoder", type=Path, help="browser: measure this decoder file (format v2) instead")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     return parser.parse_args(argv)
 
@@ -92,6 +97,12 @@ def print_report(report: dict) -> None:
               f"upsampling {worst['upsample_s_per_mask']} s (wall, CPU) per mask; largest answer "
               f"{worst['answer_mb']} MB; peak RSS "
               f"{worst['peak_rss_mb']} MB; per request {worst['timings_ms']}")  # fmt: skip
+    if "browser_click_ms_p50" in report:
+        print(f"click-to-mask in the browser at {report['browser_picture']} (1008 px model): median "
+              f"{report['browser_click_ms_p50']} ms per click on {report['browser_threads']} threads, "
+              f"{report['browser_click_ms_p50_one_thread']} ms on one (post-processing of a whole-picture mask "
+              f"{report['browser_postprocess_ms_p50_full_picture']} ms); {report['browser']}; "
+              f"{report['browser_machine']}, load average {report['browser_load_average']}")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
         report["segment_worst"] = segment_worst.in_fresh_process(
             args.worst_side, args.worst_requests, args.worst_device, args.worst_masks
         )
+    if "browser" in parts:
+        from gen3d.bench import browser
+
+        report.update(browser.run(args.browser_clicks, decoder=args.browser_decoder))
     if args.json:
         print(json.dumps(report, indent=1))
     else:

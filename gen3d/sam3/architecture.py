@@ -197,7 +197,7 @@ def _geometry_encoder(p: Sam3Preset) -> nn.Module:
     )
 
 
-def _interactive_predictor(p: Sam3Preset) -> nn.Module:
+def interactive_predictor(p: Sam3Preset) -> nn.Module:
     """The SAM 1-style point/box predictor: a tracker without backbone, as the stock builder makes it."""
     from sam3.model.decoder import TransformerDecoderLayerv2, TransformerEncoderCrossAttention
     from sam3.model.memory import CXBlock, SimpleFuser, SimpleMaskDownSampler, SimpleMaskEncoder
@@ -303,7 +303,7 @@ def build_sam3_model(preset: Sam3Preset, bpe_path: str) -> nn.Module:
         dot_prod_scoring=_scoring(preset),
         use_instance_query=False,
         multimask_output=True,
-        inst_interactive_predictor=_interactive_predictor(preset),
+        inst_interactive_predictor=interactive_predictor(preset),
         matcher=None,
     )
     return model.eval()

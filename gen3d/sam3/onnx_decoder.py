@@ -1,4 +1,4 @@
-"""SAM 3's interactive prompt encoder + mask decoder + mask post-processing as one exportable module.
+"""SAM 3's interactive prompt encoder + mask decoder as one exportable module (post-processing: the client's).
 
 ``InteractiveDecoder`` reproduces ``SAM3InteractiveImagePredictor.predict`` (sam3 0.1.4) on the get_embedding
 tensors, with no Python control flow that depends on data, so that ONNX can carry it:
@@ -12,22 +12,27 @@ the prompt encoder always appends a (0,0)/-1 point  appended in the graph: clien
   (``_predict`` passes ``boxes=None``)
 no mask_input -> ``no_mask_embed``                  ``where(has_mask_input > 0.5, mask_downscaling, no_mask_embed)``
 ``get_dense_pe()``                                  stored once (bit-identical to eager)
+``MaskDecoder.predict_masks``                       the same function, the image-side products reassociated
+                                                      (:mod:`gen3d.sam3.onnx_transformer`): ~1e-6 apart
 multimask -> tokens 1..3                            K=3 file
 single mask -> dynamic multimask via stability      K=1 file: the same where/argmax selection, in the graph
-``postprocess_masks``: fill holes <= max_hole_area  exact connected components by masked max-pool label
-  (skimage on the CPU, 8-connectivity)                propagation, a fixed number of steps
-bilinear to the original size                       ``F.interpolate`` to (h, w) from ``orig_im_size``
+``postprocess_masks``: fill holes <= max_hole_area  left to the client, at low resolution (format v2): the
+  (8-connectivity), bilinear to the original size     page's ``web/src/postprocess.js``, Python's
+                                                      :mod:`gen3d.sam3.onnx_client`
 low-res logits clamped to +-32                      the same
 ==================================================  ==========================================================
 
-Masks leave as logits (object where > 0), as ``predict(return_logits=True)`` returns them.
+Masks leave as low-resolution logits (object where > ``mask_threshold`` once post-processed). Format v1 did the
+post-processing in the graph; at 1008 px its full-size upsampling and max-pool hole filling took most of a
+click's time in the browser (README, "client-side decoding").
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from gen3d.sam3.onnx_transformer import predict_masks
 
 INPUT_NAMES = (
     "image_embed",
@@ -39,59 +44,7 @@ INPUT_NAMES = (
     "mask_input",
     "has_mask_input",
 )
-OUTPUT_NAMES = ("masks", "iou_predictions", "low_res_masks")
-
-
-def _neighbour_max(x: torch.Tensor) -> torch.Tensor:
-    """Max over each pixel's 3x3 (8-connected) neighbourhood, itself included."""
-    return F.max_pool2d(x, kernel_size=3, stride=1, padding=1)
-
-
-def fill_small_components(
-    logits: torch.Tensor, threshold: float, max_area: float, fill_value: float, background: bool = True
-) -> torch.Tensor:
-    """``logits`` [B, K, H, W] with every 8-connected component of ``logits <= threshold`` (``background``;
-    ``> threshold`` otherwise) of area <= ``max_area`` set to ``fill_value``.
-
-    Equals sam3's ``connected_components`` + ``areas <= max_area`` without a loop over data:
-
-    1. every selected pixel gets a unique id (1..H*W, exact in float32), the others 0;
-    2. T = floor(max_area) - 1 steps of ``L = max_pool3x3(L) * selected``: ids spread one 8-neighbour step per
-       step, never through unselected pixels. A component of n pixels has geodesic diameter <= n - 1, so after
-       T steps every component of at most ``max_area`` pixels carries one label (its largest id) everywhere;
-    3. a label group is *closed* when none of its pixels has a selected neighbour with another label: a closed
-       group is exactly one whole, converged component;
-    4. fill = selected and closed and count(label) <= max_area. Larger components are either not converged
-       (never closed) or fail the count, so the result is exact.
-    """
-    if max_area <= 0:
-        return logits
-    b, k, h, w = logits.shape
-    x = logits.reshape(b * k, 1, h, w)
-    selected = (x <= threshold if background else x > threshold).to(torch.float32)
-    ids = torch.arange(1, h * w + 1, dtype=torch.float32, device=x.device).reshape(1, 1, h, w)
-    labels = ids * selected
-    for _ in range(int(min(max(int(max_area) - 1, 0), h * w - 1))):
-        labels = _neighbour_max(labels) * selected
-    # A selected pixel's neighbourhood max and min over selected pixels bracket its own label, so "a selected
-    # neighbour has another label" is nmax > nmin. Float products instead of And/Or: onnxruntime-web's WebGPU
-    # execution provider has no And/Or kernels.
-    big = float(h * w + 1)
-    nmax = _neighbour_max(labels)
-    nmin = -_neighbour_max(-(labels + (1.0 - selected) * big))
-    is_open = selected * (nmax > nmin).to(torch.float32)
-    flat = labels.reshape(b * k, h * w).to(torch.int64)
-    ones = selected.reshape(b * k, h * w)
-    # accumulators derived from a runtime tensor: a static torch.zeros would be folded by the dynamo exporter
-    # into (B*K, H*W+1) initializers stored in the file
-    zeros = torch.cat([ones, ones[:, :1]], dim=1) * 0.0
-    count = zeros.scatter_add(1, flat, ones)
-    opened = zeros.scatter_add(1, flat, is_open.reshape(b * k, h * w))
-    area = torch.gather(count, 1, flat).reshape(b * k, 1, h, w)
-    group_open = torch.gather(opened, 1, flat).reshape(b * k, 1, h, w)
-    fill = selected * (area <= max_area).to(torch.float32) * (group_open == 0).to(torch.float32)
-    out = torch.where(fill > 0.5, torch.tensor(fill_value, dtype=x.dtype, device=x.device), x)
-    return out.reshape(b, k, h, w)
+OUTPUT_NAMES = ("low_res_logits", "iou_predictions", "low_res_masks")
 
 
 class InteractiveDecoder(nn.Module):
@@ -102,8 +55,8 @@ class InteractiveDecoder(nn.Module):
     first; ``point_labels`` [1,N] float (1 object, 0 background, 2/3 box corners, -1 not a point);
     ``orig_im_size`` [2] int64 (h, w); ``mask_input`` [1,1,4G,4G] (an earlier ``low_res_masks``) and
     ``has_mask_input`` [1] (0 or 1).
-    Outputs: ``masks`` [1,K,h,w] logits at the original size after hole filling; ``iou_predictions`` [1,K];
-    ``low_res_masks`` [1,K,4G,4G] clamped to +-32, before hole filling, as predict() returns them.
+    Outputs: ``low_res_logits`` [1,K,4G,4G] before hole filling and upsampling; ``iou_predictions`` [1,K];
+    ``low_res_masks`` [1,K,4G,4G] the same clamped to +-32, as predict() returns them (a later ``mask_input``).
     K = 3 with ``multimask_output`` (tokens 1..3), else 1 (token 0, or the best of 1..3 when token 0 is unstable).
     """
 
@@ -114,10 +67,6 @@ class InteractiveDecoder(nn.Module):
         self.mask_decoder = model.sam_mask_decoder
         self.image_size = float(model.image_size)
         self.multimask_output = multimask_output
-        transforms = predictor._transforms
-        self.hole_threshold = float(transforms.mask_threshold)
-        self.max_hole_area = float(transforms.max_hole_area)
-        self.max_sprinkle_area = float(transforms.max_sprinkle_area)
         self.grid = tuple(self.prompt_encoder.image_embedding_size)
         with torch.no_grad():
             self.register_buffer("dense_pe", self.prompt_encoder.get_dense_pe().clone(), persistent=False)
@@ -156,13 +105,13 @@ class InteractiveDecoder(nn.Module):
         hw = orig_im_size.to(torch.float32)
         coords = point_coords / torch.stack([hw[1], hw[0]]) * self.image_size  # transform_coords(normalize=True)
         decoder = self.mask_decoder
-        masks, iou_pred, _, _ = decoder.predict_masks(
-            image_embeddings=image_embed,
-            image_pe=self.dense_pe,
-            sparse_prompt_embeddings=self._embed_points(coords, point_labels),
-            dense_prompt_embeddings=self._embed_masks(mask_input, has_mask_input),
-            repeat_image=False,
-            high_res_features=[high_res_feats_0, high_res_feats_1],
+        masks, iou_pred = predict_masks(  # = decoder.predict_masks, its image-side products reassociated
+            decoder,
+            image_embed,
+            self.dense_pe,
+            self._embed_points(coords, point_labels),
+            self._embed_masks(mask_input, has_mask_input),
+            [high_res_feats_0, high_res_feats_1],
         )
         if self.multimask_output:
             masks, iou_pred = masks[:, 1:], iou_pred[:, 1:]
@@ -170,12 +119,5 @@ class InteractiveDecoder(nn.Module):
             masks, iou_pred = decoder._dynamic_multimask_via_stability(masks, iou_pred)
         else:
             masks, iou_pred = masks[:, 0:1], iou_pred[:, 0:1]
-        # SAM2Transforms.postprocess_masks: holes (and sprinkles, when configured) on the low-res logits
-        filled = fill_small_components(
-            masks.float(), self.hole_threshold, self.max_hole_area, self.hole_threshold + 10.0, background=True
-        )
-        filled = fill_small_components(
-            filled, self.hole_threshold, self.max_sprinkle_area, self.hole_threshold - 10.0, background=False
-        )
-        upscaled = F.interpolate(filled, size=(orig_im_size[0], orig_im_size[1]), mode="bilinear", align_corners=False)
-        return upscaled, iou_pred, torch.clamp(masks, -32.0, 32.0)
+        masks = masks.float()
+        return masks, iou_pred, torch.clamp(masks, -32.0, 32.0)

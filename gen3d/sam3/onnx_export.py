@@ -25,12 +25,15 @@ from gen3d.sam3.assets import BPE_VOCAB_NAME
 
 log = logging.getLogger(__name__)
 
-DECODER_FORMAT = "gen3d.sam3.interactive-decoder-onnx/v1"
+DECODER_FORMAT = "gen3d.sam3.interactive-decoder-onnx/v2"  # v2: low-res logits out, post-processing client-side
 OPSET = 18
 MAX_POINTS = 1024  # the export's bound on N; the graph itself takes any N >= 1
 USAGE = (
     "point_coords [1,N,2]: pixels (x, y) of the original upright image, a box's corners first with labels 2 and 3; "
-    "do not add a padding point (the graph appends SAM's not-a-point itself); masks: logits, object where > 0"
+    "do not add a padding point (the graph appends SAM's not-a-point itself); low_res_logits [1,K,4G,4G]: fill "
+    "8-connected background components of <= max_hole_area pixels with mask_threshold + 10 (and foreground ones of "
+    "<= max_sprinkle_area with mask_threshold - 10), resize bilinearly (half-pixel centres) to orig_im_size: the "
+    "object where > mask_threshold"
 )
 
 
@@ -117,7 +120,7 @@ def _finish(model, k: int, grid: int, metadata: dict[str, str]) -> None:
     from onnx import numpy_helper
 
     declared = {
-        "masks": [1, k, "height", "width"],
+        "low_res_logits": [1, k, 4 * grid, 4 * grid],
         "iou_predictions": [1, k],
         "low_res_masks": [1, k, 4 * grid, 4 * grid],
     }
@@ -140,14 +143,23 @@ def _finish(model, k: int, grid: int, metadata: dict[str, str]) -> None:
 def export_decoder(loaded, out: Path, multimask: bool, extra_metadata: dict[str, str] | None = None) -> dict[str, str]:
     """Writes the ONNX decoder of ``loaded`` (a :class:`~gen3d.sam3.loading.LoadedSam3`) to ``out``: K=3 masks with
     ``multimask``, else K=1 (= ``segment``'s default); returns the metadata it records."""
+    identity = {"model_id": loaded.model_id, "checkpoint_sha256": loaded.checkpoint_sha256}
+    predictor = loaded.model.inst_interactive_predictor
+    return export_predictor(predictor, loaded.preset, identity, out, multimask, extra_metadata)
+
+
+def export_predictor(
+    predictor, preset, identity: dict[str, str], out: Path, multimask: bool, extra_metadata: dict[str, str] | None
+) -> dict[str, str]:
+    """:func:`export_decoder` of a bare ``SAM3InteractiveImagePredictor`` of ``preset``; ``identity`` gives the
+    ``model_id`` and ``checkpoint_sha256`` recorded."""
     import onnx
     import torch
 
     from gen3d.sam3.embedding_file import EMBEDDING_FORMAT
     from gen3d.sam3.onnx_decoder import INPUT_NAMES, OUTPUT_NAMES, InteractiveDecoder
 
-    predictor = loaded.model.inst_interactive_predictor
-    grid = loaded.preset.grid
+    grid = preset.grid
     k = 3 if multimask else 1
     decoder = InteractiveDecoder(predictor, multimask_output=multimask).eval()
     points = torch.export.Dim("num_points", min=1, max=MAX_POINTS)
@@ -155,7 +167,7 @@ def export_decoder(loaded, out: Path, multimask: bool, extra_metadata: dict[str,
     started = time.perf_counter()
     program = torch.onnx.export(
         decoder,
-        _example_inputs(loaded.preset),
+        _example_inputs(preset),
         dynamo=True,
         opset_version=OPSET,
         input_names=list(INPUT_NAMES),
@@ -168,15 +180,16 @@ def export_decoder(loaded, out: Path, multimask: bool, extra_metadata: dict[str,
     metadata = {
         "format": DECODER_FORMAT,
         "embedding_format": EMBEDDING_FORMAT,
-        "model_id": loaded.model_id,
-        "preset": loaded.preset.name,
-        "resolution": str(loaded.preset.resolution),
+        "model_id": identity["model_id"],
+        "preset": preset.name,
+        "resolution": str(preset.resolution),
         "grid": str(grid),
-        "checkpoint_sha256": loaded.checkpoint_sha256,
+        "checkpoint_sha256": identity["checkpoint_sha256"],
         "multimask_output": str(multimask).lower(),
         "outputs_k": str(k),
         "mask_threshold": str(float(predictor.mask_threshold)),
         "max_hole_area": str(float(predictor._transforms.max_hole_area)),
+        "max_sprinkle_area": str(float(predictor._transforms.max_sprinkle_area)),
         "opset": str(OPSET),
         "exporter": "torch.onnx dynamo",
         "sam3_version": importlib.metadata.version("sam3"),
@@ -196,7 +209,8 @@ def export_decoder(loaded, out: Path, multimask: bool, extra_metadata: dict[str,
 
 def code_digest() -> str:
     """The export code's own digest: a cached file made by other code is exported again."""
-    return sources_digest(Path(__file__).parent / module for module in ("onnx_decoder.py", "onnx_export.py"))
+    modules = ("onnx_decoder.py", "onnx_transformer.py", "onnx_export.py")
+    return sources_digest(Path(__file__).parent / module for module in modules)
 
 
 CACHED_DECODER = "sam3-decoder-k1-{key}.onnx"  # a cached decoder's file name

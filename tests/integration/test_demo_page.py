@@ -19,6 +19,7 @@ import pytest
 import requests
 from PIL import Image
 
+from gen3d.bench.browser import CHROMIUM, FLAGS
 from gen3d.sam3.embedding_file import EMBEDDING_FORMAT
 from gen3d.sam3.onnx_export import read_metadata
 from gen3d.serving.masks import mask_from_rle, rle_from_mask
@@ -27,19 +28,6 @@ from tests.integration.http_support import post, post_ok
 from tests.integration.local_serve import serve_local
 
 pytestmark = [pytest.mark.sam3, pytest.mark.sam3d]  # the page uses both models
-CHROMIUM = "/usr/bin/chromium"
-# no sandbox as root; no GPU here (WebGL runs on SwiftShader, which Chromium enables only when asked); nothing of
-# Chromium's own reaches the network (this machine has none but the package registries)
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--enable-unsafe-swiftshader",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SAMPLE = REPO / "web" / "samples" / "still-life.png"
 
 
@@ -421,6 +409,44 @@ def test_the_pages_file_readers_agree_with_python(page, decoder_onnx, tmp_path):
     }"""
     )
     assert metadata == read_metadata(decoder_onnx)
+
+
+@pytest.mark.parametrize("max_sprinkle_area", [0.0, 30.0])
+def test_the_pages_post_processing_equals_sam3s(page, max_sprinkle_area):
+    """postprocess.js (decoder format v2: low-res logits in, the picture's mask out) against sam3's own
+    SAM2Transforms.postprocess_masks on random logit fields: the hole filling exactly, the mask except where sam3's
+    resized logit is a float-rounding tie (|logit| < 1e-4)."""
+    import torch
+    import torch.nn.functional as F
+    from sam3.model.utils.sam1_utils import SAM2Transforms
+
+    transforms = SAM2Transforms(112, 0.0, max_hole_area=256.0, max_sprinkle_area=max_sprinkle_area)
+    generator = torch.Generator().manual_seed(3)
+    fields = []
+    for scale in (1, 2, 4, 8, 4, 2):
+        x = torch.randn(1, 1, 64 // scale + 1, 64 // scale + 1, generator=generator)
+        fields.append(F.interpolate(x, size=(64, 64), mode="bilinear", align_corners=False) + 0.4 * (scale % 3 - 1))
+    fields.append(torch.full((1, 1, 64, 64), -1.0))  # no object at all
+    size = (203, 150)
+    results = page.evaluate(
+        """async ({fields, size, sprinkles}) => {
+        const { fillSmallComponents, upsampleMask } = await import("/src/postprocess.js");
+        return fields.map((f) => {
+            const filled = fillSmallComponents(Float32Array.from(f), 64, 64, 0, 256, sprinkles);
+            return { filled: Array.from(filled), mask: Array.from(upsampleMask(filled, 64, 64, size[0], size[1], 0)) };
+        });
+    }""",
+        {"fields": [f.flatten().tolist() for f in fields], "size": size, "sprinkles": max_sprinkle_area},
+    )
+    filled = 0
+    for field, result in zip(fields, results, strict=True):
+        expected = transforms.postprocess_masks(field, field.shape[-2:])  # resized to its own size: the fill alone
+        np.testing.assert_array_equal(np.array(result["filled"], np.float32).reshape(64, 64), expected[0, 0].numpy())
+        filled += int((expected != field).sum())
+        logits = transforms.postprocess_masks(field, size)[0, 0].numpy()
+        differ = np.array(result["mask"], bool).reshape(size) != (logits > 0)
+        assert np.abs(logits[differ]).max(initial=0) < 1e-4, f"{differ.sum()} pixels differ beyond ties"
+    assert filled > 100 and not any(results[-1]["mask"])
 
 
 def test_make_serve_serves_the_page_and_opens_cors_for_it(model_store, aws_env, tmp_path, decoder_onnx):

@@ -1,12 +1,15 @@
 """The ONNX prompt decoder exported from the served sam3 archive (scripts/export_decoder_onnx.py), run with
 onnxruntime on the get_embedding file, against the same TorchServe's ``segment`` answers.
 
+The decoder gives low-resolution logits (format v2); the client's post-processing (gen3d.sam3.onnx_client: hole
+filling, bilinear resize) makes the masks, as the page's postprocess.js does.
+
 Tolerance: the decoder's inputs are exactly the server's (the file's float16 features widened to float32, which is
-what the server decodes from), but onnxruntime's kernels (MatMul, Softmax, Conv, Resize) round differently from
-torch's, so logits differ by ~1e-6 (up to ~4e-5 next to filled holes, where the fill value 10 is upsampled). A
-pixel can only flip where its logit lies that close to the threshold 0: the masks must be equal except at pixels
-whose ONNX logit is within 1e-4 of 0 (a float-rounding tie), and those may be at most 0.01% of the picture.
-Hole filling is exact in the graph (no tolerance needed for it).
+what the server decodes from), but onnxruntime's kernels (MatMul, Softmax, Conv) and the client's resize round
+differently from torch's, so logits differ by ~1e-6 (up to ~5e-5 next to filled holes, where the fill value 10 is
+resized). A pixel can only flip where its logit lies that close to the threshold 0: the masks must be equal except
+at pixels whose logit is within 1e-4 of 0 (a float-rounding tie), and those may be at most 0.01% of the picture.
+Hole filling is exact (no tolerance needed for it).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import pytest
 from safetensors.numpy import load as load_safetensors
 
 from gen3d.sam3.embedding_file import EMBEDDING_FORMAT
+from gen3d.sam3.onnx_client import logits_from_low_res
 from gen3d.sam3.onnx_export import DECODER_FORMAT
 from gen3d.serving.masks import mask_from_rle
 from tests.conftest import REPO, png_bytes
@@ -55,8 +59,8 @@ def multimask_decoder(decoder_onnx_multimask) -> ort.InferenceSession:
 
 
 def run_decoder(sess, tensors, metadata, points=(), labels=(), box=None, extra_feeds=None):
-    """The decoder's masks (logits [K, H, W]) and scores for one prompt, fed as a client feeds it (with
-    ``extra_feeds``: the optional inputs, mask_input and has_mask_input)."""
+    """The masks (logits [K, H, W], post-processed by the client) and scores for one prompt, fed as a client feeds
+    it (with ``extra_feeds``: the optional inputs, mask_input and has_mask_input), and the low-res masks."""
     coords, labs = [], []
     if box is not None:
         coords += [box[:2], box[2:]]
@@ -72,8 +76,10 @@ def run_decoder(sess, tensors, metadata, points=(), labels=(), box=None, extra_f
         "orig_im_size": np.array([int(metadata["original_height"]), int(metadata["original_width"])], np.int64),
         **(extra_feeds or {}),
     }
-    masks, scores, low_res = sess.run(None, feeds)
-    return masks[0], scores[0], low_res[0]
+    low_res_logits, scores, low_res = sess.run(None, feeds)
+    size = (int(metadata["original_height"]), int(metadata["original_width"]))
+    masks = logits_from_low_res(low_res_logits[0], size, sess.get_modelmeta().custom_metadata_map)
+    return masks, scores[0], low_res[0]
 
 
 def assert_same_mask(logits: np.ndarray, served: np.ndarray) -> None:
@@ -105,6 +111,8 @@ def test_the_file_records_the_served_model(torchserve, decoder_onnx, decoder, mo
     assert embedding_meta["format"] == EMBEDDING_FORMAT
     assert metadata["archive"] == "sam3.mar"
     assert (metadata["outputs_k"], metadata["multimask_output"]) == ("1", "false")
+    post_processing = ("mask_threshold", "max_hole_area", "max_sprinkle_area")  # the client's, sam3's values
+    assert [metadata[key] for key in post_processing] == ["0.0", "256.0", "0.0"]
     model = onnx.load(str(decoder_onnx))
     assert {o.domain or "ai.onnx" for o in model.opset_import} == {"ai.onnx"}  # what onnxruntime-web runs
 
@@ -117,7 +125,8 @@ def test_interface_dynamic_points_and_optional_mask_input(decoder, pictures):
     assert inputs["point_coords"].shape == [1, "num_points", 2] and inputs["point_labels"].shape == [1, "num_points"]
     assert inputs["orig_im_size"].type == "tensor(int64)"
     assert sorted(i.name for i in decoder.get_overridable_initializers()) == ["has_mask_input", "mask_input"]
-    assert [o.name for o in decoder.get_outputs()] == ["masks", "iou_predictions", "low_res_masks"]
+    assert [o.name for o in decoder.get_outputs()] == ["low_res_logits", "iou_predictions", "low_res_masks"]
+    assert decoder.get_outputs()[0].shape == [1, 1, 32, 32]  # 4G x 4G: the picture's size is the client's
     _, tensors, metadata = pictures["noise"]
     for n in (1, 2, 7, 40):  # N is free: one graph for any number of points
         points = [(10 + 6 * i, 20 + 4 * i) for i in range(n)]

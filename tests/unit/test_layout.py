@@ -31,7 +31,7 @@ ALLOWED = {
         "gen3d.bench",
         "gen3d.web",
     ),
-    "gen3d.bench": ("gen3d.serving", "gen3d.torchserve", "gen3d.sam3", "gen3d.sam3d"),
+    "gen3d.bench": ("gen3d.serving", "gen3d.torchserve", "gen3d.sam3", "gen3d.sam3d", "gen3d.web"),
 }
 MAX_LINES = 400
 

@@ -1,4 +1,4 @@
-"""The ONNX decoder's parts that need no server: the in-graph hole filling against sam3's own post-processing,
+"""The ONNX decoder's parts that need no server: the client's post-processing against sam3's own,
 reading archives, the cache key, and the CLI's refusals."""
 
 from __future__ import annotations
@@ -7,13 +7,14 @@ import subprocess
 import sys
 import zipfile
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 import yaml
 
 from gen3d.errors import StartupError
-from gen3d.sam3.onnx_decoder import fill_small_components
+from gen3d.sam3.onnx_client import fill_small_components, masks_from_low_res, resize_bilinear
 from gen3d.sam3.onnx_export import archive_handler_config, cached_decoder_path, load_archive_model, model_digest
 from tests.conftest import REPO
 
@@ -35,29 +36,63 @@ def smooth_fields(size: int, count: int, seed: int) -> list[torch.Tensor]:
     return fields
 
 
-def test_hole_filling_equals_sam3s_connected_components():
-    """sam3 fills 8-connected background components of <= max_hole_area low-res pixels (skimage on the CPU);
-    the graph's max-pool label propagation must give exactly the same logits."""
+@pytest.mark.parametrize("max_sprinkle_area", [0.0, 30.0])
+def test_client_post_processing_equals_sam3s(max_sprinkle_area):
+    """sam3 fills 8-connected background components of <= max_hole_area low-res pixels (skimage on the CPU), then
+    resizes bilinearly: the client's fill must give exactly sam3's logits, its masks sam3's masks except where the
+    resized logit is a float-rounding tie."""
     from sam3.model.utils.sam1_utils import SAM2Transforms
 
-    transforms = SAM2Transforms(resolution=112, mask_threshold=0.0, max_hole_area=256.0)
+    transforms = SAM2Transforms(112, 0.0, max_hole_area=256.0, max_sprinkle_area=max_sprinkle_area)
+    metadata = {"mask_threshold": "0.0", "max_hole_area": "256.0", "max_sprinkle_area": str(max_sprinkle_area)}
     filled = 0
     for size, count in ((32, 30), (64, 6)):
         for x in smooth_fields(size, count, seed=size):
             expected = transforms.postprocess_masks(x, x.shape[-2:])  # resize to its own size: the fill alone
-            torch.testing.assert_close(fill_small_components(x, 0.0, 256.0, 10.0), expected, rtol=0, atol=0)
+            ours = fill_small_components(x.numpy(), 0.0, 256.0, max_sprinkle_area)
+            np.testing.assert_array_equal(ours, expected.numpy())
             filled += int((expected != x).sum())
+            upscaled = transforms.postprocess_masks(x, (3 * size + 5, 5 * size - 3)).numpy()
+            np.testing.assert_allclose(resize_bilinear(ours, *upscaled.shape[-2:]), upscaled, rtol=0, atol=5e-5)
+            differ = masks_from_low_res(x.numpy(), upscaled.shape[-2:], metadata) != (upscaled > 0)
+            assert np.abs(upscaled[differ]).max(initial=0) < 1e-4
     assert filled > 1000  # the fields had holes to fill
 
 
 def test_components_larger_than_the_area_or_touching_others_stay():
-    x = torch.full((1, 1, 40, 40), 5.0)
+    x = np.full((1, 1, 40, 40), 5.0, np.float32)
     x[..., 5:10, 5:10] = -1.0  # 25 px hole: filled
     x[..., 20:40, 0:40] = -1.0  # 800 px background: kept
-    out = fill_small_components(x, 0.0, 256.0, 10.0)
+    out = fill_small_components(x, 0.0, 256.0, 0.0)
     assert (out[..., 5:10, 5:10] == 10.0).all()
     assert (out[..., 20:40, :] == -1.0).all()
-    assert torch.equal(fill_small_components(x, 0.0, 0.0, 10.0), x)  # max_area 0: nothing to do
+    np.testing.assert_array_equal(fill_small_components(x, 0.0, 0.0, 0.0), x)  # max_area 0: nothing to do
+
+
+@pytest.mark.parametrize("points", [1, 3, 20])  # 20: more tokens than the reassociation saves on
+def test_reassociated_mask_decoder_equals_sam3s(points):
+    """onnx_transformer.predict_masks against sam3's MaskDecoder.predict_masks on the same weights and inputs."""
+    from gen3d.sam3.architecture import interactive_predictor
+    from gen3d.sam3.onnx_transformer import predict_masks
+    from gen3d.sam3.presets import get_preset
+
+    torch.manual_seed(points)
+    preset = get_preset("tiny")
+    decoder = interactive_predictor(preset).eval().model.sam_mask_decoder
+    for parameter in decoder.parameters():  # weights of a trained model's scale, not init's
+        parameter.data.normal_(0, 0.2)
+    g = preset.grid
+    image, pe, dense = (torch.randn(1, 256, g, g) for _ in range(3))
+    sparse = torch.randn(1, points + 1, 256)
+    high_res = [torch.randn(1, 32, 4 * g, 4 * g), torch.randn(1, 64, 2 * g, 2 * g)]
+    with torch.no_grad():
+        masks, scores, _, _ = decoder.predict_masks(
+            image, pe, sparse, dense, repeat_image=False, high_res_features=high_res
+        )
+        ours, our_scores = predict_masks(decoder, image, pe, sparse, dense, high_res)
+    assert masks.abs().max() > 1  # logits of some size, so that 1e-4 means something
+    torch.testing.assert_close(ours, masks, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(our_scores, scores, rtol=1e-4, atol=1e-4)
 
 
 def fake_mar(path, handler: dict, files: dict[str, bytes]) -> None:

@@ -1,16 +1,32 @@
 // SAM 3's prompt decoder in the browser: the ONNX file exported from the served sam3 archive
-// (gen3d-export-onnx), run by onnxruntime-web's WebAssembly backend on the get_embedding tensors.
+// (gen3d-export-onnx), run by onnxruntime-web's WebAssembly backend on the get_embedding tensors; the mask's
+// post-processing (hole filling at low resolution, upsampling, threshold) is postprocess.js's.
 import * as ort from "onnxruntime-web";
 import { readOnnxMetadata } from "./onnx_metadata.js";
+import { fillSmallComponents, upsampleMask } from "./postprocess.js";
+
+export const DECODER_FORMAT = "gen3d.sam3.interactive-decoder-onnx/v2"; // low-res logits out (gen3d/sam3/onnx_export.py)
 
 ort.env.wasm.wasmPaths = "/vendor/onnxruntime-web/"; // served from web/node_modules, never a CDN
 
-/** {session, metadata} of the decoder file at url. */
-export async function loadDecoder(url) {
+/** WebAssembly threads the page asks for: one per core, at most 4 (a click's graph gains little beyond). */
+export function pageThreads() {
+  return Math.min(4, navigator.hardwareConcurrency || 1);
+}
+
+/**
+ * {session, metadata} of the decoder file at url, run on `threads` WebAssembly threads (one without cross-origin
+ * isolation). onnxruntime-web starts its WebAssembly once per page: the first call's `threads` holds for the page.
+ */
+export async function loadDecoder(url, threads = pageThreads()) {
   const response = await fetch(url);
   if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
   const bytes = new Uint8Array(await response.arrayBuffer());
   const metadata = readOnnxMetadata(bytes);
+  if (metadata.format !== DECODER_FORMAT) {
+    throw new Error(`${url} is a decoder of format ${metadata.format}; this page takes ${DECODER_FORMAT}`);
+  }
+  ort.env.wasm.numThreads = threads;
   // logSeverityLevel 3 (errors): mask_input/has_mask_input have defaults (initializers), which ORT warns about
   const session = await ort.InferenceSession.create(bytes, { executionProviders: ["wasm"], logSeverityLevel: 3 });
   return { session, metadata };
@@ -34,9 +50,11 @@ export function checkEmbedding(decoder, embedding) {
 /**
  * Masks for prompts: points [{x, y, label}] (1 object, 0 background) and an optional box {x0, y0, x1, y1}, in
  * pixels of the original image. The box's corners go first (labels 2, 3); no padding point (the graph adds it).
- * Returns {mask: Uint8Array row-major (1 = object), score, ms}.
+ * Returns {mask: Uint8Array row-major (1 = object), score, ms}: ms from the inputs to the mask, post-processing
+ * included.
  */
 export async function decode(decoder, embedding, prompts) {
+  const started = performance.now();
   const [height, width] = embedding.size;
   const coords = [];
   const labels = [];
@@ -58,11 +76,14 @@ export async function decode(decoder, embedding, prompts) {
     point_labels: new ort.Tensor("float32", Float32Array.from(labels), [1, labels.length]),
     orig_im_size: new ort.Tensor("int64", BigInt64Array.from([BigInt(height), BigInt(width)]), [2]),
   };
-  const started = performance.now();
   const out = await decoder.session.run(feeds);
-  const ms = performance.now() - started;
-  const logits = out.masks.data; // [1, 1, height, width]: object where > 0
-  const mask = new Uint8Array(height * width);
-  for (let i = 0; i < mask.length; i++) mask[i] = logits[i] > 0 ? 1 : 0;
-  return { mask, score: out.iou_predictions.data[0], ms };
+  const [, , lowHeight, lowWidth] = out.low_res_logits.dims; // [1, K, 4G, 4G]: the first (K=1: the only) mask
+  const meta = decoder.metadata;
+  const threshold = Number(meta.mask_threshold);
+  const low = out.low_res_logits.data.subarray(0, lowHeight * lowWidth);
+  const filled = fillSmallComponents(
+    low, lowHeight, lowWidth, threshold, Number(meta.max_hole_area), Number(meta.max_sprinkle_area),
+  );
+  const mask = upsampleMask(filled, lowHeight, lowWidth, height, width, threshold);
+  return { mask, score: out.iou_predictions.data[0], ms: performance.now() - started };
 }
