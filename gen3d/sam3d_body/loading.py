@@ -99,6 +99,20 @@ def build_config(path: Path, mhr_model: Path, preset: BodyPreset):
     return cfg
 
 
+def check_loaded_keys(missing_keys: list[str], unexpected_keys: list[str], checkpoint: Path, preset: str) -> None:
+    """A checkpoint that leaves any of the model's weights unset stops start-up (the model would answer with random
+    weights: a checkpoint of the other variant, or a truncated file); MHR's own tensors come from mhr_model.pt, not
+    from it. Extra keys (training-only parts) are logged."""
+    missing = [key for key in missing_keys if ".mhr." not in key]
+    if missing:
+        raise StartupError(
+            f"{checkpoint} does not fit preset {preset}: {len(missing)} of the model's weights are not in it, "
+            f"e.g. {missing[:3]} (a checkpoint of the other variant?)"
+        )
+    if unexpected_keys:
+        log.warning("checkpoint keys the model does not use: %d, e.g. %s", len(unexpected_keys), unexpected_keys[:10])
+
+
 def load_body(model_dir: str | Path, config: dict, device: torch.device) -> LoadedBody:
     """Loads the model an archive describes (``config`` is model-config.yaml's ``handler`` section); the demo runs
     on the CPU."""
@@ -118,16 +132,8 @@ def load_body(model_dir: str | Path, config: dict, device: torch.device) -> Load
 
     cfg = build_config(paths["model_config"], paths["mhr_model"], preset)
     model = SAM3DBody(cfg)
-    result = model.load_state_dict(state, strict=False)
-    missing = [key for key in result.missing_keys if ".mhr." not in key]  # MHR's own tensors come from its file
-    if missing or result.unexpected_keys:
-        log.warning(
-            "checkpoint keys: %d missing %s, %d unexpected %s",
-            len(missing),
-            missing[:10],
-            len(result.unexpected_keys),
-            result.unexpected_keys[:10],
-        )
+    result = model.load_state_dict(state, strict=False)  # strict=False as upstream: MHR's tensors are not in it
+    check_loaded_keys(result.missing_keys, result.unexpected_keys, paths["checkpoint"], preset.name)
     model = model.to(device).eval()
     estimator = SAM3DBodyEstimator(model, cfg)
     digest = hashlib.sha256("".join(file_sha256(paths[key]) for key in STAGED).encode()).hexdigest()

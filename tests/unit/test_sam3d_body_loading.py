@@ -7,7 +7,7 @@ import torch
 
 from gen3d.errors import StartupError
 from gen3d.sam3d_body.demo import DEMO_FORMAT, MHR_FACES, MHR_VERTICES, ellipsoid_mesh
-from gen3d.sam3d_body.loading import read_checkpoint, staged_files
+from gen3d.sam3d_body.loading import check_loaded_keys, read_checkpoint, staged_files
 from gen3d.sam3d_body.presets import get_preset
 
 HANDLER = {
@@ -69,3 +69,13 @@ def test_the_demo_mesh_has_mhr_counts_and_is_closed():
     assert (len(vertices), len(faces)) == (MHR_VERTICES, MHR_FACES) == (18_439, 36_874)
     mesh = trimesh.Trimesh(vertices, faces, process=False)
     assert mesh.is_watertight and mesh.is_winding_consistent and mesh.volume > 0  # outward faces
+
+
+def test_a_checkpoint_missing_model_weights_stops_start_up(tmp_path, caplog):
+    """Random weights never answer: a weight the checkpoint lacks (other than MHR's own, from mhr_model.pt) stops
+    start-up naming the file; extra keys are only logged."""
+    ckpt = tmp_path / "model.ckpt"
+    with pytest.raises(StartupError, match=r"model.ckpt does not fit preset sam3d-body-vith: 1 of .*decoder.proj"):
+        check_loaded_keys(["decoder.proj.weight", "head_pose.mhr.faces"], [], ckpt, "sam3d-body-vith")
+    check_loaded_keys(["head_pose.mhr.faces"], ["trainer.ema"], ckpt, "sam3d-body-vith")
+    assert "trainer.ema" in caplog.text
