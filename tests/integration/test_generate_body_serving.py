@@ -165,7 +165,7 @@ def test_a_missing_mhr_file_stops_start_up_naming_it(model_store, aws_env, tmp_p
     shutil.copytree(model_store / "sam3d_body", store / "sam3d_body")
     (store / "sam3d_body" / "assets" / "mhr_model.pt").unlink()
     with pytest.raises((TimeoutError, RuntimeError)):
-        with loopback_torchserve(store, tmp_path, aws_env, ["sam3d_body"], timeout=40):
+        with loopback_torchserve(store, tmp_path, aws_env, ["sam3d_body"], timeout=20):
             pass
     logs = "".join(p.read_text(errors="replace") for p in tmp_path.rglob("*.log")) + (
         tmp_path / "torchserve.out"
