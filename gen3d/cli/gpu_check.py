@@ -230,20 +230,9 @@ def clicks(check: Check, loaded, args: argparse.Namespace, work: Path) -> None:
 
 
 def click_prompts(x: float, y: float):
-    import numpy as np
-
     from gen3d.sam3.request import SegmentPrompts
 
-    return SegmentPrompts(
-        text=None,
-        points=np.array([[x, y]], dtype=np.float32),
-        point_labels=np.array([1], dtype=np.int32),
-        boxes=None,
-        box_labels=[],
-        multimask=False,
-        score_threshold=0.0,
-        return_png_masks=False,
-    )
+    return SegmentPrompts.one_click(x, y, score_threshold=0.0)
 
 
 def iou(a, b) -> float | None:

@@ -113,6 +113,20 @@ class SegmentPrompts:
     def concept(self) -> bool:
         return self.text is not None
 
+    @classmethod
+    def one_click(cls, x: float, y: float, score_threshold: float, multimask: bool = False) -> SegmentPrompts:
+        """One foreground click at pixel (x, y): what warm-up, the GPU check and tests send."""
+        return cls(
+            text=None,
+            points=np.array([[x, y]], dtype=np.float32),
+            point_labels=np.array([1], dtype=np.int32),
+            boxes=None,
+            box_labels=[],
+            multimask=multimask,
+            score_threshold=score_threshold,
+            return_png_masks=False,
+        )
+
 
 def embedding_request(req: ParsedRequest) -> GetEmbeddingRequest:
     return validated(GetEmbeddingRequest, req.fields)

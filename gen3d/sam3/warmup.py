@@ -15,7 +15,6 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from gen3d.errors import StartupError
@@ -60,16 +59,7 @@ def warm_up(loaded: LoadedSam3) -> float:
         backbone_fpn=[],
     )
     middle = preset.resolution / 2
-    prompts = SegmentPrompts(
-        text=None,
-        points=np.array([[middle, middle]], dtype=np.float32),
-        point_labels=np.array([1], dtype=np.int32),
-        boxes=None,
-        box_labels=[],
-        multimask=False,
-        score_threshold=0.5,
-        return_png_masks=False,
-    )
+    prompts = SegmentPrompts.one_click(middle, middle, score_threshold=0.5)
     started = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

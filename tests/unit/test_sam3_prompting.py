@@ -134,16 +134,7 @@ def test_masks_rle_area_and_box_equal_the_masks_own(loaded):
     from gen3d.serving.masks import box_of, rle_from_mask
 
     features = encode_images(loaded, [decode_image(png_bytes(7, size=(96, 128)), "f")])[0]
-    prompts = SegmentPrompts(
-        text=None,
-        points=np.array([[40, 30]], dtype=np.float32),
-        point_labels=np.array([1], dtype=np.int32),
-        boxes=None,
-        box_labels=[],
-        multimask=True,
-        score_threshold=0.5,
-        return_png_masks=False,
-    )
+    prompts = SegmentPrompts.one_click(40, 30, score_threshold=0.5, multimask=True)
     interactive = prompting.segment(loaded, features, prompts).masks
     for result in interactive + prompting.segment_concept(loaded, features, concept("a cup", [], [], 0.0)):
         mask = result.mask()
