@@ -292,16 +292,11 @@ class Sam3dService(ModelService[Sam3dJob]):
         if not req.writes_s3:
             return {"base64": self.inline_outputs(files)}
         started = time.perf_counter()
-        locations = {path: self.output_location(req, f"3d/{generation_id}/{path}") for path in files}
         s3_meta = {"model-id": loaded.model_id, "preset": loaded.preset.name}
-
-        def put(path: str) -> None:
-            content_type = CONTENT_TYPES[Path(path).suffix]
-            self.store.put_bytes(locations[path], files[path], content_type, s3_meta)
-
         try:  # pose.json, the manifest, last: only a complete generation has one
-            list(self.io.map(put, [path for path in files if path not in last]))
-            list(self.io.map(put, last))
+            locations = self.write_outputs(
+                req, f"3d/{generation_id}", files, lambda path: CONTENT_TYPES[Path(path).suffix], s3_meta, tuple(last)
+            )
         except ServingError as err:
             raise type(err)(
                 err.field,

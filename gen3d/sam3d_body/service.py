@@ -125,14 +125,9 @@ class BodyService(ModelService[BodyJob]):
         }
         if req.writes_s3:
             started = time.perf_counter()
-            locations = {name: self.output_location(req, f"body/{generation_id}/{name}") for name in files}
             s3_meta = {"model-id": loaded.model_id, "preset": loaded.preset.name}
-
-            def put(name: str) -> None:
-                content_type = CONTENT_TYPES["glb" if name.endswith(".glb") else "params"]
-                self.store.put_bytes(locations[name], files[name], content_type, s3_meta)
-
-            list(self.io.map(put, files))
+            content_type = {name: CONTENT_TYPES["glb" if name.endswith(".glb") else "params"] for name in files}
+            locations = self.write_outputs(req, f"body/{generation_id}", files, content_type.__getitem__, s3_meta)
             keys = {name: location.key for name, location in locations.items()}
             self._attach(fields, people, keys, "outputs")
             fields["output_bucket"] = locations["people.glb"].bucket

@@ -155,6 +155,26 @@ class ModelService(ABC, Generic[JobT]):
         """An input's bytes: ``inline``, or read from ``s3`` (errors name ``field_name``)."""
         return self.store.get_bytes(s3, field_name) if s3 is not None else inline or b""
 
+    def write_outputs(
+        self,
+        req: ParsedRequest,
+        folder: str,
+        files: dict[str, bytes],
+        content_type: Callable[[str], str],
+        meta: dict[str, str],
+        last: tuple[str, ...] = (),
+    ) -> dict[str, S3Location]:
+        """Writes ``files`` (names under ``folder`` of the request's output prefix) to S3 on the io threads, those
+        of ``last`` (a manifest) only after every other one; where each went."""
+        locations = {name: self.output_location(req, f"{folder}/{name}") for name in files}
+
+        def put(name: str) -> None:
+            self.store.put_bytes(locations[name], files[name], content_type(name), meta)
+
+        list(self.io.map(put, [name for name in files if name not in last]))
+        list(self.io.map(put, last))
+        return locations
+
     @staticmethod
     def inline_outputs(files: dict[str, bytes]) -> dict[str, str]:
         """Output files as base64 for the answer; 413 asking for ``output_bucket`` above the inline limit."""
