@@ -53,10 +53,10 @@ def model_store(tmp_path_factory, models) -> Path:
     script, as `make serve` builds them."""
     store = tmp_path_factory.mktemp("model-store")
     script = [sys.executable, str(REPO / "scripts" / "build_archives.py")]
-    # sam3 waits up to 400 ms for a batch of 4: long enough for the batching tests' concurrent requests (sent together
-    # from one thread pool) to land in one batch, short enough that the suite's many lone requests don't each
-    # pay it (at 1500 ms they cost ~2 minutes of make test)
-    options = {"sam3": ["--batch-size", "4", "--max-batch-delay", "400"], "sam3d": [], "sam3d_body": []}
+    # sam3 waits up to 100 ms for a batch of 4: long enough for the batching tests' concurrent requests (sent together
+    # from one thread pool, they reach TorchServe within ~30 ms of each other here) to land in one batch, short
+    # enough that the suite's ~300 lone sam3 requests don't each pay much (at 400 ms they cost ~100 s of make test)
+    options = {"sam3": ["--batch-size", "4", "--max-batch-delay", "100"], "sam3d": [], "sam3d_body": []}
     builds = [[*script, model, "--export-path", str(store), *options[model]] for model in models]
     procs = [subprocess.Popen(cmd, cwd=REPO) for cmd in builds]  # in parallel: each takes seconds
     codes = [proc.wait() for proc in procs]
