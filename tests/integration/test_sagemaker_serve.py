@@ -122,10 +122,11 @@ def test_model_that_never_loads_makes_serve_exit(model_store, aws_env, tmp_path)
     archive = unpack(model_store / "sam3.mar", model_dir / "sam3")
     config = (archive / "model-config.yaml").read_text()
     config = config.replace("preset: tiny", "preset: no-such-preset").replace(
-        "startupTimeout: 600", "startupTimeout: 5"
+        "startupTimeout: 600", "startupTimeout: 2"
     )
     (archive / "model-config.yaml").write_text(config)
-    env, port = serve_env(model_dir, aws_env, GEN3D_READY_MARGIN_S="10")
+    # serve waits startupTimeout + the margin however fast the worker fails: both short, as the preset never loads
+    env, port = serve_env(model_dir, aws_env, GEN3D_READY_MARGIN_S="3")
     done = subprocess.run(SERVE, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 3
     assert "cannot serve:" in done.stderr and "sam3" in done.stderr
