@@ -51,5 +51,5 @@ def wait_for_worker(server, not_pid: int, timeout: float = 180, model: str = "sa
         pids = [pid for pid in worker_pids(server, model, "READY") if pid != not_pid]
         if pids:
             return pids[0]
-        time.sleep(1)
+        time.sleep(0.2)
     raise AssertionError(f"no new READY {model} worker within {timeout} s")

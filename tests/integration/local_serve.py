@@ -46,7 +46,7 @@ def serve_local(tmp_path: Path, store: Path, env: dict[str, str], *args: str, re
         deadline = time.monotonic() + 180
         while ready not in served.text():
             assert proc.poll() is None and time.monotonic() < deadline, served.text()[-3000:]
-            time.sleep(1)
+            time.sleep(0.2)
         yield served
     finally:
         os.killpg(proc.pid, 15)
