@@ -117,7 +117,9 @@ web: node $(WEB_STAMP)
 $(STAMP): $(REQUIREMENTS) pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q uv==$(UV_VERSION)
-	$(UV) pip install -q -p $(BIN)/python --no-config $(UV_DEV_INDEXES) $(addprefix -r ,$(REQUIREMENTS))
+	# --compile-bytecode: every process of make test (TorchServe workers, the scripts it runs) would otherwise compile
+	# torch's and sam3's sources again where PYTHONDONTWRITEBYTECODE is set, as on this machine (~6 s each)
+	$(UV) pip install -q -p $(BIN)/python --no-config --compile-bytecode $(UV_DEV_INDEXES) $(addprefix -r ,$(REQUIREMENTS))
 	# this checkout as the gen3d package (editable: archives carry no code, workers import it from here)
 	$(UV) pip install -q -p $(BIN)/python --no-config --no-deps --no-build-isolation -e .
 	rm -f $(VENV)/.installed-* && touch $@
