@@ -33,10 +33,10 @@ def _renamed(nodes, prefix: str, keep: set[str], mapping: dict[str, str]) -> lis
         return mapping.get(name, prefix + name)
 
     copies = []
-    for node in nodes:
+    for index, node in enumerate(nodes):
         copy = onnx.NodeProto()
         copy.CopyFrom(node)
-        copy.name = prefix + node.name
+        copy.name = prefix + (node.name or f"unnamed_{index}")  # node names must be unique in a graph
         copy.input[:] = [rename(name) for name in node.input]
         copy.output[:] = [rename(name) for name in node.output]
         copies.append(copy)
