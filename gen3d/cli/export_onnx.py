@@ -6,12 +6,15 @@ get_embedding file (the demo page, onnxruntime in Python or in the browser).
 (scripts/export_decoder_onnx.py takes the same arguments.)
 
 The archive's model is loaded as a worker loads it (its checkpoint and BPE vocabulary, on the CPU), so the file
-records the same model_id as the server's answers and the embedding files. Inputs: image_embed, high_res_feats_0,
-high_res_feats_1 (float32: the get_embedding tensors, upcast), point_coords [1,N,2] (original pixels; a box's
-corners first with labels 2 and 3; no padding point), point_labels [1,N], orig_im_size int64 [2] (height, width),
-and optionally mask_input [1,1,4G,4G] / has_mask_input [1]. Outputs (format v2): low_res_logits [1,K,4G,4G],
-which the client post-processes (holes filled, resized to the picture: gen3d.sam3.onnx_client, the page's
-postprocess.js), iou_predictions [1,K], low_res_masks [1,K,4G,4G]. Exporting takes ~20-60 s on 2 CPU cores.
+records the same model_id as the server's answers and the embedding files. Format v3 (docs/demo-page.md has the
+table): an embedding's first run takes image_embed, high_res_feats_0, high_res_feats_1 (float32: the get_embedding
+tensors, upcast) and empty prepared_*_in, and answers the embedding's preparation as prepared_* outputs; later runs
+take those as prepared_*_in with empty embedding tensors and only decode the click. Every run: point_coords [1,N,2]
+(original pixels; a box's corners first with labels 2 and 3; no padding point), point_labels [1,N], orig_im_size
+int64 [2] (height, width); optionally (Python) mask_input [1,1,4G,4G] / has_mask_input [1] with the embedding.
+Outputs: low_res_logits [1,K,4G,4G], which the client post-processes (holes filled, resized to the picture:
+gen3d.sam3.onnx_client, the page's postprocess.js), iou_predictions [1,K], low_res_masks [1,K,4G,4G], prepared_*.
+Exporting takes ~20-60 s on 2 CPU cores.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""A Python client's post-processing of the ONNX decoder's ``low_res_logits`` (format v2), numpy and scikit-image
-only: what sam3's ``SAM2Transforms.postprocess_masks`` does, and what the page's ``web/src/postprocess.js`` does.
+"""A Python client of the ONNX decoder (format v3), numpy and scikit-image only: the feeds that stand for an
+embedding (:func:`embedding_feeds`), and the post-processing of ``low_res_logits``: what sam3's
+``SAM2Transforms.postprocess_masks`` does, and what the page's ``web/src/postprocess.js`` does.
 
 1. fill every 8-connected component of ``logits <= mask_threshold`` of at most ``max_hole_area`` low-res pixels
    with ``mask_threshold + 10`` (and, when ``max_sprinkle_area`` > 0, every component of ``logits > mask_threshold``
@@ -13,6 +14,29 @@ The decoder file's metadata records ``mask_threshold``, ``max_hole_area`` and ``
 from __future__ import annotations
 
 import numpy as np
+
+EMBEDDING_INPUTS = {
+    "image_embed": "image_embed",
+    "high_res_feats_0": "high_res_feats.0",
+    "high_res_feats_1": "high_res_feats.1",
+}
+
+
+def embedding_feeds(session, tensors: dict | None = None, prepared: dict | None = None) -> dict[str, np.ndarray]:
+    """The decoder's embedding inputs for an onnxruntime ``session``: either the embedding file's ``tensors`` (an
+    embedding's first run: it prepares the embedding, whose ``prepared_*`` outputs it answers) or ``prepared``, those
+    outputs by name (a later run: only the click is decoded); the other side's inputs are fed empty."""
+    if (tensors is None) == (prepared is None):
+        raise ValueError("give the embedding's tensors or its prepared_* outputs, not both")
+    feeds = {}
+    for node in session.get_inputs():
+        if node.name in EMBEDDING_INPUTS:
+            empty = np.zeros((1, node.shape[1], 0, 0), np.float32)
+            feeds[node.name] = empty if tensors is None else tensors[EMBEDDING_INPUTS[node.name]].astype(np.float32)
+        elif node.name.startswith("prepared_"):
+            empty = np.zeros((0, node.shape[1]), np.float32)
+            feeds[node.name] = empty if prepared is None else prepared[node.name.removesuffix("_in")]
+    return feeds
 
 
 def fill_small_components(

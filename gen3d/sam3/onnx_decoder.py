@@ -1,7 +1,9 @@
-"""SAM 3's interactive prompt encoder + mask decoder as one exportable module (post-processing: the client's).
+"""SAM 3's interactive prompt encoder + mask decoder as exportable modules (post-processing: the client's).
 
-``InteractiveDecoder`` reproduces ``SAM3InteractiveImagePredictor.predict`` (sam3 0.1.4) on the get_embedding
-tensors, with no Python control flow that depends on data, so that ONNX can carry it:
+``PrepareEmbedding`` and ``ClickDecoder`` together reproduce ``SAM3InteractiveImagePredictor.predict`` (sam3 0.1.4)
+on the get_embedding tensors, with no Python control flow that depends on data, so that ONNX can carry them; the
+export joins them in one file (:mod:`gen3d.sam3.onnx_graphs`) whose prompt-independent part runs only when the
+client has not handed back an earlier run's ``prepared_*`` outputs:
 
 ==================================================  ==========================================================
 predict()                                           here
@@ -12,19 +14,19 @@ the prompt encoder always appends a (0,0)/-1 point  appended in the graph: clien
   (``_predict`` passes ``boxes=None``)
 no mask_input -> ``no_mask_embed``                  ``where(has_mask_input > 0.5, mask_downscaling, no_mask_embed)``
 ``get_dense_pe()``                                  stored once (bit-identical to eager)
-``MaskDecoder.predict_masks``                       the same function, the image-side products reassociated
-                                                      (:mod:`gen3d.sam3.onnx_transformer`): ~1e-6 apart
+``MaskDecoder.predict_masks``                       the same function, split into the image's part (once per
+                                                      embedding) and a click's, the image-side products
+                                                      reassociated (:mod:`gen3d.sam3.onnx_transformer`): ~1e-6
 multimask -> tokens 1..3                            K=3 file
 single mask -> dynamic multimask via stability      K=1 file: the same where/argmax selection, in the graph
-``postprocess_masks``: fill holes <= max_hole_area  left to the client, at low resolution (format v2): the
-  (8-connectivity), bilinear to the original size     page's ``web/src/postprocess.js``, Python's
-                                                      :mod:`gen3d.sam3.onnx_client`
+``postprocess_masks``: fill holes <= max_hole_area  left to the client, at low resolution: the page's
+  (8-connectivity), bilinear to the original size     ``web/src/postprocess.js``, Python's :mod:`gen3d.sam3.onnx_client`
 low-res logits clamped to +-32                      the same
 ==================================================  ==========================================================
 
 Masks leave as low-resolution logits (object where > ``mask_threshold`` once post-processed). Format v1 did the
 post-processing in the graph; at 1008 px its full-size upsampling and max-pool hole filling took most of a
-click's time in the browser (README, "client-side decoding").
+click's time in the browser (docs/demo-page.md).
 """
 
 from __future__ import annotations
@@ -32,44 +34,66 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gen3d.sam3.onnx_transformer import predict_masks
+from gen3d.sam3.onnx_transformer import predict_masks, prepare_image
 
-INPUT_NAMES = (
-    "image_embed",
-    "high_res_feats_0",
-    "high_res_feats_1",
-    "point_coords",
-    "point_labels",
-    "orig_im_size",
-    "mask_input",
-    "has_mask_input",
-)
+EMBEDDING_INPUTS = ("image_embed", "high_res_feats_0", "high_res_feats_1", "mask_input", "has_mask_input")
+PROMPT_INPUTS = ("point_coords", "point_labels", "orig_im_size")
+# what PrepareEmbedding makes of an embedding and ClickDecoder takes: the image tokens [N,256], the first layer's
+# projections of them (token -> image keys and values, image -> token queries) [N,128], the high-resolution
+# features in the upscaling's blocked layout [N,256] and [4N,128] (N = G*G)
+PREPARED_NAMES = ("tokens", "layer0_keys", "layer0_values", "layer0_queries", "high_res_1", "high_res_0")
 OUTPUT_NAMES = ("low_res_logits", "iou_predictions", "low_res_masks")
 
 
-class InteractiveDecoder(nn.Module):
-    """get_embedding tensors + point/box prompts -> masks, as ``SAM3InteractiveImagePredictor.predict``.
+class _DecoderParts(nn.Module):
+    """The predictor's prompt encoder and mask decoder, and what both halves read of them."""
 
-    Inputs (batch 1): ``image_embed`` [1,256,G,G], ``high_res_feats_0`` [1,32,4G,4G], ``high_res_feats_1``
-    [1,64,2G,2G] (float32); ``point_coords`` [1,N,2] pixels (x, y) of the original upright image, box corners
-    first; ``point_labels`` [1,N] float (1 object, 0 background, 2/3 box corners, -1 not a point);
-    ``orig_im_size`` [2] int64 (h, w); ``mask_input`` [1,1,4G,4G] (an earlier ``low_res_masks``) and
-    ``has_mask_input`` [1] (0 or 1).
+    def __init__(self, predictor) -> None:
+        super().__init__()
+        model = predictor.model
+        self.prompt_encoder = model.sam_prompt_encoder
+        self.mask_decoder = model.sam_mask_decoder
+        self.image_size = float(model.image_size)
+        self.grid = tuple(self.prompt_encoder.image_embedding_size)
+        with torch.no_grad():
+            self.register_buffer("dense_pe", self.prompt_encoder.get_dense_pe().clone(), persistent=False)
+
+
+class PrepareEmbedding(_DecoderParts):
+    """get_embedding tensors -> the prompt-independent tensors of ``PREPARED_NAMES`` (once per embedding).
+
+    Inputs (batch 1, float32): ``image_embed`` [1,256,G,G], ``high_res_feats_0`` [1,32,4G,4G], ``high_res_feats_1``
+    [1,64,2G,2G]; ``mask_input`` [1,1,4G,4G] (an earlier ``low_res_masks``) and ``has_mask_input`` [1] (0 or 1).
+    """
+
+    def forward(
+        self,
+        image_embed: torch.Tensor,
+        high_res_feats_0: torch.Tensor,
+        high_res_feats_1: torch.Tensor,
+        mask_input: torch.Tensor,
+        has_mask_input: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        encoder = self.prompt_encoder
+        no_mask = encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(1, -1, *self.grid)
+        dense = torch.where(has_mask_input.reshape(1, 1, 1, 1) > 0.5, encoder.mask_downscaling(mask_input), no_mask)
+        return prepare_image(self.mask_decoder, image_embed, dense, self.dense_pe, [high_res_feats_0, high_res_feats_1])
+
+
+class ClickDecoder(_DecoderParts):
+    """``PrepareEmbedding``'s tensors + point/box prompts -> masks, as ``SAM3InteractiveImagePredictor.predict``.
+
+    Inputs: the prepared tensors; ``point_coords`` [1,N,2] pixels (x, y) of the original upright image, box
+    corners first; ``point_labels`` [1,N] float (1 object, 0 background, 2/3 box corners, -1 not a point);
+    ``orig_im_size`` [2] int64 (h, w).
     Outputs: ``low_res_logits`` [1,K,4G,4G] before hole filling and upsampling; ``iou_predictions`` [1,K];
     ``low_res_masks`` [1,K,4G,4G] the same clamped to +-32, as predict() returns them (a later ``mask_input``).
     K = 3 with ``multimask_output`` (tokens 1..3), else 1 (token 0, or the best of 1..3 when token 0 is unstable).
     """
 
     def __init__(self, predictor, multimask_output: bool) -> None:
-        super().__init__()
-        model = predictor.model
-        self.prompt_encoder = model.sam_prompt_encoder
-        self.mask_decoder = model.sam_mask_decoder
-        self.image_size = float(model.image_size)
+        super().__init__(predictor)
         self.multimask_output = multimask_output
-        self.grid = tuple(self.prompt_encoder.image_embedding_size)
-        with torch.no_grad():
-            self.register_buffer("dense_pe", self.prompt_encoder.get_dense_pe().clone(), persistent=False)
 
     def _embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """``PromptEncoder._embed_points`` with ``pad=True`` (what predict() always passes)."""
@@ -86,33 +110,23 @@ class InteractiveDecoder(nn.Module):
             embedding = torch.where(label == i, embedding + encoder.point_embeddings[i].weight, embedding)
         return embedding
 
-    def _embed_masks(self, mask_input: torch.Tensor, has_mask_input: torch.Tensor) -> torch.Tensor:
-        encoder = self.prompt_encoder
-        no_mask = encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(1, -1, *self.grid)
-        return torch.where(has_mask_input.reshape(1, 1, 1, 1) > 0.5, encoder.mask_downscaling(mask_input), no_mask)
-
     def forward(
         self,
-        image_embed: torch.Tensor,
-        high_res_feats_0: torch.Tensor,
-        high_res_feats_1: torch.Tensor,
+        tokens: torch.Tensor,
+        layer0_keys: torch.Tensor,
+        layer0_values: torch.Tensor,
+        layer0_queries: torch.Tensor,
+        high_res_1: torch.Tensor,
+        high_res_0: torch.Tensor,
         point_coords: torch.Tensor,
         point_labels: torch.Tensor,
         orig_im_size: torch.Tensor,
-        mask_input: torch.Tensor,
-        has_mask_input: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         hw = orig_im_size.to(torch.float32)
         coords = point_coords / torch.stack([hw[1], hw[0]]) * self.image_size  # transform_coords(normalize=True)
         decoder = self.mask_decoder
-        masks, iou_pred = predict_masks(  # = decoder.predict_masks, its image-side products reassociated
-            decoder,
-            image_embed,
-            self.dense_pe,
-            self._embed_points(coords, point_labels),
-            self._embed_masks(mask_input, has_mask_input),
-            [high_res_feats_0, high_res_feats_1],
-        )
+        prepared = (tokens, layer0_keys, layer0_values, layer0_queries, high_res_1, high_res_0)
+        masks, iou_pred = predict_masks(decoder, prepared, self.dense_pe, self._embed_points(coords, point_labels))
         if self.multimask_output:
             masks, iou_pred = masks[:, 1:], iou_pred[:, 1:]
         elif decoder.dynamic_multimask_via_stability:

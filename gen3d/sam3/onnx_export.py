@@ -25,15 +25,18 @@ from gen3d.sam3.assets import BPE_VOCAB_NAME
 
 log = logging.getLogger(__name__)
 
-DECODER_FORMAT = "gen3d.sam3.interactive-decoder-onnx/v2"  # v2: low-res logits out, post-processing client-side
-OPSET = 18
+# v2: low-res logits out, post-processing client-side; v3: the embedding's preparation handed back (prepared_*)
+DECODER_FORMAT = "gen3d.sam3.interactive-decoder-onnx/v3"
+OPSET = 20  # 20: GELU is one op (onnxruntime-web runs the erf form as five passes over the largest tensors)
 MAX_POINTS = 1024  # the export's bound on N; the graph itself takes any N >= 1
 USAGE = (
     "point_coords [1,N,2]: pixels (x, y) of the original upright image, a box's corners first with labels 2 and 3; "
-    "do not add a padding point (the graph appends SAM's not-a-point itself); low_res_logits [1,K,4G,4G]: fill "
-    "8-connected background components of <= max_hole_area pixels with mask_threshold + 10 (and foreground ones of "
-    "<= max_sprinkle_area with mask_threshold - 10), resize bilinearly (half-pixel centres) to orig_im_size: the "
-    "object where > mask_threshold"
+    "do not add a padding point (the graph appends SAM's not-a-point itself); the first run of an embedding feeds "
+    "image_embed, high_res_feats_0, high_res_feats_1 and empty ([0, C]) prepared_*_in, later runs each prepared_* "
+    "output of that run as prepared_*_in and empty ([1, C, 0, 0]) embedding tensors, skipping the embedding's "
+    "preparation; low_res_logits [1,K,4G,4G]: fill 8-connected background components "
+    "of <= max_hole_area pixels with mask_threshold + 10 (and foreground ones of <= max_sprinkle_area with "
+    "mask_threshold - 10), resize bilinearly (half-pixel centres) to orig_im_size: the object where > mask_threshold"
 )
 
 
@@ -97,27 +100,37 @@ def load_archive_model(archive: Path, work: Path):
     )
 
 
-def _example_inputs(preset) -> tuple:
-    """Example inputs in ``INPUT_NAMES`` order for ``preset`` (a :class:`~gen3d.sam3.presets.Sam3Preset`)."""
+def _embedding_examples(preset) -> tuple:
+    """Example inputs in ``EMBEDDING_INPUTS`` order for ``preset`` (a :class:`~gen3d.sam3.presets.Sam3Preset`)."""
     import torch
 
     g = preset.grid
     return (
         *(torch.randn(shape) for shape in preset.interactive_shapes.values()),  # image_embed, high_res_feats_0, _1
-        torch.tensor([[[120.0, 100.0], [50.0, 60.0]]]),
-        torch.tensor([[1.0, 0.0]]),
-        torch.tensor([200, 300], dtype=torch.int64),
         torch.zeros(1, 1, 4 * g, 4 * g),
         torch.zeros(1),
     )
 
 
-def _finish(model, k: int, grid: int, metadata: dict[str, str]) -> None:
-    """Declared output shapes, ``mask_input``/``has_mask_input`` made optional (an initializer named like an
-    input is its default: no mask), and the metadata."""
+def _prompt_examples() -> tuple:
+    import torch
+
+    return torch.tensor([[[120.0, 100.0], [50.0, 60.0]]]), torch.tensor([[1.0, 0.0]]), torch.tensor([200, 300])
+
+
+def _optional_defaults(grid: int) -> dict:
+    """The default of each optional input: no mask input."""
     import numpy as np
+
+    return {
+        "mask_input": np.zeros((1, 1, 4 * grid, 4 * grid), np.float32),
+        "has_mask_input": np.zeros((1,), np.float32),
+    }
+
+
+def _finish(model, k: int, grid: int, metadata: dict[str, str]) -> None:
+    """Declared output shapes and the metadata."""
     import onnx
-    from onnx import numpy_helper
 
     declared = {
         "low_res_logits": [1, k, 4 * grid, 4 * grid],
@@ -125,19 +138,30 @@ def _finish(model, k: int, grid: int, metadata: dict[str, str]) -> None:
         "low_res_masks": [1, k, 4 * grid, 4 * grid],
     }
     for output in model.graph.output:
+        if output.name not in declared:
+            continue
         for dim, value in zip(output.type.tensor_type.shape.dim, declared[output.name], strict=True):
             dim.Clear()
-            if isinstance(value, int):
-                dim.dim_value = value
-            else:
-                dim.dim_param = value
-    defaults = {
-        "mask_input": np.zeros((1, 1, 4 * grid, 4 * grid), np.float32),
-        "has_mask_input": np.zeros((1,), np.float32),
-    }
-    model.graph.initializer.extend(numpy_helper.from_array(value, name) for name, value in defaults.items())
+            dim.dim_value = value
     onnx.helper.set_model_props(model, metadata)
     model.doc_string = f"SAM 3 interactive prompt encoder + mask decoder of {metadata['model_id']}. {USAGE}"
+
+
+def _export(module, inputs: tuple, input_names, output_names, dynamic_shapes=None):
+    import torch
+
+    program = torch.onnx.export(
+        module,
+        inputs,
+        dynamo=True,
+        opset_version=OPSET,
+        input_names=list(input_names),
+        output_names=list(output_names),
+        dynamic_shapes=dynamic_shapes,
+        external_data=False,
+        verbose=False,
+    )
+    return program.model_proto
 
 
 def export_decoder(loaded, out: Path, multimask: bool, extra_metadata: dict[str, str] | None = None) -> dict[str, str]:
@@ -157,26 +181,38 @@ def export_predictor(
     import torch
 
     from gen3d.sam3.embedding_file import EMBEDDING_FORMAT
-    from gen3d.sam3.onnx_decoder import INPUT_NAMES, OUTPUT_NAMES, InteractiveDecoder
+    from gen3d.sam3.onnx_decoder import (
+        EMBEDDING_INPUTS,
+        OUTPUT_NAMES,
+        PREPARED_NAMES,
+        PROMPT_INPUTS,
+        ClickDecoder,
+        PrepareEmbedding,
+    )
+    from gen3d.sam3.onnx_graphs import join
 
     grid = preset.grid
     k = 3 if multimask else 1
-    decoder = InteractiveDecoder(predictor, multimask_output=multimask).eval()
-    points = torch.export.Dim("num_points", min=1, max=MAX_POINTS)
-    shapes = {name: None for name in INPUT_NAMES} | {"point_coords": {1: points}, "point_labels": {1: points}}
     started = time.perf_counter()
-    program = torch.onnx.export(
-        decoder,
-        _example_inputs(preset),
-        dynamo=True,
-        opset_version=OPSET,
-        input_names=list(INPUT_NAMES),
-        output_names=list(OUTPUT_NAMES),
-        dynamic_shapes=shapes,
-        external_data=False,
-        verbose=False,
+    prepare = PrepareEmbedding(predictor).eval()
+    embedding = _embedding_examples(preset)
+    with torch.no_grad():
+        prepared = prepare(*embedding)
+    click = ClickDecoder(predictor, multimask_output=multimask).eval()
+    points = torch.export.Dim("num_points", min=1, max=MAX_POINTS)
+    prompt_shapes = [{1: points}, {1: points}, None]  # point_coords, point_labels, orig_im_size
+    model = join(
+        _export(prepare, embedding, EMBEDDING_INPUTS, PREPARED_NAMES),
+        _export(
+            click,
+            (*prepared, *_prompt_examples()),
+            (*PREPARED_NAMES, *PROMPT_INPUTS),
+            OUTPUT_NAMES,
+            [None] * len(PREPARED_NAMES) + prompt_shapes,
+        ),
+        PREPARED_NAMES,
+        _optional_defaults(grid),
     )
-    model = program.model_proto
     metadata = {
         "format": DECODER_FORMAT,
         "embedding_format": EMBEDDING_FORMAT,
@@ -209,7 +245,7 @@ def export_predictor(
 
 def code_digest() -> str:
     """The export code's own digest: a cached file made by other code is exported again."""
-    modules = ("onnx_decoder.py", "onnx_transformer.py", "onnx_export.py")
+    modules = ("onnx_decoder.py", "onnx_transformer.py", "onnx_graphs.py", "onnx_export.py")
     return sources_digest(Path(__file__).parent / module for module in modules)
 
 

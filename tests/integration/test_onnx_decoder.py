@@ -1,8 +1,9 @@
 """The ONNX prompt decoder exported from the served sam3 archive (scripts/export_decoder_onnx.py), run with
 onnxruntime on the get_embedding file, against the same TorchServe's ``segment`` answers.
 
-The decoder gives low-resolution logits (format v2); the client's post-processing (gen3d.sam3.onnx_client: hole
-filling, bilinear resize) makes the masks, as the page's postprocess.js does.
+The decoder gives low-resolution logits (format v3); the client's post-processing (gen3d.sam3.onnx_client: hole
+filling, bilinear resize) makes the masks, as the page's postprocess.js does. Clicks run as the page runs them: on
+the embedding's preparation (the prepared_* outputs of its first run), not on the embedding.
 
 Tolerance: the decoder's inputs are exactly the server's (the file's float16 features widened to float32, which is
 what the server decodes from), but onnxruntime's kernels (MatMul, Softmax, Conv) and the client's resize round
@@ -24,7 +25,7 @@ import pytest
 from safetensors.numpy import load as load_safetensors
 
 from gen3d.sam3.embedding_file import EMBEDDING_FORMAT
-from gen3d.sam3.onnx_client import logits_from_low_res
+from gen3d.sam3.onnx_client import embedding_feeds, logits_from_low_res
 from gen3d.sam3.onnx_export import DECODER_FORMAT
 from gen3d.serving.masks import mask_from_rle
 from tests.conftest import REPO, png_bytes
@@ -58,9 +59,16 @@ def multimask_decoder(decoder_onnx_multimask) -> ort.InferenceSession:
     return session(decoder_onnx_multimask)
 
 
-def run_decoder(sess, tensors, metadata, points=(), labels=(), box=None, extra_feeds=None):
+def run_decoder(sess, tensors, metadata, points=(), labels=(), box=None, extra_feeds=None, prepared=None):
     """The masks (logits [K, H, W], post-processed by the client) and scores for one prompt, fed as a client feeds
-    it (with ``extra_feeds``: the optional inputs, mask_input and has_mask_input), and the low-res masks."""
+    it: on the embedding's ``tensors``, or on its ``prepared`` tensors when given (with ``extra_feeds``: the
+    optional inputs, mask_input and has_mask_input), and the low-res masks."""
+    masks, scores, low_res, _ = decoder_run(sess, tensors, metadata, points, labels, box, extra_feeds, prepared)
+    return masks, scores, low_res
+
+
+def decoder_run(sess, tensors, metadata, points=(), labels=(), box=None, extra_feeds=None, prepared=None):
+    """:func:`run_decoder`'s answer and the run's prepared_* outputs (empty when it was given ``prepared``)."""
     coords, labs = [], []
     if box is not None:
         coords += [box[:2], box[2:]]
@@ -68,18 +76,23 @@ def run_decoder(sess, tensors, metadata, points=(), labels=(), box=None, extra_f
     coords += [list(p) for p in points]
     labs += list(labels)
     feeds = {
-        "image_embed": tensors["image_embed"].astype(np.float32),
-        "high_res_feats_0": tensors["high_res_feats.0"].astype(np.float32),
-        "high_res_feats_1": tensors["high_res_feats.1"].astype(np.float32),
+        **(embedding_feeds(sess, tensors=tensors) if prepared is None else embedding_feeds(sess, prepared=prepared)),
         "point_coords": np.array([coords], np.float32),
         "point_labels": np.array([labs], np.float32),
         "orig_im_size": np.array([int(metadata["original_height"]), int(metadata["original_width"])], np.int64),
         **(extra_feeds or {}),
     }
-    low_res_logits, scores, low_res = sess.run(None, feeds)
+    names = [o.name for o in sess.get_outputs()]
+    out = dict(zip(names, sess.run(None, feeds), strict=True))
     size = (int(metadata["original_height"]), int(metadata["original_width"]))
-    masks = logits_from_low_res(low_res_logits[0], size, sess.get_modelmeta().custom_metadata_map)
-    return masks, scores[0], low_res[0]
+    masks = logits_from_low_res(out["low_res_logits"][0], size, sess.get_modelmeta().custom_metadata_map)
+    made = {name: value for name, value in out.items() if name.startswith("prepared_")}
+    return masks, out["iou_predictions"][0], out["low_res_masks"][0], made
+
+
+def preparation(sess, tensors, metadata) -> dict[str, np.ndarray]:
+    """The embedding's prepared_* tensors, as its first run (one click) answers them."""
+    return decoder_run(sess, tensors, metadata, [(10, 10)], [1])[3]
 
 
 def assert_same_mask(logits: np.ndarray, served: np.ndarray) -> None:
@@ -119,13 +132,24 @@ def test_the_file_records_the_served_model(torchserve, decoder_onnx, decoder, mo
 
 def test_interface_dynamic_points_and_optional_mask_input(decoder, pictures):
     inputs = {i.name: i for i in decoder.get_inputs()}
+    prepared = ["tokens", "layer0_keys", "layer0_values", "layer0_queries", "high_res_1", "high_res_0"]
     assert list(inputs) == [
-        "image_embed", "high_res_feats_0", "high_res_feats_1", "point_coords", "point_labels", "orig_im_size",
+        "image_embed",
+        "high_res_feats_0",
+        "high_res_feats_1",
+        *[f"prepared_{name}_in" for name in prepared],
+        "point_coords",
+        "point_labels",
+        "orig_im_size",
     ]
+    assert inputs["image_embed"].shape == [1, 256, "image_embed height", "image_embed width"]  # may be empty
+    assert inputs["prepared_tokens_in"].shape == ["tokens", 256]  # G*G rows, or empty
+    assert inputs["prepared_high_res_0_in"].shape == ["4 x tokens", 128]
     assert inputs["point_coords"].shape == [1, "num_points", 2] and inputs["point_labels"].shape == [1, "num_points"]
     assert inputs["orig_im_size"].type == "tensor(int64)"
     assert sorted(i.name for i in decoder.get_overridable_initializers()) == ["has_mask_input", "mask_input"]
-    assert [o.name for o in decoder.get_outputs()] == ["low_res_logits", "iou_predictions", "low_res_masks"]
+    outputs = ["low_res_logits", "iou_predictions", "low_res_masks", *[f"prepared_{name}" for name in prepared]]
+    assert [o.name for o in decoder.get_outputs()] == outputs
     assert decoder.get_outputs()[0].shape == [1, 1, 32, 32]  # 4G x 4G: the picture's size is the client's
     _, tensors, metadata = pictures["noise"]
     for n in (1, 2, 7, 40):  # N is free: one graph for any number of points
@@ -141,6 +165,33 @@ def test_interface_dynamic_points_and_optional_mask_input(decoder, pictures):
     refined = run_decoder(decoder, tensors, metadata, [(100, 60)], [1],
                           extra_feeds={**mask_input, "has_mask_input": np.ones(1, np.float32)})  # fmt: skip
     assert not np.array_equal(refined[0], base[0])
+
+
+def test_a_prepared_embedding_decodes_clicks_alone_as_the_embedding_does(decoder, pictures):
+    """The first run answers the preparation; a run given it (and empty embedding tensors) answers the same masks,
+    and answers no preparation; a run given neither fails."""
+    _, tensors, metadata = pictures["still-life"]
+    masks, scores, low_res, made = decoder_run(decoder, tensors, metadata, [(150, 110), (60, 40)], [1, 0])
+    assert {name: value.shape for name, value in made.items()} == {
+        "prepared_tokens": (64, 256), "prepared_layer0_keys": (64, 128), "prepared_layer0_values": (64, 128),
+        "prepared_layer0_queries": (64, 128), "prepared_high_res_1": (64, 256), "prepared_high_res_0": (256, 128),
+    }  # fmt: skip
+    again = decoder_run(decoder, tensors, metadata, [(150, 110), (60, 40)], [1, 0], prepared=made)
+    np.testing.assert_allclose(again[0], masks, atol=1e-5)  # the same nodes, fused differently by onnxruntime
+    np.testing.assert_allclose(again[1], scores, atol=1e-6)
+    assert all(value.size == 0 for value in again[3].values())
+    other = preparation(decoder, *pictures["noise"][1:])  # another picture's preparation: another mask
+    assert not np.array_equal(decoder_run(decoder, tensors, metadata, [(150, 110)], [1], prepared=other)[0] > 0,
+                              run_decoder(decoder, tensors, metadata, [(150, 110)], [1])[0] > 0)  # fmt: skip
+    nothing = {name: value[..., :0, :0] for name, value in tensors.items()}  # empty tensors, empty preparation
+    with pytest.raises(ort.capi.onnxruntime_pybind11_state.Fail):
+        decoder_run(decoder, nothing, metadata, [(1, 1)], [1])
+
+
+@pytest.fixture(scope="module")
+def preparations(decoder, pictures) -> dict[str, dict[str, np.ndarray]]:
+    """Each picture's preparation (its first run's prepared_* outputs), which the page's clicks run on."""
+    return {name: preparation(decoder, tensors, metadata) for name, (_, tensors, metadata) in pictures.items()}
 
 
 PROMPTS = {
@@ -171,7 +222,7 @@ def served(torchserve, pictures) -> dict[tuple[str, str], dict]:
 
 
 @pytest.mark.parametrize(("picture", "prompt"), CASES)
-def test_masks_equal_the_servers_segment(decoder, pictures, served, picture, prompt):
+def test_masks_equal_the_servers_segment(decoder, pictures, preparations, served, picture, prompt):
     _, tensors, metadata = pictures[picture]
     request = PROMPTS[prompt]
     answer = served[(picture, prompt)]
@@ -180,7 +231,7 @@ def test_masks_equal_the_servers_segment(decoder, pictures, served, picture, pro
     boxes = request.get("boxes") or [None]
     assert len(answer["masks"]) == len(boxes)
     for entry, box in zip(sorted(answer["masks"], key=lambda m: m["prompt_index"]), boxes, strict=True):
-        masks, scores, _ = run_decoder(decoder, tensors, metadata, points, labels, box)
+        masks, scores, _ = run_decoder(decoder, tensors, metadata, points, labels, box, None, preparations[picture])
         assert_same_mask(masks[0], mask_from_rle(entry["rle"], entry["rle"]["size"]))
         assert entry["score"] == pytest.approx(float(scores[0]), abs=1e-5)
 

@@ -70,10 +70,11 @@ def test_components_larger_than_the_area_or_touching_others_stay():
 
 
 @pytest.mark.parametrize("points", [1, 3, 20])  # 20: more tokens than the reassociation saves on
-def test_reassociated_mask_decoder_equals_sam3s(points):
-    """onnx_transformer.predict_masks against sam3's MaskDecoder.predict_masks on the same weights and inputs."""
+def test_split_reassociated_mask_decoder_equals_sam3s(points):
+    """onnx_transformer's prepare_image + predict_masks against sam3's MaskDecoder.predict_masks on the same weights
+    and inputs."""
     from gen3d.sam3.architecture import interactive_predictor
-    from gen3d.sam3.onnx_transformer import predict_masks
+    from gen3d.sam3.onnx_transformer import predict_masks, prepare_image
     from gen3d.sam3.presets import get_preset
 
     torch.manual_seed(points)
@@ -89,7 +90,8 @@ def test_reassociated_mask_decoder_equals_sam3s(points):
         masks, scores, _, _ = decoder.predict_masks(
             image, pe, sparse, dense, repeat_image=False, high_res_features=high_res
         )
-        ours, our_scores = predict_masks(decoder, image, pe, sparse, dense, high_res)
+        prepared = prepare_image(decoder, image, dense, pe, high_res)
+        ours, our_scores = predict_masks(decoder, prepared, pe, sparse)
     assert masks.abs().max() > 1  # logits of some size, so that 1e-4 means something
     torch.testing.assert_close(ours, masks, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(our_scores, scores, rtol=1e-4, atol=1e-4)

@@ -1,11 +1,20 @@
 // SAM 3's prompt decoder in the browser: the ONNX file exported from the served sam3 archive
 // (gen3d-export-onnx), run by onnxruntime-web's WebAssembly backend on the get_embedding tensors; the mask's
-// post-processing (hole filling at low resolution, upsampling, threshold) is postprocess.js's.
+// post-processing (hole filling at low resolution, upsampling, threshold) is postprocess.js's. An embedding's first
+// run prepares it (its prompt-independent tensors, the prepared_* outputs); its later runs are given those instead
+// of the embedding and only decode the click.
 import * as ort from "onnxruntime-web";
 import { readOnnxMetadata } from "./onnx_metadata.js";
 import { fillSmallComponents, upsampleMask } from "./postprocess.js";
 
-export const DECODER_FORMAT = "gen3d.sam3.interactive-decoder-onnx/v2"; // low-res logits out (gen3d/sam3/onnx_export.py)
+// v3: low-res logits out, the embedding's preparation handed back (gen3d/sam3/onnx_export.py)
+export const DECODER_FORMAT = "gen3d.sam3.interactive-decoder-onnx/v3";
+const EMBEDDING_INPUTS = {
+  image_embed: "image_embed",
+  high_res_feats_0: "high_res_feats.0",
+  high_res_feats_1: "high_res_feats.1",
+}; // the graph's input: the embedding file's tensor
+const MASK_OUTPUTS = ["low_res_logits", "iou_predictions"];
 
 ort.env.wasm.wasmPaths = "/vendor/onnxruntime-web/"; // served from web/node_modules, never a CDN
 
@@ -47,14 +56,30 @@ export function checkEmbedding(decoder, embedding) {
   }
 }
 
-/**
- * Masks for prompts: points [{x, y, label}] (1 object, 0 background) and an optional box {x0, y0, x1, y1}, in
- * pixels of the original image. The box's corners go first (labels 2, 3); no padding point (the graph adds it).
- * Returns {mask: Uint8Array row-major (1 = object), score, ms}: ms from the inputs to the mask, post-processing
- * included.
- */
-export async function decode(decoder, embedding, prompts) {
-  const started = performance.now();
+const preparations = new WeakMap(); // embedding -> its prepared_*_in feeds, made by its first run
+
+function emptyTensor(dims) {
+  return new ort.Tensor("float32", new Float32Array(0), dims);
+}
+
+/** The feeds that stand for the embedding: its tensors (and empty prepared_*_in) or its preparation. */
+function embeddingFeeds(decoder, embedding) {
+  const session = decoder.session;
+  const prepared = preparations.get(embedding);
+  const feeds = { ...prepared };
+  for (const input of session.inputMetadata) {
+    const source = EMBEDDING_INPUTS[input.name];
+    if (source && prepared) feeds[input.name] = emptyTensor([1, input.shape[1], 0, 0]);
+    else if (source) {
+      const t = embedding.tensors[source];
+      feeds[input.name] = new ort.Tensor("float32", t.data, t.dims);
+    } else if (input.name.startsWith("prepared_") && !prepared) feeds[input.name] = emptyTensor([0, input.shape[1]]);
+  }
+  return feeds;
+}
+
+/** Runs the decoder for prompts on the embedding; the embedding's first run keeps its preparation. */
+async function run(decoder, embedding, prompts) {
   const [height, width] = embedding.size;
   const coords = [];
   const labels = [];
@@ -67,16 +92,43 @@ export async function decode(decoder, embedding, prompts) {
     coords.push(p.x, p.y);
     labels.push(p.label);
   }
-  const t = embedding.tensors;
+  const prepared = preparations.has(embedding);
   const feeds = {
-    image_embed: new ort.Tensor("float32", t["image_embed"].data, t["image_embed"].dims),
-    high_res_feats_0: new ort.Tensor("float32", t["high_res_feats.0"].data, t["high_res_feats.0"].dims),
-    high_res_feats_1: new ort.Tensor("float32", t["high_res_feats.1"].data, t["high_res_feats.1"].dims),
+    ...embeddingFeeds(decoder, embedding),
     point_coords: new ort.Tensor("float32", Float32Array.from(coords), [1, labels.length, 2]),
     point_labels: new ort.Tensor("float32", Float32Array.from(labels), [1, labels.length]),
     orig_im_size: new ort.Tensor("int64", BigInt64Array.from([BigInt(height), BigInt(width)]), [2]),
   };
-  const out = await decoder.session.run(feeds);
+  const out = await decoder.session.run(feeds, prepared ? MASK_OUTPUTS : decoder.session.outputNames);
+  if (!prepared) {
+    const names = decoder.session.outputNames.filter((name) => name.startsWith("prepared_"));
+    preparations.set(embedding, Object.fromEntries(names.map((name) => [`${name}_in`, out[name]])));
+  }
+  return out;
+}
+
+/**
+ * Prepares the embedding for clicks (a run on one click at its centre, whose answer is dropped) unless it is
+ * prepared; returns the ms it took (0 when it was prepared).
+ */
+export async function prepareEmbedding(decoder, embedding) {
+  if (preparations.has(embedding)) return 0;
+  const started = performance.now();
+  const [height, width] = embedding.size;
+  await run(decoder, embedding, { points: [{ x: width / 2, y: height / 2, label: 1 }], box: null });
+  return performance.now() - started;
+}
+
+/**
+ * Masks for prompts: points [{x, y, label}] (1 object, 0 background) and an optional box {x0, y0, x1, y1}, in
+ * pixels of the original image. The box's corners go first (labels 2, 3); no padding point (the graph adds it).
+ * Returns {mask: Uint8Array row-major (1 = object), score, ms}: ms from the inputs to the mask, post-processing
+ * included (and the embedding's preparation, on its first run).
+ */
+export async function decode(decoder, embedding, prompts) {
+  const started = performance.now();
+  const [height, width] = embedding.size;
+  const out = await run(decoder, embedding, prompts);
   const [, , lowHeight, lowWidth] = out.low_res_logits.dims; // [1, K, 4G, 4G]: the first (K=1: the only) mask
   const meta = decoder.metadata;
   const threshold = Number(meta.mask_threshold);

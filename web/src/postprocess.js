@@ -1,5 +1,5 @@
 // sam3's mask post-processing (SAM2Transforms.postprocess_masks) on the decoder's low-resolution logits (decoder
-// format v2): fill small 8-connected components at low resolution, then resize bilinearly to the picture and
+// formats v2 and v3): fill small 8-connected components at low resolution, then resize bilinearly to the picture and
 // threshold, computing full-resolution pixels only where a low-resolution neighbour is the object.
 
 /**
