@@ -15,14 +15,14 @@ from typing import Annotated, Literal
 
 import numpy as np
 from PIL import ImageOps
-from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from gen3d.errors import InvalidField
 from gen3d.sam3d.types import DECODE_FORMATS, OPTION_RENDERERS, GenerateOptions
 from gen3d.serving.images import opened
 from gen3d.serving.limits import MAX_POLYGON_POINTS, MAX_SEED, MAX_STEPS, SCENE_OBJECTS_CAP
-from gen3d.serving.masks import MASK_FIELDS, MaskFields, box_of, check_mask_size, mask_of_field
-from gen3d.serving.schema import Envelope, ParsedRequest, invalid_field, validated
+from gen3d.serving.masks import MASK_FIELDS, MaskEntry, MaskFields, box_of, check_mask_size, mask_entries, mask_of_field
+from gen3d.serving.schema import Envelope, ParsedRequest, validated
 from gen3d.serving.storage import S3Location
 
 DEFAULT_SEED = 42  # upstream's demo.py seed
@@ -33,10 +33,8 @@ LAYOUT_UNAVAILABLE = (
 Steps = Annotated[int, Field(ge=1, le=MAX_STEPS)]
 
 
-class SceneMask(MaskFields):
+class SceneMask(MaskEntry):
     """One entry of ``masks``: an object of the scene."""
-
-    model_config = ConfigDict(strict=True, extra="forbid")
 
 
 class Generate3dRequest(MaskFields, Envelope):
@@ -66,23 +64,7 @@ class Generate3dRequest(MaskFields, Envelope):
     @field_validator("masks", mode="before")
     @classmethod
     def _masks_named_by_index(cls, value: object) -> object:
-        """Each entry checked alone, so that a bad one answers 400 naming ``masks[i]``."""
-        if not isinstance(value, list) or len(value) > SCENE_OBJECTS_CAP:
-            return value  # pydantic names the list itself
-        checked = []
-        for index, item in enumerate(value):
-            try:
-                entry = SceneMask.model_validate(item)
-            except ValidationError as err:
-                inner = invalid_field(err)
-                raise InvalidField(f"masks[{index}]", f"{inner.field}: {inner.message}") from None
-            except InvalidField as err:
-                raise InvalidField(f"masks[{index}]", f"{err.field}: {err.message}") from None
-            given = entry.given()
-            if len(given) != 1:
-                raise InvalidField(f"masks[{index}]", f"give exactly one of {list(MASK_FIELDS)}, not {given}")
-            checked.append(entry)
-        return checked
+        return mask_entries(value, SCENE_OBJECTS_CAP, SceneMask)
 
     @model_validator(mode="after")
     def _options_fit_together(self) -> Generate3dRequest:

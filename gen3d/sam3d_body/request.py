@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from gen3d.errors import InvalidField
 from gen3d.serving.limits import MAX_FOCAL_PIXELS, MAX_PEOPLE, MAX_POLYGON_POINTS
-from gen3d.serving.masks import MASK_FIELDS, MaskFields, box_of, mask_of_field
+from gen3d.serving.masks import MaskEntry, box_of, mask_entries, mask_of_field
 from gen3d.serving.schema import Envelope, ParsedRequest, validated
 from gen3d.serving.storage import S3Location
 
@@ -31,17 +31,9 @@ HAND_UNAVAILABLE = (
 )
 
 
-class PersonMask(MaskFields):
+class PersonMask(MaskEntry):
     """One person's mask: exactly one of ``mask_s3_key``, ``mask_rle`` or ``mask_polygon`` (generate_3d's mask
     objects)."""
-
-    model_config = ConfigDict(strict=True, extra="forbid")
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> PersonMask:
-        if len(self.given()) != 1:
-            raise ValueError(f"give exactly one of {list(MASK_FIELDS)} (got {self.given() or 'none'})")
-        return self
 
 
 class GenerateBodyRequest(Envelope):
@@ -63,6 +55,11 @@ class GenerateBodyRequest(Envelope):
     inference_type: Literal["full", "body", "hand"] = Field(
         "full", description="full: body then both hands; body: the body decoder only ('hand' is refused)"
     )
+
+    @field_validator("masks", mode="before")
+    @classmethod
+    def _masks_named_by_index(cls, value: object) -> object:
+        return mask_entries(value, MAX_PEOPLE, PersonMask)
 
     @field_validator("boxes")
     @classmethod

@@ -10,11 +10,11 @@ from typing import Annotated, Any
 import numpy as np
 from PIL import Image, ImageDraw
 from pycocotools import mask as coco_mask
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gen3d.errors import InvalidField
 from gen3d.serving.images import opened
-from gen3d.serving.schema import S3Key
+from gen3d.serving.schema import S3Key, invalid_field
 from gen3d.serving.storage import check_key
 
 MASK_FIELDS = ("mask_s3_key", "mask_rle", "mask_polygon")
@@ -49,6 +49,33 @@ class MaskFields(BaseModel):
     def polygon_points(self) -> int:
         polygons = polygons_of(self.mask_polygon) if self.mask_polygon is not None else []
         return sum(len(p) if isinstance(p, list) else 1 for p in polygons)
+
+
+class MaskEntry(MaskFields):
+    """One entry of a request's ``masks``: exactly one of the three fields (checked by :func:`mask_entries`)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+def mask_entries(value: object, cap: int, entry_model: type[MaskEntry]) -> object:
+    """A ``masks`` list, each entry validated alone as ``entry_model`` so that a bad one answers 400 naming
+    ``masks[i]``; anything but a list of at most ``cap`` entries is returned as given (pydantic names the list)."""
+    if not isinstance(value, list) or len(value) > cap:
+        return value
+    checked = []
+    for index, item in enumerate(value):
+        try:
+            entry = entry_model.model_validate(item)
+        except ValidationError as err:
+            inner = invalid_field(err)
+            raise InvalidField(f"masks[{index}]", f"{inner.field}: {inner.message}") from None
+        except InvalidField as err:
+            raise InvalidField(f"masks[{index}]", f"{err.field}: {err.message}") from None
+        given = entry.given()
+        if len(given) != 1:
+            raise InvalidField(f"masks[{index}]", f"give exactly one of {list(MASK_FIELDS)}, not {given}")
+        checked.append(entry)
+    return checked
 
 
 def rle_from_mask(mask: np.ndarray) -> dict:

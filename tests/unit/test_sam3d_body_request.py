@@ -41,11 +41,13 @@ def test_no_box_and_no_mask_is_400_naming_boxes():
         ({"boxes": [[0, 0, 1, 1]] * 9}, "boxes"),
         ({"boxes": []}, "boxes"),
         ({"boxes": [[0, 0, 1, 1]], "masks": [{"mask_polygon": [[1, 1], [5, 1], [5, 5]]}] * 2}, "masks"),
-        ({"masks": [{"mask_polygon": [[1, 1], [5, 1], [5, 5]], "mask_rle": {"size": [6, 8], "counts": [9]}}]}, "masks"),
-        ({"masks": [{}]}, "masks"),
+        ({"masks": [{"mask_polygon": [[1, 1], [5, 1], [5, 5]], "mask_rle": {"size": [6, 8], "counts": [9]}}]},
+         "masks[0]"),  # fmt: skip
+        ({"masks": [{}]}, "masks[0]"),
+        ({"masks": [{"mask_polygon": [[1, 1], [5, 1], [5, 5]]}, {}]}, "masks[1]"),  # the entry, as generate_3d names it
         ({"masks": [{"mask_rle": {"size": [60, 80], "counts": [4800]}}]}, "masks[0]"),  # empty
         ({"masks": [{"mask_rle": {"size": [61, 80], "counts": [4880]}}]}, "masks[0]"),  # not the picture's size
-        ({"masks": [{"mask_polygon": [[1, 1], [5, 1], [5, 5]], "rle": 1}]}, "masks"),
+        ({"masks": [{"mask_polygon": [[1, 1], [5, 1], [5, 5]], "rle": 1}]}, "masks[0]"),
         ({"masks": [{"mask_polygon": [[0, 0]] * 100_001}]}, "masks"),
         ({"boxes": [[0, 0, 1, 1]], "focal_length": 0}, "focal_length"),
         ({"boxes": [[0, 0, 1, 1]], "focal_length": 1e7}, "focal_length"),
