@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-EMBEDDING_INPUTS = {
+INPUT_TENSORS = {  # the decoder's input -> the embedding file's tensor
     "image_embed": "image_embed",
     "high_res_feats_0": "high_res_feats.0",
     "high_res_feats_1": "high_res_feats.1",
@@ -30,9 +30,9 @@ def embedding_feeds(session, tensors: dict | None = None, prepared: dict | None 
         raise ValueError("give the embedding's tensors or its prepared_* outputs, not both")
     feeds = {}
     for node in session.get_inputs():
-        if node.name in EMBEDDING_INPUTS:
+        if node.name in INPUT_TENSORS:
             empty = np.zeros((1, node.shape[1], 0, 0), np.float32)
-            feeds[node.name] = empty if tensors is None else tensors[EMBEDDING_INPUTS[node.name]].astype(np.float32)
+            feeds[node.name] = empty if tensors is None else tensors[INPUT_TENSORS[node.name]].astype(np.float32)
         elif node.name.startswith("prepared_"):
             empty = np.zeros((0, node.shape[1]), np.float32)
             feeds[node.name] = empty if prepared is None else prepared[node.name.removesuffix("_in")]

@@ -91,9 +91,8 @@ def join(prepare, click, prepared_names: tuple[str, ...], defaults: dict) -> obj
     prompt_inputs = list(graph.input[len(prepared_names) :])
     declared = list(graph.input[: len(prepared_names)])
     tokens = declared[0].type.tensor_type.shape.dim[0].dim_value  # G*G
-    rows = [
-        f"{info.type.tensor_type.shape.dim[0].dim_value // tokens} x tokens".replace("1 x ", "") for info in declared
-    ]
+    ratios = [info.type.tensor_type.shape.dim[0].dim_value // tokens for info in declared]
+    rows = ["tokens" if ratio == 1 else f"{ratio} x tokens" for ratio in ratios]
     given = [_value_info(i, prepared_input(n), {0: r}) for i, n, r in zip(declared, prepared_names, rows, strict=True)]
     made = [_value_info(i, prepared_output(n), {0: r}) for i, n, r in zip(declared, prepared_names, rows, strict=True)]
     keep = {i.name for i in [*embedding_inputs, *prompt_inputs]} | {w.name for w in graph.initializer}
@@ -117,7 +116,7 @@ def join(prepare, click, prepared_names: tuple[str, ...], defaults: dict) -> obj
             [],
             [f"given/empty_{name}"],
             value=numpy_helper.from_array(np.zeros((0, info.type.tensor_type.shape.dim[1].dim_value), np.float32)),
-        )  # fmt: skip
+        )
         for name, info in zip(prepared_names, declared, strict=True)
     ]
     then_branch = click_branch(

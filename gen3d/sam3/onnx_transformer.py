@@ -91,11 +91,6 @@ def _projected_image_to_token(attn, q: torch.Tensor, k: torch.Tensor, v: torch.T
     return (torch.matmul(probs, mixed) + attn.out_proj.bias).unsqueeze(0)
 
 
-def _upscaling(decoder):
-    dc1, ln1, act1, dc2, act2 = decoder.output_upscaling
-    return dc1, ln1, act1, dc2, act2
-
-
 def _blocked(feature: torch.Tensor, grid: int, levels: int) -> torch.Tensor:
     """[1,C,2^L G,2^L G] -> [G*G*4^(L-1), 4C]: rows token then sub-pixel blocks, columns the last 2x2 block's
     (row, column, channel), as the transposed convolutions' products come out."""
@@ -116,7 +111,7 @@ def prepare_image(decoder, image_embeddings, dense_prompt_embeddings, image_pe, 
     pe = image_pe.flatten(2).squeeze(0).transpose(0, 1)
     first = decoder.transformer.layers[0]
     token_to_image, image_to_token = first.cross_attn_token_to_image, first.cross_attn_image_to_token
-    dc1, _, _, dc2, _ = _upscaling(decoder)
+    dc1, _, _, dc2, _ = decoder.output_upscaling
     feat_s0, feat_s1 = high_res
     high_res_1 = (_blocked(feat_s1, grid, 1).reshape(grid * grid, 4, -1) + dc1.bias).reshape(grid * grid, -1)
     high_res_0 = (_blocked(feat_s0, grid, 2).reshape(4 * grid * grid, 4, -1) + dc2.bias).reshape(4 * grid * grid, -1)
@@ -132,7 +127,7 @@ def prepare_image(decoder, image_embeddings, dense_prompt_embeddings, image_pe, 
 
 def two_way_transformer(transformer, prepared, image_pe: torch.Tensor, point_embedding: torch.Tensor):
     """``TwoWayTransformer.forward`` (batch 1) from :func:`prepare_image`'s tokens and first-layer projections."""
-    keys, first_keys, first_values, first_queries = (x for x in prepared[:4])
+    keys, first_keys, first_values, first_queries = prepared[:4]
     keys = keys.unsqueeze(0)
     key_pe = image_pe.flatten(2).permute(0, 2, 1)
     queries = point_embedding
@@ -161,7 +156,7 @@ def two_way_transformer(transformer, prepared, image_pe: torch.Tensor, point_emb
 
 def _upscaled_masks(decoder, keys: torch.Tensor, high_res_1, high_res_0, hyper_in: torch.Tensor) -> torch.Tensor:
     """``hyper_in @ output_upscaling(keys)`` with the high-resolution features: [1,K,4G,4G] from keys [1,N,C]."""
-    dc1, ln1, act1, dc2, act2 = _upscaling(decoder)
+    dc1, ln1, act1, dc2, act2 = decoder.output_upscaling
     c1, c2 = dc1.weight.shape[1], dc2.weight.shape[1]
     w1 = dc1.weight.permute(0, 2, 3, 1).reshape(dc1.weight.shape[0], -1)  # [C, (a, b, c1)]
     w2 = dc2.weight.permute(0, 2, 3, 1).reshape(c1, -1)  # [c1, (a, b, c2)]
