@@ -34,14 +34,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gen3d.sam3.onnx_transformer import predict_masks, prepare_image
+from gen3d.sam3.onnx_transformer import PREPARED_NAMES, predict_blocked_masks, prepare_image, unblocked
 
 EMBEDDING_INPUTS = ("image_embed", "high_res_feats_0", "high_res_feats_1", "mask_input", "has_mask_input")
 PROMPT_INPUTS = ("point_coords", "point_labels", "orig_im_size")
-# what PrepareEmbedding makes of an embedding and ClickDecoder takes: the image tokens [N,256], the first layer's
-# projections of them (token -> image keys and values, image -> token queries) [N,128], the high-resolution
-# features in the upscaling's blocked layout [N,256] and [4N,128] (N = G*G)
-PREPARED_NAMES = ("tokens", "layer0_keys", "layer0_values", "layer0_queries", "high_res_1", "high_res_0")
 OUTPUT_NAMES = ("low_res_logits", "iou_predictions", "low_res_masks")
 
 
@@ -110,28 +106,21 @@ class ClickDecoder(_DecoderParts):
             embedding = torch.where(label == i, embedding + encoder.point_embeddings[i].weight, embedding)
         return embedding
 
-    def forward(
-        self,
-        tokens: torch.Tensor,
-        layer0_keys: torch.Tensor,
-        layer0_values: torch.Tensor,
-        layer0_queries: torch.Tensor,
-        high_res_1: torch.Tensor,
-        high_res_0: torch.Tensor,
-        point_coords: torch.Tensor,
-        point_labels: torch.Tensor,
-        orig_im_size: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``PREPARED_NAMES``' tensors, then ``point_coords``, ``point_labels``, ``orig_im_size``."""
+        if len(inputs) != len(PREPARED_NAMES) + 3:
+            raise TypeError(f"ClickDecoder takes {len(PREPARED_NAMES)} prepared tensors and 3 prompt tensors")
+        *prepared, point_coords, point_labels, orig_im_size = inputs
         hw = orig_im_size.to(torch.float32)
         coords = point_coords / torch.stack([hw[1], hw[0]]) * self.image_size  # transform_coords(normalize=True)
         decoder = self.mask_decoder
-        prepared = (tokens, layer0_keys, layer0_values, layer0_queries, high_res_1, high_res_0)
-        masks, iou_pred = predict_masks(decoder, prepared, self.dense_pe, self._embed_points(coords, point_labels))
+        # the selection reads areas only, so it runs on the blocked planes, and only the chosen planes are reordered
+        masks, iou_pred = predict_blocked_masks(decoder, prepared, self._embed_points(coords, point_labels))
         if self.multimask_output:
             masks, iou_pred = masks[:, 1:], iou_pred[:, 1:]
         elif decoder.dynamic_multimask_via_stability:
             masks, iou_pred = decoder._dynamic_multimask_via_stability(masks, iou_pred)
         else:
             masks, iou_pred = masks[:, 0:1], iou_pred[:, 0:1]
-        masks = masks.float()
+        masks = unblocked(masks.float())
         return masks, iou_pred, torch.clamp(masks, -32.0, 32.0)

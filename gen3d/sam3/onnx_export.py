@@ -25,8 +25,9 @@ from gen3d.sam3.assets import BPE_VOCAB_NAME
 
 log = logging.getLogger(__name__)
 
-# v2: low-res logits out, post-processing client-side; v3: the embedding's preparation handed back (prepared_*)
-DECODER_FORMAT = "gen3d.sam3.interactive-decoder-onnx/v3"
+# v2: low-res logits out, post-processing client-side; v3: the embedding's preparation handed back (prepared_*);
+# v4: the preparation holds the embedding's products for every layer (other prepared_* tensors), GELU in tanh's form
+DECODER_FORMAT = "gen3d.sam3.interactive-decoder-onnx/v4"
 OPSET = 20  # 20: GELU is one op (onnxruntime-web runs the erf form as five passes over the largest tensors)
 MAX_POINTS = 1024  # the export's bound on N; the graph itself takes any N >= 1
 USAGE = (
@@ -208,7 +209,7 @@ def export_predictor(
             (*prepared, *_prompt_examples()),
             (*PREPARED_NAMES, *PROMPT_INPUTS),
             OUTPUT_NAMES,
-            [None] * len(PREPARED_NAMES) + prompt_shapes,
+            (tuple([None] * len(PREPARED_NAMES) + prompt_shapes),),  # ClickDecoder.forward(*inputs): one varargs
         ),
         PREPARED_NAMES,
         _optional_defaults(grid),
@@ -245,7 +246,7 @@ def export_predictor(
 
 def code_digest() -> str:
     """The export code's own digest: a cached file made by other code is exported again."""
-    modules = ("onnx_decoder.py", "onnx_transformer.py", "onnx_graphs.py", "onnx_export.py")
+    modules = ("onnx_decoder.py", "onnx_transformer.py", "onnx_image_tokens.py", "onnx_graphs.py", "onnx_export.py")
     return sources_digest(Path(__file__).parent / module for module in modules)
 
 

@@ -1,22 +1,20 @@
 """SAM's mask decoder (sam3 0.1.4 ``MaskDecoder.predict_masks`` and its ``TwoWayTransformer``), batch 1, split into
 the work that depends only on the image (:func:`prepare_image`, once per embedding) and the work of a click
-(:func:`predict_masks`): the same function, about 0.6x the multiply-adds of sam3's per click at G = 72.
+(:func:`predict_masks`): the same function (up to the GELUs' form, :data:`GELU_APPROXIMATION`), a third of the
+multiply-adds of sam3's per click at G = 72 (0.71 G against 2.24 G for one click; the preparation: 2.7 G).
 
-The image's N = G*G tokens meet the T prompt tokens (8 for one click) in cross attentions. Per head h:
-
-- first layer: the image tokens are still the embedding, so their projections (token -> image keys and values,
-  image -> token queries: N x 256 x 128 multiply-adds each) are the embedding's, made once;
-- later layers, reassociated (products are associative): token -> image
-  ``q_h (x W_k,h + b_k,h)^T = (q_h W_k,h) x^T + const`` (a constant per query row cancels in the softmax) and
-  ``P_h (x W_v,h + b_v,h) = (P_h x) W_v,h + b_v,h`` (softmax rows sum to 1); image -> token
-  ``(x W_q,h + b_q,h) k_h^T = x (W_q,h k_h^T) + b_q,h k_h^T``: N x 256 x 8T each, cheaper while 8T < 128;
-- every image -> token output: ``out_proj(concat_h A_h v_h) = sum_h A_h (v_h W_o,h) + b_o``.
+The image's N = G*G tokens meet the T prompt tokens (8 for one click) in cross attentions. The first layer's
+projections of the image tokens are the embedding's, made once; later layers' image tokens stay factored over the
+embedding's (:mod:`gen3d.sam3.onnx_image_tokens`), so that their products with the attentions' weights and the
+first transposed convolution's are the embedding's products plus low-rank terms. The final token -> image
+attention runs only for the tokens whose outputs are read (the IoU token and the mask tokens).
 
 The upscaling (two 2x2 stride-2 transposed convolutions, a LayerNorm2d, GELUs) maps each image token to its own
 4x4 block of the 4G x 4G logits and mixes nothing across tokens, so it runs as matrix products on the tokens in a
 blocked, channels-last layout (rows: token, then sub-pixel; the high-resolution features permuted to match, with the
-convolutions' biases added, once per embedding), and only the K mask planes are put back in picture order.
-Float32 rounding differs from sam3's order by ~1e-6 relative.
+convolutions' biases added, once per embedding); the client's choice among the mask planes runs on that layout, and
+only the chosen planes are put back in picture order (:func:`unblocked`). With erf's GELU, float32 rounding differs
+from sam3's order by ~1e-6 relative.
 """
 
 from __future__ import annotations
@@ -26,69 +24,26 @@ import math
 import torch
 import torch.nn.functional as F
 
+from gen3d.sam3.onnx_image_tokens import (
+    PROJECTION_NAMES,
+    ROW_STATS,
+    Factored,
+    as_basis,
+    factored_image_to_token_probs,
+    heads_view,
+    image_to_token_probs,
+    layer_norm,
+    mixed_values,
+    out_cross,
+    prepared_projections,
+    token_to_image,
+    token_to_projected_image,
+)
 
-def _heads(attn) -> tuple[int, int]:
-    return attn.num_heads, attn.internal_dim // attn.num_heads
-
-
-def _token_to_image(attn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``attn(q=q, k=k, v=v)`` for q [1,T,C] tokens, k/v [1,N,C] image tokens, without projecting the image."""
-    heads, head_dim = _heads(attn)
-    t = q.shape[1]
-    qh = (attn.q_proj(q) / math.sqrt(head_dim)).reshape(t, heads, head_dim).transpose(0, 1)  # [H,T,d]
-    wk = attn.k_proj.weight.reshape(heads, head_dim, -1)  # [H,d,C]
-    scores = torch.matmul(torch.matmul(qh, wk).reshape(heads * t, -1), k.squeeze(0).transpose(0, 1))  # [H*T, N]
-    probs = torch.softmax(scores, dim=-1)
-    pooled = torch.matmul(probs, v.squeeze(0)).reshape(heads, t, -1)  # [H,T,C]
-    wv = attn.v_proj.weight.reshape(heads, head_dim, -1)
-    out = torch.matmul(pooled, wv.transpose(1, 2)) + attn.v_proj.bias.reshape(heads, 1, head_dim)  # [H,T,d]
-    return attn.out_proj(out.transpose(0, 1).reshape(1, t, heads * head_dim))
-
-
-def _token_to_projected_image(attn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``attn(q=q, ...)`` for q [1,T,C] tokens against image tokens already projected: k, v [N, heads*d]."""
-    heads, head_dim = _heads(attn)
-    t = q.shape[1]
-    qh = attn.q_proj(q).reshape(t, heads, head_dim).transpose(0, 1)  # [H,T,d]
-    kh = k.reshape(-1, heads, head_dim).permute(1, 2, 0)  # [H,d,N]
-    probs = torch.softmax(torch.matmul(qh, kh) / math.sqrt(head_dim), dim=-1)  # [H,T,N]
-    pooled = torch.matmul(probs, v.reshape(-1, heads, head_dim).transpose(0, 1))  # [H,T,d]
-    return attn.out_proj(pooled.transpose(0, 1).reshape(1, t, heads * head_dim))
-
-
-def _mixed_values(attn, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """For image -> token attention over tokens k/v [1,T,C]: keys per head [H,T,d] scaled by 1/sqrt(d), and
-    ``v_h W_o,h`` stacked [H*T, C]."""
-    heads, head_dim = _heads(attn)
-    t = k.shape[1]
-    kh = (attn.k_proj(k.squeeze(0)) / math.sqrt(head_dim)).reshape(t, heads, head_dim).transpose(0, 1)
-    vh = attn.v_proj(v.squeeze(0)).reshape(t, heads, head_dim).transpose(0, 1)  # [H,T,d]
-    wo = attn.out_proj.weight.reshape(-1, heads, head_dim).permute(1, 2, 0)  # [H,d,C]
-    return kh, torch.matmul(vh, wo).reshape(heads * t, -1)
-
-
-def _image_to_token(attn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``attn(q=q, k=k, v=v)`` for q [1,N,C] image tokens, k/v [1,T,C] tokens, without projecting the image."""
-    heads, _ = _heads(attn)
-    kh, mixed = _mixed_values(attn, k, v)
-    t = kh.shape[1]
-    wq = attn.q_proj.weight.reshape(heads, kh.shape[2], -1)  # [H,d,C]
-    folded = torch.matmul(wq.transpose(1, 2), kh.transpose(1, 2))  # [H,C,T]
-    offset = torch.matmul(attn.q_proj.bias.reshape(heads, 1, -1), kh.transpose(1, 2))  # [H,1,T]
-    n = q.shape[1]
-    scores = torch.matmul(q.squeeze(0), folded.transpose(0, 1).reshape(-1, heads * t)) + offset.reshape(1, heads * t)
-    probs = torch.softmax(scores.reshape(n, heads, t), dim=-1).reshape(n, heads * t)
-    return (torch.matmul(probs, mixed) + attn.out_proj.bias).unsqueeze(0)
-
-
-def _projected_image_to_token(attn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``attn(q=., k=k, v=v)`` for image tokens already projected to queries q [N, heads*d], k/v [1,T,C] tokens."""
-    heads, head_dim = _heads(attn)
-    kh, mixed = _mixed_values(attn, k, v)
-    n, t = q.shape[0], kh.shape[1]
-    scores = torch.matmul(q.reshape(n, heads, head_dim).transpose(0, 1), kh.transpose(1, 2))  # [H,N,T]
-    probs = torch.softmax(scores, dim=-1).transpose(0, 1).reshape(n, heads * t)
-    return (torch.matmul(probs, mixed) + attn.out_proj.bias).unsqueeze(0)
+PREPARED_NAMES = (*PROJECTION_NAMES, "high_res_1", "high_res_0")
+# The upscaling's GELUs (sam3: erf's form). onnxruntime-web computes erf per value, ~3x the time of tanh's form
+# (docs/performance.md); tanh's form is within 5e-4 of erf's per value, which moves a logit by ~1e-3 relative.
+GELU_APPROXIMATION = "tanh"
 
 
 def _blocked(feature: torch.Tensor, grid: int, levels: int) -> torch.Tensor:
@@ -103,75 +58,127 @@ def _blocked(feature: torch.Tensor, grid: int, levels: int) -> torch.Tensor:
 
 
 def prepare_image(decoder, image_embeddings, dense_prompt_embeddings, image_pe, high_res) -> tuple[torch.Tensor, ...]:
-    """The prompt-independent work of :func:`predict_masks`: the image tokens [N,C] (embedding + dense prompt),
-    the first layer's projections of them (token -> image keys and values, image -> token queries: [N, heads*d]),
-    and the high-resolution features in the upscaling's blocked layout with its biases added."""
+    """The prompt-independent work of :func:`predict_masks`, in ``PREPARED_NAMES`` order: the embedding's
+    products (:func:`~gen3d.sam3.onnx_image_tokens.prepared_projections`) and the high-resolution features in the
+    upscaling's blocked layout with its biases added."""
+    transformer = decoder.transformer
+    depth = len(transformer.layers)
+    if depth != 2:
+        raise ValueError(f"the ONNX decoder takes a two-way transformer of depth 2 (sam3's); this one has {depth}")
+    cross = [a for b in transformer.layers for a in (b.cross_attn_token_to_image, b.cross_attn_image_to_token)]
+    if len({a.num_heads for a in [*cross, transformer.final_attn_token_to_image]}) != 1:
+        raise ValueError("the ONNX decoder takes cross attentions of one head count (sam3's: 8)")
     grid = image_embeddings.shape[-1]
     tokens = (image_embeddings + dense_prompt_embeddings).flatten(2).squeeze(0).transpose(0, 1)
     pe = image_pe.flatten(2).squeeze(0).transpose(0, 1)
-    first = decoder.transformer.layers[0]
-    token_to_image, image_to_token = first.cross_attn_token_to_image, first.cross_attn_image_to_token
     dc1, _, _, dc2, _ = decoder.output_upscaling
     feat_s0, feat_s1 = high_res
     high_res_1 = (_blocked(feat_s1, grid, 1).reshape(grid * grid, 4, -1) + dc1.bias).reshape(grid * grid, -1)
     high_res_0 = (_blocked(feat_s0, grid, 2).reshape(4 * grid * grid, 4, -1) + dc2.bias).reshape(4 * grid * grid, -1)
-    return (
-        tokens,
-        token_to_image.k_proj(tokens + pe),
-        token_to_image.v_proj(tokens),
-        image_to_token.q_proj(tokens + pe),
-        high_res_1,
-        high_res_0,
+    return (*prepared_projections(decoder, tokens, pe), high_res_1, high_res_0)
+
+
+def _token_block_start(block, queries: torch.Tensor, point_embedding: torch.Tensor) -> torch.Tensor:
+    """A two-way block's self attention of the tokens."""
+    if block.skip_first_layer_pe:
+        queries = block.self_attn(q=queries, k=queries, v=queries)
+    else:
+        q = queries + point_embedding
+        queries = queries + block.self_attn(q=q, k=q, v=queries)
+    return block.norm1(queries)
+
+
+def _token_block_middle(block, queries: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+    """A two-way block's token update after its token -> image attention."""
+    queries = block.norm2(queries + attended)
+    return block.norm3(queries + block.mlp(queries))
+
+
+def two_way_transformer(transformer, prepared, point_embedding: torch.Tensor, rows: slice):
+    """``TwoWayTransformer.forward`` (batch 1, depth 2) from :func:`prepare_image`'s tensors: the tokens ``rows``
+    after the final attention [1, len, C], the image tokens (factored, of gain g1 * g2) and the prepared tensors
+    by name."""
+    p = dict(zip(PREPARED_NAMES, prepared, strict=True))
+    stat = {name: p["row_stats"][:, i] for i, name in enumerate(ROW_STATS)}
+    first, second = transformer.layers
+
+    queries = _token_block_start(first, point_embedding, point_embedding)
+    attended = token_to_projected_image(
+        first.cross_attn_token_to_image, queries + point_embedding, p["layer0_keys"], p["layer0_values"]
     )
+    queries = _token_block_middle(first, queries, attended)
+    to_token = first.cross_attn_image_to_token
+    kh0, vh0, mixed0 = mixed_values(to_token, queries + point_embedding, queries)
+    probs0 = image_to_token_probs(heads_view(p["layer0_queries"], kh0.shape[0]), kh0)  # [H, N, T]
+    summed = Factored(torch.ones_like(stat["mean"]), as_basis(probs0), mixed0)  # X0 + P0 M0
+    cross = out_cross(p["layer0_out"], probs0, vh0) + stat["out_bias_first"]
+    image, inv1, mean1 = layer_norm(first.norm4, summed, stat["mean"], stat["centered_square"], cross)
+
+    queries = _token_block_start(second, queries, point_embedding)
+    attended = token_to_image(
+        second.cross_attn_token_to_image,
+        queries + point_embedding,
+        image,
+        p["layer1_keys"],
+        p["layer1_keys_pe"],
+        p["layer1_values"],
+    )
+    queries = _token_block_middle(second, queries, attended)
+    to_token = second.cross_attn_image_to_token
+    kh1, vh1, mixed1 = mixed_values(to_token, queries + point_embedding, queries)
+    probs1 = factored_image_to_token_probs(to_token, image, p["layer1_queries"], p["layer1_queries_pe"], kh1)
+    summed = Factored(image.scale, torch.cat([image.basis, as_basis(probs1)], dim=1), torch.cat([image.coeffs, mixed1]))
+    # sum_r basis * ((X0 * g1) @ coeffs^T) over the basis [inv1 P0, -mean1 inv1, 1, P1]
+    cross = (
+        inv1 * (out_cross(p["layer1_out_first"], probs0, vh0) + stat["gain2_out_bias_first"])
+        - mean1 * inv1 * stat["gain_gamma"]
+        + stat["gain_beta"]
+        + out_cross(p["layer1_out"], probs1, vh1)
+        + stat["gain_out_bias"]
+    )
+    image, _, _ = layer_norm(second.norm4, summed, stat["gain_mean"], stat["gain_centered_square"], cross)
+
+    chosen, chosen_pe = queries[:, rows], point_embedding[:, rows]
+    final = transformer.final_attn_token_to_image
+    attended = token_to_image(final, chosen + chosen_pe, image, p["final_keys"], p["final_keys_pe"], p["final_values"])
+    return transformer.norm_final_attn(chosen + attended), image, p
 
 
-def two_way_transformer(transformer, prepared, image_pe: torch.Tensor, point_embedding: torch.Tensor):
-    """``TwoWayTransformer.forward`` (batch 1) from :func:`prepare_image`'s tokens and first-layer projections."""
-    keys, first_keys, first_values, first_queries = prepared[:4]
-    keys = keys.unsqueeze(0)
-    key_pe = image_pe.flatten(2).permute(0, 2, 1)
-    queries = point_embedding
-    for index, block in enumerate(transformer.layers):
-        if block.skip_first_layer_pe:
-            queries = block.self_attn(q=queries, k=queries, v=queries)
-        else:
-            q = queries + point_embedding
-            queries = queries + block.self_attn(q=q, k=q, v=queries)
-        queries = block.norm1(queries)
-        to_image, to_token = block.cross_attn_token_to_image, block.cross_attn_image_to_token
-        if index == 0:
-            attended = _token_to_projected_image(to_image, queries + point_embedding, first_keys, first_values)
-        else:
-            attended = _token_to_image(to_image, queries + point_embedding, keys + key_pe, keys)
-        queries = block.norm2(queries + attended)
-        queries = block.norm3(queries + block.mlp(queries))
-        if index == 0:
-            attended = _projected_image_to_token(to_token, first_queries, queries + point_embedding, queries)
-        else:
-            attended = _image_to_token(to_token, keys + key_pe, queries + point_embedding, queries)
-        keys = block.norm4(keys + attended)
-    attended = _token_to_image(transformer.final_attn_token_to_image, queries + point_embedding, keys + key_pe, keys)
-    return transformer.norm_final_attn(queries + attended), keys
+def _layer_norm(x: torch.Tensor, norm) -> torch.Tensor:
+    """``norm`` over the last axis in single ops (onnxruntime-web's LayerNormalization takes ~2x as long)."""
+    centered = x - x.mean(dim=-1, keepdim=True)
+    inv = torch.rsqrt((centered * centered).mean(dim=-1, keepdim=True) + norm.eps)
+    return centered * inv * norm.weight + norm.bias
 
 
-def _upscaled_masks(decoder, keys: torch.Tensor, high_res_1, high_res_0, hyper_in: torch.Tensor) -> torch.Tensor:
-    """``hyper_in @ output_upscaling(keys)`` with the high-resolution features: [1,K,4G,4G] from keys [1,N,C]."""
+def _upscaled_masks(decoder, image: Factored, prepared: dict, hyper_in: torch.Tensor) -> torch.Tensor:
+    """``hyper_in @ output_upscaling(keys)`` with the high-resolution features, from the factored image tokens:
+    [1, K, 16N, 1] in the blocked order (the sub-pixels of each token together; :func:`unblocked`). The GELUs
+    are tanh's form (:data:`GELU_APPROXIMATION`)."""
     dc1, ln1, act1, dc2, act2 = decoder.output_upscaling
+    if not (isinstance(act1, torch.nn.GELU) and isinstance(act2, torch.nn.GELU)):
+        raise ValueError("the ONNX decoder takes an upscaling with GELUs (sam3's)")
     c1, c2 = dc1.weight.shape[1], dc2.weight.shape[1]
     w1 = dc1.weight.permute(0, 2, 3, 1).reshape(dc1.weight.shape[0], -1)  # [C, (a, b, c1)]
     w2 = dc2.weight.permute(0, 2, 3, 1).reshape(c1, -1)  # [c1, (a, b, c2)]
-    upscaled = (keys.squeeze(0) @ w1 + high_res_1).reshape(-1, c1)  # [4N, c1]
-    upscaled = act1(F.layer_norm(upscaled, (c1,), ln1.weight, ln1.bias, ln1.eps))  # LayerNorm2d = over channels
-    upscaled = act2((upscaled @ w2 + high_res_0).reshape(-1, c2))  # [16N, c2]
-    logits = upscaled @ hyper_in.squeeze(0).transpose(0, 1)  # [16N, K]
-    grid, k = math.isqrt(keys.shape[1]), logits.shape[1]
-    blocks = logits.reshape(grid, grid, 2, 2, 2, 2, k).permute(6, 0, 2, 4, 1, 3, 5)  # (K, i, a, c, j, b, d)
+    upscaled = (image.project(prepared["upscale"], w1) + prepared["high_res_1"]).reshape(-1, c1)  # [4N, c1]
+    upscaled = F.gelu(_layer_norm(upscaled, ln1), approximate=GELU_APPROXIMATION)  # LayerNorm2d = over channels
+    upscaled = F.gelu((upscaled @ w2 + prepared["high_res_0"]).reshape(-1, c2), approximate=GELU_APPROXIMATION)
+    logits = upscaled @ hyper_in.squeeze(0).t()  # [16N, K]: K is small, so the transpose after it is cheap
+    return logits.t().unsqueeze(0).unsqueeze(-1)  # [1, K, 16N, 1]
+
+
+def unblocked(masks: torch.Tensor) -> torch.Tensor:
+    """Mask planes [1, K, 16N, 1] in the blocked order -> [1, K, 4G, 4G] in picture order."""
+    k = masks.shape[1]
+    grid = math.isqrt(masks.shape[2] // 16)
+    blocks = masks.reshape(k, grid, grid, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4, 6)  # (K, i, a, c, j, b, d)
     return blocks.reshape(1, k, 4 * grid, 4 * grid)
 
 
-def predict_masks(decoder, prepared, image_pe, sparse_prompt_embeddings):
+def predict_blocked_masks(decoder, prepared, sparse_prompt_embeddings):
     """``MaskDecoder.predict_masks(..., repeat_image=False, high_res_features=...)`` (batch 1) from
-    :func:`prepare_image`'s tensors: masks and IoU predictions."""
+    :func:`prepare_image`'s tensors: masks [1, K, 16N, 1] in the blocked order and IoU predictions."""
     if not decoder.use_high_res_features:
         raise ValueError("the ONNX decoder needs a mask decoder with high-resolution features (sam3's has them)")
     s = 1 if decoder.pred_obj_scores else 0
@@ -179,10 +186,16 @@ def predict_masks(decoder, prepared, image_pe, sparse_prompt_embeddings):
     if decoder.pred_obj_scores:
         weights.insert(0, decoder.obj_score_token.weight)
     tokens = torch.cat([torch.cat(weights, dim=0).unsqueeze(0), sparse_prompt_embeddings], dim=1)
-    hs, keys = two_way_transformer(decoder.transformer, prepared, image_pe, tokens)
-    mask_tokens_out = hs[:, s + 1 : (s + 1 + decoder.num_mask_tokens), :]
+    rows = slice(s, s + 1 + decoder.num_mask_tokens)  # the IoU token and the mask tokens
+    hs, image, named = two_way_transformer(decoder.transformer, prepared, tokens, rows)
+    mask_tokens_out = hs[:, 1:, :]
     hyper_in = torch.stack(
         [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)], dim=1
     )
-    masks = _upscaled_masks(decoder, keys, prepared[4], prepared[5], hyper_in)
-    return masks, decoder.iou_prediction_head(hs[:, s, :])
+    return _upscaled_masks(decoder, image, named, hyper_in), decoder.iou_prediction_head(hs[:, 0, :])
+
+
+def predict_masks(decoder, prepared, sparse_prompt_embeddings):
+    """:func:`predict_blocked_masks` with the masks in picture order, [1, K, 4G, 4G]."""
+    masks, iou = predict_blocked_masks(decoder, prepared, sparse_prompt_embeddings)
+    return unblocked(masks), iou

@@ -1,16 +1,17 @@
 """The ONNX prompt decoder exported from the served sam3 archive (scripts/export_decoder_onnx.py), run with
 onnxruntime on the get_embedding file, against the same TorchServe's ``segment`` answers.
 
-The decoder gives low-resolution logits (format v3); the client's post-processing (gen3d.sam3.onnx_client: hole
+The decoder gives low-resolution logits (format v4); the client's post-processing (gen3d.sam3.onnx_client: hole
 filling, bilinear resize) makes the masks, as the page's postprocess.js does. Clicks run as the page runs them: on
 the embedding's preparation (the prepared_* outputs of its first run), not on the embedding.
 
 Tolerance: the decoder's inputs are exactly the server's (the file's float16 features widened to float32, which is
-what the server decodes from), but onnxruntime's kernels (MatMul, Softmax, Conv) and the client's resize round
-differently from torch's, so logits differ by ~1e-6 (up to ~5e-5 next to filled holes, where the fill value 10 is
-resized). A pixel can only flip where its logit lies that close to the threshold 0: the masks must be equal except
-at pixels whose logit is within 1e-4 of 0 (a float-rounding tie), and those may be at most 0.01% of the picture.
-Hole filling is exact (no tolerance needed for it).
+what the server decodes from), but onnxruntime's kernels (MatMul, Softmax) and the client's resize round differently
+from torch's, the decoder computes the transformer's image tokens in another order (factored), and its upscaling's
+GELUs are tanh's form (sam3: erf's; within 5e-4 per value). A pixel can only flip where its logit lies close to the
+threshold 0: the masks must be equal except at pixels whose logit is within 1e-4 of 0 (a tie; on this model the
+flipped pixels' logits were within 3e-5), and those may be at most 0.05% of the picture (0.013% seen). Hole
+filling is exact (no tolerance needed for it).
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ from tests.integration.http_support import post_ok, safetensors_metadata
 
 pytestmark = pytest.mark.sam3
 TIE = 1e-4  # |logit| below which float rounding may decide the pixel
+# the documented interface: the prepared_* tensors, in input order
+PREPARED = (
+    "upscale", "row_stats", "layer0_keys", "layer0_values", "layer0_queries", "layer0_out", "layer1_keys",
+    "layer1_values", "layer1_queries", "layer1_out_first", "layer1_out", "final_keys", "final_values",
+    "layer1_keys_pe", "layer1_queries_pe", "final_keys_pe", "high_res_1", "high_res_0",
+)  # fmt: skip
 SAMPLE = (REPO / "web" / "samples" / "still-life.png").read_bytes()
 
 
@@ -99,7 +106,7 @@ def assert_same_mask(logits: np.ndarray, served: np.ndarray) -> None:
     ours = logits > 0
     assert ours.shape == served.shape
     differ = ours != served
-    assert differ.sum() <= max(1, 1e-4 * served.size), f"{differ.sum()} of {served.size} pixels differ"
+    assert differ.sum() <= max(1, 5e-4 * served.size), f"{differ.sum()} of {served.size} pixels differ"
     if differ.any():
         assert np.abs(logits[differ]).max() < TIE, "a pixel differs where the logit is not a rounding tie"
 
@@ -132,23 +139,23 @@ def test_the_file_records_the_served_model(torchserve, decoder_onnx, decoder, mo
 
 def test_interface_dynamic_points_and_optional_mask_input(decoder, pictures):
     inputs = {i.name: i for i in decoder.get_inputs()}
-    prepared = ["tokens", "layer0_keys", "layer0_values", "layer0_queries", "high_res_1", "high_res_0"]
     assert list(inputs) == [
         "image_embed",
         "high_res_feats_0",
         "high_res_feats_1",
-        *[f"prepared_{name}_in" for name in prepared],
+        *[f"prepared_{name}_in" for name in PREPARED],
         "point_coords",
         "point_labels",
         "orig_im_size",
     ]
     assert inputs["image_embed"].shape == [1, 256, "image_embed height", "image_embed width"]  # may be empty
-    assert inputs["prepared_tokens_in"].shape == ["tokens", 256]  # G*G rows, or empty
+    assert inputs["prepared_upscale_in"].shape == ["tokens", 256]  # G*G rows, or empty
+    assert inputs["prepared_layer0_keys_in"].shape == ["8 x tokens", 16]  # head-major: 8 heads of 16
     assert inputs["prepared_high_res_0_in"].shape == ["4 x tokens", 128]
     assert inputs["point_coords"].shape == [1, "num_points", 2] and inputs["point_labels"].shape == [1, "num_points"]
     assert inputs["orig_im_size"].type == "tensor(int64)"
     assert sorted(i.name for i in decoder.get_overridable_initializers()) == ["has_mask_input", "mask_input"]
-    outputs = ["low_res_logits", "iou_predictions", "low_res_masks", *[f"prepared_{name}" for name in prepared]]
+    outputs = ["low_res_logits", "iou_predictions", "low_res_masks", *[f"prepared_{name}" for name in PREPARED]]
     assert [o.name for o in decoder.get_outputs()] == outputs
     assert decoder.get_outputs()[0].shape == [1, 1, 32, 32]  # 4G x 4G: the picture's size is the client's
     _, tensors, metadata = pictures["noise"]
@@ -172,9 +179,10 @@ def test_a_prepared_embedding_decodes_clicks_alone_as_the_embedding_does(decoder
     and answers no preparation; a run given neither fails."""
     _, tensors, metadata = pictures["still-life"]
     masks, scores, low_res, made = decoder_run(decoder, tensors, metadata, [(150, 110), (60, 40)], [1, 0])
+    head_major = {f"prepared_{name}": (8 * 64, 16) for name in PREPARED[2:-2]}  # 8 heads x G*G tokens, 16 each
     assert {name: value.shape for name, value in made.items()} == {
-        "prepared_tokens": (64, 256), "prepared_layer0_keys": (64, 128), "prepared_layer0_values": (64, 128),
-        "prepared_layer0_queries": (64, 128), "prepared_high_res_1": (64, 256), "prepared_high_res_0": (256, 128),
+        "prepared_upscale": (64, 256), "prepared_row_stats": (64, 9), **head_major,
+        "prepared_high_res_1": (64, 256), "prepared_high_res_0": (256, 128),
     }  # fmt: skip
     again = decoder_run(decoder, tensors, metadata, [(150, 110), (60, 40)], [1, 0], prepared=made)
     np.testing.assert_allclose(again[0], masks, atol=1e-5)  # the same nodes, fused differently by onnxruntime

@@ -69,31 +69,62 @@ def test_components_larger_than_the_area_or_touching_others_stay():
     np.testing.assert_array_equal(fill_small_components(x, 0.0, 0.0, 0.0), x)  # max_area 0: nothing to do
 
 
-@pytest.mark.parametrize("points", [1, 3, 20])  # 20: more tokens than the reassociation saves on
-def test_split_reassociated_mask_decoder_equals_sam3s(points):
-    """onnx_transformer's prepare_image + predict_masks against sam3's MaskDecoder.predict_masks on the same weights
-    and inputs."""
+def _decoder_case(points: int, offset: float):
+    """sam3's mask decoder (tiny preset, weights of a trained model's scale, not init's) and random inputs;
+    ``offset`` is added to every image token (a common offset the factored LayerNorms must not lose)."""
     from gen3d.sam3.architecture import interactive_predictor
-    from gen3d.sam3.onnx_transformer import predict_masks, prepare_image
     from gen3d.sam3.presets import get_preset
 
     torch.manual_seed(points)
     preset = get_preset("tiny")
     decoder = interactive_predictor(preset).eval().model.sam_mask_decoder
-    for parameter in decoder.parameters():  # weights of a trained model's scale, not init's
+    for parameter in decoder.parameters():
         parameter.data.normal_(0, 0.2)
     g = preset.grid
     image, pe, dense = (torch.randn(1, 256, g, g) for _ in range(3))
     sparse = torch.randn(1, points + 1, 256)
     high_res = [torch.randn(1, 32, 4 * g, 4 * g), torch.randn(1, 64, 2 * g, 2 * g)]
+    return decoder, (image + offset, pe, dense, sparse, high_res)
+
+
+def _both(decoder, inputs):
+    """sam3's predict_masks and onnx_transformer's prepare_image + predict_masks on the same inputs."""
+    from gen3d.sam3.onnx_transformer import predict_masks, prepare_image
+
+    image, pe, dense, sparse, high_res = inputs
     with torch.no_grad():
         masks, scores, _, _ = decoder.predict_masks(
             image, pe, sparse, dense, repeat_image=False, high_res_features=high_res
         )
-        prepared = prepare_image(decoder, image, dense, pe, high_res)
-        ours, our_scores = predict_masks(decoder, prepared, pe, sparse)
+        ours = predict_masks(decoder, prepare_image(decoder, image, dense, pe, high_res), sparse)
+    return (masks, scores), ours
+
+
+# 20 points: more tokens than the factoring saves on; offset 30: image tokens far from zero mean
+@pytest.mark.parametrize(("points", "offset"), [(1, 0.0), (3, 0.0), (20, 0.0), (3, 30.0)])
+def test_factored_mask_decoder_equals_sam3s(points, offset, monkeypatch):
+    """With erf's GELU (sam3's), the split, factored decoder is sam3's function up to float rounding."""
+    import gen3d.sam3.onnx_transformer as onnx_transformer
+
+    monkeypatch.setattr(onnx_transformer, "GELU_APPROXIMATION", "none")
+    (masks, scores), (ours, our_scores) = _both(*_decoder_case(points, offset))
     assert masks.abs().max() > 1  # logits of some size, so that 1e-4 means something
     torch.testing.assert_close(ours, masks, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(our_scores, scores, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("points", [1, 3])
+def test_tanh_gelu_moves_logits_by_a_small_fraction(points):
+    """The exported GELUs are tanh's form: logits move by < 1e-3 of their range, and signs flip only next to 0;
+    the scores (from the tokens, no GELU of the upscaling) are unchanged."""
+    from gen3d.sam3.onnx_transformer import GELU_APPROXIMATION
+
+    assert GELU_APPROXIMATION == "tanh"
+    (masks, scores), (ours, our_scores) = _both(*_decoder_case(points, 0.0))
+    moved = (ours - masks).abs()
+    assert 0 < moved.max() < 1e-3 * masks.abs().max()
+    flipped = (ours > 0) != (masks > 0)
+    assert flipped.float().mean() < 1e-3 and (masks[flipped].abs() <= moved[flipped]).all()
     torch.testing.assert_close(our_scores, scores, rtol=1e-4, atol=1e-4)
 
 

@@ -7,8 +7,8 @@ import * as ort from "onnxruntime-web";
 import { readOnnxMetadata } from "./onnx_metadata.js";
 import { fillSmallComponents, upsampleMask } from "./postprocess.js";
 
-// v3: low-res logits out, the embedding's preparation handed back (gen3d/sam3/onnx_export.py)
-export const DECODER_FORMAT = "gen3d.sam3.interactive-decoder-onnx/v3";
+// v4: low-res logits out, the embedding's preparation handed back, factored (gen3d/sam3/onnx_export.py)
+export const DECODER_FORMAT = "gen3d.sam3.interactive-decoder-onnx/v4";
 const EMBEDDING_INPUTS = {
   image_embed: "image_embed",
   high_res_feats_0: "high_res_feats.0",
