@@ -114,7 +114,7 @@ def bench_page_html() -> str:
 
 def run(clicks: int = 20, warmup: int = 3, decoder: Path | None = None) -> dict:
     """Median ms per click on one thread and on the page's threads (post-processing included; the embedding
-    prepared first, as the page does), and more; ``decoder``: another decoder file (format v3) to measure than the
+    prepared first, as the page does), and more; ``decoder``: another decoder file (format v4) to measure than the
     published architecture's."""
     from playwright.sync_api import sync_playwright
 

@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--worst-masks", choices=("noisy", "objects"), default="noisy", help="segment-worst: the masks' shapes"
     )
     parser.add_argument("--browser-clicks", type=int, default=20, help="browser: clicks timed after 3 warm-up ones")
-    parser.add_argument("--browser-decoder", type=Path, help="browser: measure this decoder file (format v3) instead")
+    parser.add_argument("--browser-decoder", type=Path, help="browser: measure this decoder file (format v4) instead")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     return parser.parse_args(argv)
 

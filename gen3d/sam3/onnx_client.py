@@ -1,4 +1,4 @@
-"""A Python client of the ONNX decoder (format v3), numpy and scikit-image only: the feeds that stand for an
+"""A Python client of the ONNX decoder (format v4), numpy and scikit-image only: the feeds that stand for an
 embedding (:func:`embedding_feeds`), and the post-processing of ``low_res_logits``: what sam3's
 ``SAM2Transforms.postprocess_masks`` does, and what the page's ``web/src/postprocess.js`` does.
 

@@ -15,10 +15,12 @@ the prompt encoder always appends a (0,0)/-1 point  appended in the graph: clien
 no mask_input -> ``no_mask_embed``                  ``where(has_mask_input > 0.5, mask_downscaling, no_mask_embed)``
 ``get_dense_pe()``                                  stored once (bit-identical to eager)
 ``MaskDecoder.predict_masks``                       the same function, split into the image's part (once per
-                                                      embedding) and a click's, the image-side products
-                                                      reassociated (:mod:`gen3d.sam3.onnx_transformer`): ~1e-6
+                                                      embedding) and a click's, the image tokens factored
+                                                      (:mod:`gen3d.sam3.onnx_transformer`): ~1e-6; GELUs of
+                                                      the upscaling in tanh's form (within 5e-4 per value)
 multimask -> tokens 1..3                            K=3 file
 single mask -> dynamic multimask via stability      K=1 file: the same where/argmax selection, in the graph
+                                                      (on the planes' blocked layout: areas are order-free)
 ``postprocess_masks``: fill holes <= max_hole_area  left to the client, at low resolution: the page's
   (8-connectivity), bilinear to the original size     ``web/src/postprocess.js``, Python's :mod:`gen3d.sam3.onnx_client`
 low-res logits clamped to +-32                      the same

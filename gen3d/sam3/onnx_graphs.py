@@ -2,7 +2,7 @@
 preparation runs only when the client's ``prepared_*_in`` tensors are empty, so a client that hands back an earlier
 run's ``prepared_*`` outputs (and empty embedding tensors) pays for a click alone.
 
-An ``If`` on "``prepared_tokens_in`` has elements" runs the click's nodes on the given tensors (``then``: the
+An ``If`` on "the first ``prepared_*_in`` has elements" runs the click's nodes on the given tensors (``then``: the
 tensors are read in place, and the ``prepared_*`` outputs are empty) or the preparation's nodes and then the click's
 on what they made (``else``); the weights are the outer graph's, shared by both branches. Both sides stay required
 inputs: onnxruntime-web feeds only a graph's inputs that have no initializer (its ``inputNames``), so an input with
