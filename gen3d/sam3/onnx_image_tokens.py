@@ -184,7 +184,7 @@ def layer_norm(norm, x: Factored, gain_mean, gain_square, cross):
     gram = ((x.basis @ (x.coeffs @ x.coeffs.t())) * x.basis).sum(dim=1)
     centered = cross - gain_mean * low_sum
     variance = (x.scale * x.scale * gain_square + 2 * x.scale * centered + gram) / channels - shift * shift
-    inv = torch.rsqrt(variance + norm.eps)
+    inv = torch.rsqrt(variance.clamp(min=0) + norm.eps)  # rounding can take a row's ~0 variance below 0
     mean = x.scale * gain_mean + shift
     one = torch.ones_like(inv).unsqueeze(1)
     basis = torch.cat([x.basis * inv.unsqueeze(1), (-mean * inv).unsqueeze(1), one], dim=1)
