@@ -16,7 +16,7 @@ no mask_input -> ``no_mask_embed``                  ``where(has_mask_input > 0.5
 ``get_dense_pe()``                                  stored once (bit-identical to eager)
 ``MaskDecoder.predict_masks``                       the same function, split into the image's part (once per
                                                       embedding) and a click's, the image tokens factored
-                                                      (:mod:`gen3d.sam3.onnx_transformer`): ~1e-6; GELUs of
+                                                      (:mod:`gen3d.sam3.onnx_image_tokens`): ~1e-5; GELUs of
                                                       the upscaling in tanh's form (within 5e-4 per value)
 multimask -> tokens 1..3                            K=3 file
 single mask -> dynamic multimask via stability      K=1 file: the same where/argmax selection, in the graph

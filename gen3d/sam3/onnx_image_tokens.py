@@ -4,13 +4,15 @@ A click changes the N = G*G image tokens ``X`` (N x C) in every layer, but only 
 LayerNorms: each image -> token attention adds ``P M`` (P: N x H*T attention probabilities, M: H*T x C) and each
 LayerNorm scales and shifts each row. So every layer's tokens have the form
 
-    X = scale[:, None] * (X0 * gain) + basis @ coeffs      (X0 the embedding's tokens, gain fixed by the weights)
+    X = scale[:, None] * (X0 * gain) + basis @ coeffs
 
+with X0 the embedding's tokens (``image_embed`` + the dense prompt: no-mask or ``mask_input``'s) less each token's
+mean (a LayerNorm removes it: kept, it would cancel in float32 where tokens' means are large against their spread)
+and gain the product of the LayerNorms' weights so far, fixed by the model
 and a product ``X @ W`` for a fixed weight W is ``scale * ((X0 * gain) @ W) + basis @ (coeffs @ W)``: the first
 product is the embedding's (made once, :func:`prepared_projections`), the second costs N x R x C' with R ~ 2*H*T
 instead of N x C x C'. A LayerNorm needs each row's mean and variance, which follow from the same factors and from
-the embedding's row sums and squares (prepared). The function is the same as sam3's; float32 rounding differs by
-~1e-6 relative.
+the embedding's row sums and squares (prepared). The function is the same as sam3's up to float32 rounding.
 """
 
 from __future__ import annotations
@@ -24,16 +26,16 @@ import torch
 # then token), so that every attention reads them without a transpose.
 PROJECTION_NAMES = (
     "upscale",  # (X0 * g1 * g2) @ W of the first transposed convolution [N, 4 * C1]
-    "row_stats",  # [N, 9] per-token sums (ROW_STATS)
-    "layer0_keys",  # (X0 + pe) first layer's token -> image keys (bias included)
-    "layer0_values",
-    "layer0_queries",  # (X0 + pe) first layer's image -> token queries (bias included)
+    "row_stats",  # [N, 8] per-token sums (ROW_STATS)
+    "layer0_keys",  # the first layer's token -> image keys of the tokens + pe, bias included (not centred)
+    "layer0_values",  # ... and values of the tokens
+    "layer0_queries",  # the first layer's image -> token queries of the tokens + pe, bias included
     "layer0_out",  # X0 @ W_o of the first image -> token attention: the cross terms of the first LayerNorm
     "layer1_keys",  # (X0 * g1) @ W^T for the second layer's projections, g1 the first LayerNorm's gain
     "layer1_values",
     "layer1_queries",
-    "layer1_out_first",  # (X0 * g1^2) @ W_o of the first attention, (X0 * g1) @ W_o of the second
-    "layer1_out",
+    "layer1_out_first",  # (X0 * g1^2) @ W_o of the first attention: the cross terms of the second LayerNorm
+    "layer1_out",  # (X0 * g1) @ W_o of the second attention: the same
     "final_keys",  # (X0 * g1 * g2) @ W^T for the final token -> image attention
     "final_values",
     "layer1_keys_pe",  # pe @ W^T: the positional encoding's part of keys and queries
@@ -41,8 +43,7 @@ PROJECTION_NAMES = (
     "final_keys_pe",
 )
 ROW_STATS = (
-    "mean",  # mean(X0)
-    "centered_square",  # |X0 - mean(X0)|^2
+    "square",  # |X0|^2 (X0 is centred)
     "out_bias_first",  # X0 . b_o of the first attention
     "gain_mean",  # mean(X0 * g1)
     "gain_centered_square",  # |X0 * g1 - mean(X0 * g1)|^2
@@ -174,18 +175,18 @@ def out_cross(out_x: torch.Tensor, probs: torch.Tensor, vh: torch.Tensor) -> tor
 
 
 def layer_norm(norm, x: Factored, gain_mean, gain_square, cross):
-    """``norm`` (a LayerNorm) of the tokens ``x`` (of ``gain``): ``gain_mean`` = mean(X0 * gain), ``gain_square``
-    = |X0 * gain - gain_mean|^2 per token, ``cross`` = sum_r x.basis[:, r] * ((X0 * gain) @ x.coeffs^T)[:, r].
-    Returns the result (of gain ``gain * norm.weight``), 1/sigma and the mean per token. Variances are taken about
-    ``scale * gain_mean``, so that a large common offset of the embedding's rows does not cancel in float32."""
+    """``norm`` (a LayerNorm) of the tokens ``x`` (of ``gain``): ``gain_mean`` = mean(X0 * gain) (None: 0),
+    ``gain_square`` = |X0 * gain - gain_mean|^2 per token, ``cross`` = sum_r x.basis[:, r] * ((X0 * gain) @
+    x.coeffs^T)[:, r]. Returns the result (of gain ``gain * norm.weight``), 1/sigma and the mean per token. Variances
+    are taken about ``scale * gain_mean``."""
     channels = x.coeffs.shape[1]
     low_sum = (x.basis @ x.coeffs.sum(dim=1, keepdim=True)).squeeze(1)  # the row sums of basis @ coeffs
     shift = low_sum / channels  # mean - scale * gain_mean
     gram = ((x.basis @ (x.coeffs @ x.coeffs.t())) * x.basis).sum(dim=1)
-    centered = cross - gain_mean * low_sum
+    centered = cross if gain_mean is None else cross - gain_mean * low_sum
     variance = (x.scale * x.scale * gain_square + 2 * x.scale * centered + gram) / channels - shift * shift
     inv = torch.rsqrt(variance.clamp(min=0) + norm.eps)  # rounding can take a row's ~0 variance below 0
-    mean = x.scale * gain_mean + shift
+    mean = shift if gain_mean is None else x.scale * gain_mean + shift
     one = torch.ones_like(inv).unsqueeze(1)
     basis = torch.cat([x.basis * inv.unsqueeze(1), (-mean * inv).unsqueeze(1), one], dim=1)
     coeffs = torch.cat([x.coeffs * norm.weight, norm.weight.unsqueeze(0), norm.bias.unsqueeze(0)], dim=0)
@@ -193,8 +194,8 @@ def layer_norm(norm, x: Factored, gain_mean, gain_square, cross):
 
 
 def prepared_projections(decoder, tokens: torch.Tensor, pe: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """The embedding's products of :data:`PROJECTION_NAMES` from its tokens X0 [N, C] and the positional
-    encoding pe [N, C]."""
+    """The embedding's products of :data:`PROJECTION_NAMES` from its tokens [N, C] and the positional encoding
+    pe [N, C]."""
     first, second = decoder.transformer.layers
     final = decoder.transformer.final_attn_token_to_image
     g1, beta1 = first.norm4.weight, first.norm4.bias
@@ -202,16 +203,15 @@ def prepared_projections(decoder, tokens: torch.Tensor, pe: torch.Tensor) -> tup
     to_image0, to_token0 = first.cross_attn_token_to_image, first.cross_attn_image_to_token
     to_image1, to_token1 = second.cross_attn_token_to_image, second.cross_attn_image_to_token
     out0, out1 = to_token0.out_proj, to_token1.out_proj
-    x1, x12 = tokens * g1, tokens * g12
+    centred = tokens - tokens.mean(dim=1, keepdim=True)  # X0
+    x1, x12 = centred * g1, centred * g12
     dc1 = decoder.output_upscaling[0]
     w1 = dc1.weight.permute(0, 2, 3, 1).reshape(dc1.weight.shape[0], -1)  # [C, (a, b, c1)]
-    mean = tokens.mean(dim=1, keepdim=True)
     gain_mean = x1.mean(dim=1, keepdim=True)
     stats = torch.cat(
         [
-            mean,
-            ((tokens - mean) ** 2).sum(dim=1, keepdim=True),
-            tokens @ out0.bias.unsqueeze(1),
+            (centred**2).sum(dim=1, keepdim=True),
+            centred @ out0.bias.unsqueeze(1),
             gain_mean,
             ((x1 - gain_mean) ** 2).sum(dim=1, keepdim=True),
             (x1 * g1) @ out0.bias.unsqueeze(1),
@@ -225,7 +225,7 @@ def prepared_projections(decoder, tokens: torch.Tensor, pe: torch.Tensor) -> tup
         to_image0.k_proj(tokens + pe),
         to_image0.v_proj(tokens),
         to_token0.q_proj(tokens + pe),
-        tokens @ out0.weight,
+        centred @ out0.weight,
         x1 @ to_image1.k_proj.weight.t(),
         x1 @ to_image1.v_proj.weight.t(),
         x1 @ to_token1.q_proj.weight.t(),

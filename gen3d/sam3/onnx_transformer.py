@@ -3,7 +3,8 @@ the work that depends only on the image (:func:`prepare_image`, once per embeddi
 (:func:`predict_masks`): the same function (up to the GELUs' form, :data:`GELU_APPROXIMATION`), a third of the
 multiply-adds of sam3's per click at G = 72 (0.71 G against 2.24 G for one click; the preparation: 2.7 G).
 
-The image's N = G*G tokens meet the T prompt tokens (8 for one click) in cross attentions. The first layer's
+The image's N = G*G tokens meet the T tokens (SAM's output tokens and the prompt's: 8 for one click) in cross
+attentions. The first layer's
 projections of the image tokens are the embedding's, made once; later layers' image tokens stay factored over the
 embedding's (:mod:`gen3d.sam3.onnx_image_tokens`), so that their products with the attentions' weights and the
 first transposed convolution's are the embedding's products plus low-rank terms. The final token -> image
@@ -12,9 +13,9 @@ attention runs only for the tokens whose outputs are read (the IoU token and the
 The upscaling (two 2x2 stride-2 transposed convolutions, a LayerNorm2d, GELUs) maps each image token to its own
 4x4 block of the 4G x 4G logits and mixes nothing across tokens, so it runs as matrix products on the tokens in a
 blocked, channels-last layout (rows: token, then sub-pixel; the high-resolution features permuted to match, with the
-convolutions' biases added, once per embedding); the client's choice among the mask planes runs on that layout, and
-only the chosen planes are put back in picture order (:func:`unblocked`). With erf's GELU, float32 rounding differs
-from sam3's order by ~1e-6 relative.
+convolutions' biases added, once per embedding); ``ClickDecoder``'s choice among the mask planes runs on that
+layout, and only the chosen planes are put back in picture order (:func:`unblocked`). With erf's GELU, the logits are
+sam3's to float32 rounding (within 1e-4 of logits up to ~100 in the unit test).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ from gen3d.sam3.onnx_image_tokens import (
 
 PREPARED_NAMES = (*PROJECTION_NAMES, "high_res_1", "high_res_0")
 # The upscaling's GELUs (sam3: erf's form). onnxruntime-web computes erf per value, ~3x the time of tanh's form
-# (docs/performance.md); tanh's form is within 5e-4 of erf's per value, which moves a logit by ~1e-3 relative.
+# (docs/performance.md); tanh's form is within 5e-4 of erf's per value, which moves the logits by < 1e-3 of their
+# range (tests/unit/test_sam3_onnx.py).
 GELU_APPROXIMATION = "tanh"
 
 
@@ -94,11 +96,9 @@ def _token_block_middle(block, queries: torch.Tensor, attended: torch.Tensor) ->
     return block.norm3(queries + block.mlp(queries))
 
 
-def two_way_transformer(transformer, prepared, point_embedding: torch.Tensor, rows: slice):
-    """``TwoWayTransformer.forward`` (batch 1, depth 2) from :func:`prepare_image`'s tensors: the tokens ``rows``
-    after the final attention [1, len, C], the image tokens (factored, of gain g1 * g2) and the prepared tensors
-    by name."""
-    p = dict(zip(PREPARED_NAMES, prepared, strict=True))
+def two_way_transformer(transformer, p: dict, point_embedding: torch.Tensor, rows: slice):
+    """``TwoWayTransformer.forward`` (batch 1, depth 2) from :func:`prepare_image`'s tensors by name: the tokens
+    ``rows`` after the final attention and its norm [1, len, C], and the image tokens (factored, of gain g1 * g2)."""
     stat = {name: p["row_stats"][:, i] for i, name in enumerate(ROW_STATS)}
     first, second = transformer.layers
 
@@ -110,9 +110,10 @@ def two_way_transformer(transformer, prepared, point_embedding: torch.Tensor, ro
     to_token = first.cross_attn_image_to_token
     kh0, vh0, mixed0 = mixed_values(to_token, queries + point_embedding, queries)
     probs0 = image_to_token_probs(heads_view(p["layer0_queries"], kh0.shape[0]), kh0)  # [H, N, T]
-    summed = Factored(torch.ones_like(stat["mean"]), as_basis(probs0), mixed0)  # X0 + P0 M0
+    # X0 + P0 M0: the tokens less their means, which the LayerNorm removes anyway
+    summed = Factored(torch.ones_like(stat["square"]), as_basis(probs0), mixed0)
     cross = out_cross(p["layer0_out"], probs0, vh0) + stat["out_bias_first"]
-    image, inv1, mean1 = layer_norm(first.norm4, summed, stat["mean"], stat["centered_square"], cross)
+    image, inv1, mean1 = layer_norm(first.norm4, summed, None, stat["square"], cross)
 
     queries = _token_block_start(second, queries, point_embedding)
     attended = token_to_image(
@@ -141,7 +142,7 @@ def two_way_transformer(transformer, prepared, point_embedding: torch.Tensor, ro
     chosen, chosen_pe = queries[:, rows], point_embedding[:, rows]
     final = transformer.final_attn_token_to_image
     attended = token_to_image(final, chosen + chosen_pe, image, p["final_keys"], p["final_keys_pe"], p["final_values"])
-    return transformer.norm_final_attn(chosen + attended), image, p
+    return transformer.norm_final_attn(chosen + attended), image
 
 
 def _layer_norm(x: torch.Tensor, norm) -> torch.Tensor:
@@ -187,7 +188,8 @@ def predict_blocked_masks(decoder, prepared, sparse_prompt_embeddings):
         weights.insert(0, decoder.obj_score_token.weight)
     tokens = torch.cat([torch.cat(weights, dim=0).unsqueeze(0), sparse_prompt_embeddings], dim=1)
     rows = slice(s, s + 1 + decoder.num_mask_tokens)  # the IoU token and the mask tokens
-    hs, image, named = two_way_transformer(decoder.transformer, prepared, tokens, rows)
+    named = dict(zip(PREPARED_NAMES, prepared, strict=True))
+    hs, image = two_way_transformer(decoder.transformer, named, tokens, rows)
     mask_tokens_out = hs[:, 1:, :]
     hyper_in = torch.stack(
         [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)], dim=1

@@ -181,7 +181,7 @@ def test_a_prepared_embedding_decodes_clicks_alone_as_the_embedding_does(decoder
     masks, scores, low_res, made = decoder_run(decoder, tensors, metadata, [(150, 110), (60, 40)], [1, 0])
     head_major = {f"prepared_{name}": (8 * 64, 16) for name in PREPARED[2:-2]}  # 8 heads x G*G tokens, 16 each
     assert {name: value.shape for name, value in made.items()} == {
-        "prepared_upscale": (64, 256), "prepared_row_stats": (64, 9), **head_major,
+        "prepared_upscale": (64, 256), "prepared_row_stats": (64, 8), **head_major,
         "prepared_high_res_1": (64, 256), "prepared_high_res_0": (256, 128),
     }  # fmt: skip
     again = decoder_run(decoder, tensors, metadata, [(150, 110), (60, 40)], [1, 0], prepared=made)
