@@ -6,7 +6,7 @@ get_embedding file (the demo page, onnxruntime in Python or in the browser).
 (scripts/export_decoder_onnx.py takes the same arguments.)
 
 The archive's model is loaded as a worker loads it (its checkpoint and BPE vocabulary, on the CPU), so the file
-records the same model_id as the server's answers and the embedding files. Format v3 (docs/demo-page.md has the
+records the same model_id as the server's answers and the embedding files. Format v4 (docs/demo-page.md has the
 table): an embedding's first run takes image_embed, high_res_feats_0, high_res_feats_1 (float32: the get_embedding
 tensors, upcast) and empty prepared_*_in, and answers the embedding's preparation as prepared_* outputs; later runs
 take those as prepared_*_in with empty embedding tensors and only decode the click. Every run: point_coords [1,N,2]

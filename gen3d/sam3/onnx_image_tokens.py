@@ -8,8 +8,8 @@ LayerNorm scales and shifts each row. So every layer's tokens have the form
 
 with X0 the embedding's tokens (``image_embed`` + the dense prompt: no-mask or ``mask_input``'s) less each token's
 mean (a LayerNorm removes it: kept, it would cancel in float32 where tokens' means are large against their spread)
-and gain the product of the LayerNorms' weights so far, fixed by the model
-and a product ``X @ W`` for a fixed weight W is ``scale * ((X0 * gain) @ W) + basis @ (coeffs @ W)``: the first
+and gain the product of the LayerNorms' weights so far, fixed by the model. A product ``X @ W`` for a fixed weight W
+is ``scale * ((X0 * gain) @ W) + basis @ (coeffs @ W)``: the first
 product is the embedding's (made once, :func:`prepared_projections`), the second costs N x R x C' with R ~ 2*H*T
 instead of N x C x C'. A LayerNorm needs each row's mean and variance, which follow from the same factors and from
 the embedding's row sums and squares (prepared). The function is the same as sam3's up to float32 rounding.
@@ -87,10 +87,23 @@ def _per_head(coeffs_weight: torch.Tensor, heads: int) -> torch.Tensor:
     return coeffs_weight.reshape(coeffs_weight.shape[0], heads, -1).transpose(0, 1)
 
 
+def conv_transpose_matrix(conv) -> torch.Tensor:
+    """A 2x2 stride-2 ``ConvTranspose2d``'s weight as a matrix [C_in, (a, b, C_out)]: one token's 2x2 block."""
+    return conv.weight.permute(0, 2, 3, 1).reshape(conv.weight.shape[0], -1)
+
+
+def _token_heads(attn, projection, tokens: torch.Tensor, scaled: bool) -> torch.Tensor:
+    """``projection`` (one of ``attn``'s) of tokens [1, T, C] per head, [H, T, d]; ``scaled``: by 1/sqrt(d)."""
+    heads, d = attention_parts(attn)
+    projected = projection(tokens.squeeze(0))
+    if scaled:
+        projected = projected / math.sqrt(d)
+    return projected.reshape(tokens.shape[1], heads, d).transpose(0, 1)
+
+
 def _token_queries(attn, q: torch.Tensor) -> torch.Tensor:
     """The tokens' queries per head, scaled by 1/sqrt(d): [H, T, d] for q [1, T, C]."""
-    heads, d = attention_parts(attn)
-    return (attn.q_proj(q.squeeze(0)) / math.sqrt(d)).reshape(q.shape[1], heads, d).transpose(0, 1)
+    return _token_heads(attn, attn.q_proj, q, scaled=True)
 
 
 def _token_output(attn, pooled: torch.Tensor) -> torch.Tensor:
@@ -132,11 +145,10 @@ def mixed_values(attn, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, 
     per head [H,T,d], and ``v_h W_o,h + b_o / H`` stacked [H*T, C] (each head's probabilities sum to 1, so the
     output's bias is spread over the heads)."""
     heads, d = attention_parts(attn)
-    t = k.shape[1]
-    kh = (attn.k_proj(k.squeeze(0)) / math.sqrt(d)).reshape(t, heads, d).transpose(0, 1)
-    vh = attn.v_proj(v.squeeze(0)).reshape(t, heads, d).transpose(0, 1)
+    kh = _token_heads(attn, attn.k_proj, k, scaled=True)
+    vh = _token_heads(attn, attn.v_proj, v, scaled=False)
     wo = attn.out_proj.weight.reshape(-1, heads, d).permute(1, 2, 0)  # [H, d, C]
-    mixed = torch.matmul(vh, wo).reshape(heads * t, -1) + attn.out_proj.bias / heads
+    mixed = torch.matmul(vh, wo).reshape(heads * k.shape[1], -1) + attn.out_proj.bias / heads
     return kh, vh, mixed
 
 
@@ -205,8 +217,6 @@ def prepared_projections(decoder, tokens: torch.Tensor, pe: torch.Tensor) -> tup
     out0, out1 = to_token0.out_proj, to_token1.out_proj
     centred = tokens - tokens.mean(dim=1, keepdim=True)  # X0
     x1, x12 = centred * g1, centred * g12
-    dc1 = decoder.output_upscaling[0]
-    w1 = dc1.weight.permute(0, 2, 3, 1).reshape(dc1.weight.shape[0], -1)  # [C, (a, b, c1)]
     gain_mean = x1.mean(dim=1, keepdim=True)
     stats = torch.cat(
         [
@@ -238,4 +248,5 @@ def prepared_projections(decoder, tokens: torch.Tensor, pe: torch.Tensor) -> tup
         pe @ final.k_proj.weight.t(),
     ]
     heads = to_image0.num_heads
-    return (x12 @ w1, stats, *(head_major(p, heads) for p in per_head))
+    upscale = x12 @ conv_transpose_matrix(decoder.output_upscaling[0])
+    return (upscale, stats, *(head_major(p, heads) for p in per_head))

@@ -30,6 +30,7 @@ from gen3d.sam3.onnx_image_tokens import (
     ROW_STATS,
     Factored,
     as_basis,
+    conv_transpose_matrix,
     factored_image_to_token_probs,
     heads_view,
     image_to_token_probs,
@@ -160,8 +161,7 @@ def _upscaled_masks(decoder, image: Factored, prepared: dict, hyper_in: torch.Te
     if not (isinstance(act1, torch.nn.GELU) and isinstance(act2, torch.nn.GELU)):
         raise ValueError("the ONNX decoder takes an upscaling with GELUs (sam3's)")
     c1, c2 = dc1.weight.shape[1], dc2.weight.shape[1]
-    w1 = dc1.weight.permute(0, 2, 3, 1).reshape(dc1.weight.shape[0], -1)  # [C, (a, b, c1)]
-    w2 = dc2.weight.permute(0, 2, 3, 1).reshape(c1, -1)  # [c1, (a, b, c2)]
+    w1, w2 = conv_transpose_matrix(dc1), conv_transpose_matrix(dc2)  # [C, (a, b, c1)], [c1, (a, b, c2)]
     upscaled = (image.project(prepared["upscale"], w1) + prepared["high_res_1"]).reshape(-1, c1)  # [4N, c1]
     upscaled = F.gelu(_layer_norm(upscaled, ln1), approximate=GELU_APPROXIMATION)  # LayerNorm2d = over channels
     upscaled = F.gelu((upscaled @ w2 + prepared["high_res_0"]).reshape(-1, c2), approximate=GELU_APPROXIMATION)
