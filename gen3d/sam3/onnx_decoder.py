@@ -57,6 +57,22 @@ class _DecoderParts(nn.Module):
             self.register_buffer("dense_pe", self.prompt_encoder.get_dense_pe().clone(), persistent=False)
 
 
+def _multimask_planes(iou: torch.Tensor) -> torch.Tensor:
+    """Tokens 1..M-1 (``multimask_output``)."""
+    return torch.arange(1, iou.shape[1], device=iou.device)
+
+
+def _single_and_best_planes(iou: torch.Tensor) -> torch.Tensor:
+    """Token 0 and the multimask token of the highest IoU prediction (``_dynamic_multimask_via_stability``'s)."""
+    best = 1 + torch.argmax(iou[0, 1:], dim=0, keepdim=True)
+    return torch.cat([torch.zeros_like(best), best])
+
+
+def _single_plane(iou: torch.Tensor) -> torch.Tensor:
+    """Token 0."""
+    return torch.zeros_like(iou[0, :1], dtype=torch.long)
+
+
 class PrepareEmbedding(_DecoderParts):
     """get_embedding tensors -> the prompt-independent tensors of ``PREPARED_NAMES`` (once per embedding).
 
@@ -116,13 +132,18 @@ class ClickDecoder(_DecoderParts):
         hw = orig_im_size.to(torch.float32)
         coords = point_coords / torch.stack([hw[1], hw[0]]) * self.image_size  # transform_coords(normalize=True)
         decoder = self.mask_decoder
+        sparse = self._embed_points(coords, point_labels)
         # the selection reads areas only, so it runs on the blocked planes, and only the chosen planes are reordered
-        masks, iou_pred = predict_blocked_masks(decoder, prepared, self._embed_points(coords, point_labels))
         if self.multimask_output:
-            masks, iou_pred = masks[:, 1:], iou_pred[:, 1:]
+            masks, iou_pred = predict_blocked_masks(decoder, prepared, sparse, _multimask_planes)
+            iou_pred = iou_pred[:, 1:]
         elif decoder.dynamic_multimask_via_stability:
+            masks, iou_pred = predict_blocked_masks(decoder, prepared, sparse, _single_and_best_planes)
+            # sam3's rule reads plane 0 and the multimask plane of the best IoU only: that plane stands in for all 3
+            masks = torch.cat([masks[:, :1], masks[:, 1:].expand(-1, 3, -1, -1)], dim=1)
             masks, iou_pred = decoder._dynamic_multimask_via_stability(masks, iou_pred)
         else:
-            masks, iou_pred = masks[:, 0:1], iou_pred[:, 0:1]
+            masks, iou_pred = predict_blocked_masks(decoder, prepared, sparse, _single_plane)
+            iou_pred = iou_pred[:, 0:1]
         masks = unblocked(masks.float())
         return masks, iou_pred, torch.clamp(masks, -32.0, 32.0)

@@ -130,6 +130,45 @@ def test_tanh_gelu_moves_logits_by_a_small_fraction(points):
     torch.testing.assert_close(our_scores, scores, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize(("multimask", "threshold"), [(False, 0.0), (False, 1.1), (True, 0.98)])
+def test_click_decoder_makes_only_the_planes_sam3s_choice_reads(multimask, threshold):
+    """ClickDecoder makes plane 0 and the best multimask plane only (K=1) or planes 1..3 (K=3): its answer is sam3's
+    choice among all four planes, on both sides of the stability rule (threshold 0: plane 0 always stable; 1.1:
+    never, so the best multimask plane by IoU)."""
+    from gen3d.sam3.architecture import interactive_predictor
+    from gen3d.sam3.onnx_decoder import ClickDecoder, PrepareEmbedding
+    from gen3d.sam3.onnx_transformer import predict_masks
+    from gen3d.sam3.presets import get_preset
+
+    torch.manual_seed(7)
+    preset = get_preset("tiny")
+    predictor = interactive_predictor(preset).eval()
+    decoder = predictor.model.sam_mask_decoder
+    for parameter in decoder.parameters():
+        parameter.data.normal_(0, 0.2)
+    decoder.dynamic_multimask_stability_thresh = threshold
+    g = preset.grid
+    size = torch.tensor([90, 120])
+    coords, labels = torch.tensor([[[40.0, 30.0], [70.0, 50.0]]]), torch.tensor([[1.0, 0.0]])
+    click = ClickDecoder(predictor, multimask)
+    with torch.no_grad():
+        embedding = (torch.randn(1, 256, g, g), torch.randn(1, 32, 4 * g, 4 * g), torch.randn(1, 64, 2 * g, 2 * g))
+        prepared = PrepareEmbedding(predictor)(*embedding, torch.zeros(1, 1, 4 * g, 4 * g), torch.zeros(1))
+        masks, scores, _ = click(*prepared, coords, labels, size)
+        sparse = click._embed_points(coords / torch.tensor([120.0, 90.0]) * click.image_size, labels)
+        all_masks, all_scores = predict_masks(decoder, prepared, sparse)
+    if multimask:
+        expected, expected_scores = all_masks[:, 1:], all_scores[:, 1:]
+    else:
+        expected, expected_scores = decoder._dynamic_multimask_via_stability(all_masks, all_scores)
+        best = 1 + int(all_scores[0, 1:].argmax())
+        chosen = 0 if threshold == 0.0 else best
+        assert best != 0 and not torch.equal(all_masks[:, 0], all_masks[:, best])
+        torch.testing.assert_close(expected[:, 0], all_masks[:, chosen], rtol=0, atol=0)
+    torch.testing.assert_close(masks, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(scores, expected_scores, rtol=0, atol=0)
+
+
 def fake_mar(path, handler: dict, files: dict[str, bytes]) -> None:
     with zipfile.ZipFile(path, "w") as mar:
         mar.writestr("model-config.yaml", yaml.safe_dump({"batchSize": 1, "handler": handler}))
