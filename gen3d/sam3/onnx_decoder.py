@@ -139,8 +139,9 @@ class ClickDecoder(_DecoderParts):
             iou_pred = iou_pred[:, 1:]
         elif decoder.dynamic_multimask_via_stability:
             masks, iou_pred = predict_blocked_masks(decoder, prepared, sparse, _single_and_best_planes)
-            # sam3's rule reads plane 0 and the multimask plane of the best IoU only: that plane stands in for all 3
-            masks = torch.cat([masks[:, :1], masks[:, 1:].expand(-1, 3, -1, -1)], dim=1)
+            # sam3's rule reads token 0's plane and the multimask plane of the best IoU only: given just those two
+            # and their IoUs, it makes the same choice
+            iou_pred = torch.index_select(iou_pred, 1, _single_and_best_planes(iou_pred))
             masks, iou_pred = decoder._dynamic_multimask_via_stability(masks, iou_pred)
         else:
             masks, iou_pred = predict_blocked_masks(decoder, prepared, sparse, _single_plane)

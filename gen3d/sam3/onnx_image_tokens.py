@@ -9,11 +9,10 @@ LayerNorm scales and shifts each row. So every layer's tokens have the form
 with X0 the embedding's tokens (``image_embed`` + the dense prompt: no-mask or ``mask_input``'s) less each token's
 mean (a LayerNorm removes it: kept, it would cancel in float32 where tokens' means are large against their spread)
 and gain the product of the LayerNorms' weights so far, fixed by the model. A product ``X @ W`` for a fixed weight W
-is ``scale * ((X0 * gain) @ W) + basis @ (coeffs @ W)``: the first product is the embedding's (made once,
-:func:`prepared_projections`), the second costs N x R x C' with R ~ 2*H*(T-1) (each head's probabilities sum to 1:
-:func:`reduced_update`) instead of N x C x C'. A LayerNorm needs each row's mean and variance, which follow from the
-same factors and from the embedding's row sums and squares (prepared). The function is the same as sam3's up to
-float32 rounding.
+is ``scale * ((X0 * gain) @ W) + basis @ (coeffs @ W)``: the first
+product is the embedding's (made once, :func:`prepared_projections`), the second costs N x R x C' with R ~ 2*H*T
+instead of N x C x C'. A LayerNorm needs each row's mean and variance, which follow from the same factors and from
+the embedding's row sums and squares (prepared). The function is the same as sam3's up to float32 rounding.
 """
 
 from __future__ import annotations
@@ -174,16 +173,10 @@ def factored_image_to_token_probs(attn, x: Factored, queries_x, queries_pe, kh: 
     return torch.softmax(scores + low_rank + bias, dim=-1)
 
 
-def reduced_update(probs: torch.Tensor, mixed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """An image -> token attention's update ``P M`` (probs [H, N, T], ``mixed_values``' rows M [H*T, C]) as
-    ``basis @ coeffs + constant``: basis [N, H*(T-1)], coeffs [H*(T-1), C], constant [C]. Each head's
-    probabilities sum to 1, so its last token's column is 1 less the others': a rank of H*(T-1) + 1 instead of
-    H*T, which every later low-rank product and the LayerNorm's Gram pay for."""
+def as_basis(probs: torch.Tensor) -> torch.Tensor:
+    """[H, N, T] -> [N, H*T]: the columns that multiply ``mixed_values``' rows."""
     heads, n, t = probs.shape
-    basis = probs.transpose(0, 1)[:, :, : t - 1].reshape(n, heads * (t - 1))
-    rows = mixed.reshape(heads, t, -1)
-    last = rows[:, t - 1 :]
-    return basis, (rows[:, : t - 1] - last).reshape(heads * (t - 1), -1), last.sum(dim=(0, 1))
+    return probs.transpose(0, 1).reshape(n, heads * t)
 
 
 def out_cross(out_x: torch.Tensor, probs: torch.Tensor, vh: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """SAM's mask decoder (sam3 0.1.4 ``MaskDecoder.predict_masks`` and its ``TwoWayTransformer``), batch 1, split into
 the work that depends only on the image (:func:`prepare_image`, once per embedding) and the work of a click
 (:func:`predict_masks`): the same function (up to the GELUs' form, :data:`GELU_APPROXIMATION`), a third of the
-multiply-adds of sam3's per click at G = 72 (0.64 G against 2.24 G for one click; the preparation: 2.7 G).
+multiply-adds of sam3's per click at G = 72 (0.71 G against 2.24 G for one click; the preparation: 2.7 G).
 
 The image's N = G*G tokens meet the T tokens (SAM's output tokens and the prompt's: 8 for one click) in cross
 attentions. The first layer's projections of the image tokens are the embedding's, made once; later layers' image
@@ -28,6 +28,7 @@ from gen3d.sam3.onnx_image_tokens import (
     PROJECTION_NAMES,
     ROW_STATS,
     Factored,
+    as_basis,
     conv_transpose_matrix,
     factored_image_to_token_probs,
     heads_view,
@@ -36,7 +37,6 @@ from gen3d.sam3.onnx_image_tokens import (
     mixed_values,
     out_cross,
     prepared_projections,
-    reduced_update,
     token_to_image,
     token_to_projected_image,
 )
@@ -111,9 +111,7 @@ def two_way_transformer(transformer, p: dict, point_embedding: torch.Tensor, row
     kh0, vh0, mixed0 = mixed_values(to_token, queries + point_embedding, queries)
     probs0 = image_to_token_probs(heads_view(p["layer0_queries"], kh0.shape[0]), kh0)  # [H, N, T]
     # X0 + P0 M0: the tokens less their means, which the LayerNorm removes anyway
-    basis0, coeffs0, constant0 = reduced_update(probs0, mixed0)
-    ones = torch.ones_like(stat["square"])
-    summed = Factored(ones, torch.cat([basis0, ones.unsqueeze(1)], dim=1), torch.cat([coeffs0, constant0.unsqueeze(0)]))
+    summed = Factored(torch.ones_like(stat["square"]), as_basis(probs0), mixed0)
     cross = out_cross(p["layer0_out"], probs0, vh0) + stat["out_bias_first"]
     image, inv1, mean1 = layer_norm(first.norm4, summed, None, stat["square"], cross)
 
@@ -130,12 +128,8 @@ def two_way_transformer(transformer, p: dict, point_embedding: torch.Tensor, row
     to_token = second.cross_attn_image_to_token
     kh1, vh1, mixed1 = mixed_values(to_token, queries + point_embedding, queries)
     probs1 = factored_image_to_token_probs(to_token, image, p["layer1_queries"], p["layer1_queries_pe"], kh1)
-    basis1, coeffs1, constant1 = reduced_update(probs1, mixed1)
-    # the first LayerNorm's basis ends with a column of ones (its bias'), which takes the constant
-    coeffs = torch.cat([image.coeffs[:-1], image.coeffs[-1:] + constant1, coeffs1])
-    summed = Factored(image.scale, torch.cat([image.basis, basis1], dim=1), coeffs)
-    # sum_r basis * ((X0 * g1) @ coeffs^T) over the basis [inv1 P0, -mean1 inv1, 1, P1] (in M's rows: however
-    # P M is factored, this is the same sum)
+    summed = Factored(image.scale, torch.cat([image.basis, as_basis(probs1)], dim=1), torch.cat([image.coeffs, mixed1]))
+    # sum_r basis * ((X0 * g1) @ coeffs^T) over the basis [inv1 P0, -mean1 inv1, 1, P1]
     cross = (
         inv1 * (out_cross(p["layer1_out_first"], probs0, vh0) + stat["gain2_out_bias_first"])
         - mean1 * inv1 * stat["gain_gamma"]
@@ -169,9 +163,7 @@ def _upscaled_masks(decoder, image: Factored, prepared: dict, hyper_in: torch.Te
     w1, w2 = conv_transpose_matrix(dc1), conv_transpose_matrix(dc2)  # [C, (a, b, c1)], [c1, (a, b, c2)]
     upscaled = (image.project(prepared["upscale"], w1) + prepared["high_res_1"]).reshape(-1, c1)  # [4N, c1]
     upscaled = F.gelu(_layer_norm(upscaled, ln1), approximate=GELU_APPROXIMATION)  # LayerNorm2d = over channels
-    # addmm: one Gemm with the features as its C (onnxruntime does not fuse a MatMul and an Add of a graph input)
-    upscaled = torch.addmm(prepared["high_res_0"], upscaled, w2).reshape(-1, c2)
-    upscaled = F.gelu(upscaled, approximate=GELU_APPROXIMATION)
+    upscaled = F.gelu((upscaled @ w2 + prepared["high_res_0"]).reshape(-1, c2), approximate=GELU_APPROXIMATION)
     logits = hyper_in.squeeze(0) @ upscaled.t()  # [K, 16N]
     return logits.unsqueeze(0).unsqueeze(-1)  # [1, K, 16N, 1]
 
@@ -187,8 +179,7 @@ def unblocked(masks: torch.Tensor) -> torch.Tensor:
 def predict_blocked_masks(decoder, prepared, sparse_prompt_embeddings, planes=None):
     """``MaskDecoder.predict_masks(..., repeat_image=False, high_res_features=...)`` (batch 1) from
     :func:`prepare_image`'s tensors: masks [1, P, 16N, 1] in the blocked order and all IoU predictions [1, M].
-    ``planes``: the IoU predictions -> the indices [P] of the mask tokens whose planes are made (None: all M);
-    a plane costs ~0.7 ms on the page's thread at G = 72."""
+    ``planes``: the IoU predictions -> the indices [P] of the mask tokens whose planes are made (None: all M)."""
     if not decoder.use_high_res_features:
         raise ValueError("the ONNX decoder needs a mask decoder with high-resolution features (sam3's has them)")
     s = 1 if decoder.pred_obj_scores else 0
