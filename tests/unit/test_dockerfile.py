@@ -208,3 +208,12 @@ def test_both_images_run_as_an_unprivileged_user():
         assert ("ARG", "RUN_AS=gen3d") in ops, target
         created = " ".join(args for op, args in stages()[base] if op == "RUN")
         assert "useradd --create-home --uid 1000 --user-group --shell /usr/sbin/nologin gen3d" in created, target
+
+
+def test_the_cuda_stages_set_one_python_environment():
+    """base, sam3d-build and sam3d start from different CUDA images, so each sets the environment itself (a
+    Dockerfile shares no ENV across FROMs): one block, which the venv at /opt/venv and pip's settings rely on."""
+    envs = {name: [args for op, args in ops if op == "ENV"] for name, ops in stages().items()}
+    blocks = {name: envs[name][0] for name in ("base", "sam3d-build", "sam3d")}
+    assert len(set(blocks.values())) == 1, blocks
+    assert "VIRTUAL_ENV=/opt/venv" in blocks["base"] and "PATH=/opt/venv/bin:$PATH" in blocks["base"]
