@@ -133,18 +133,16 @@ class ClickDecoder(_DecoderParts):
         coords = point_coords / torch.stack([hw[1], hw[0]]) * self.image_size  # transform_coords(normalize=True)
         decoder = self.mask_decoder
         sparse = self._embed_points(coords, point_labels)
-        # the selection reads areas only, so it runs on the blocked planes, and only the chosen planes are reordered
+        stability = not self.multimask_output and decoder.dynamic_multimask_via_stability
         if self.multimask_output:
-            masks, iou_pred = predict_blocked_masks(decoder, prepared, sparse, _multimask_planes)
-            iou_pred = iou_pred[:, 1:]
-        elif decoder.dynamic_multimask_via_stability:
-            masks, iou_pred = predict_blocked_masks(decoder, prepared, sparse, _single_and_best_planes)
+            planes = _multimask_planes
+        else:
+            planes = _single_and_best_planes if stability else _single_plane
+        # the selection reads areas only, so it runs on the blocked planes, and only the chosen planes are reordered
+        masks, iou_pred = predict_blocked_masks(decoder, prepared, sparse, planes)
+        if stability:
             # sam3's rule reads token 0's plane and the multimask plane of the best IoU only: given just those two
             # and their IoUs, it makes the same choice
-            iou_pred = torch.index_select(iou_pred, 1, _single_and_best_planes(iou_pred))
             masks, iou_pred = decoder._dynamic_multimask_via_stability(masks, iou_pred)
-        else:
-            masks, iou_pred = predict_blocked_masks(decoder, prepared, sparse, _single_plane)
-            iou_pred = iou_pred[:, 0:1]
         masks = unblocked(masks.float())
         return masks, iou_pred, torch.clamp(masks, -32.0, 32.0)

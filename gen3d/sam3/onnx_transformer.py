@@ -178,8 +178,8 @@ def unblocked(masks: torch.Tensor) -> torch.Tensor:
 
 def predict_blocked_masks(decoder, prepared, sparse_prompt_embeddings, planes=None):
     """``MaskDecoder.predict_masks(..., repeat_image=False, high_res_features=...)`` (batch 1) from
-    :func:`prepare_image`'s tensors: masks [1, P, 16N, 1] in the blocked order and all IoU predictions [1, M].
-    ``planes``: the IoU predictions -> the indices [P] of the mask tokens whose planes are made (None: all M)."""
+    :func:`prepare_image`'s tensors: masks [1, P, 16N, 1] in the blocked order and their IoU predictions [1, P].
+    ``planes``: all M IoU predictions -> the indices [P] of the mask tokens whose planes are made (None: all M)."""
     if not decoder.use_high_res_features:
         raise ValueError("the ONNX decoder needs a mask decoder with high-resolution features (sam3's has them)")
     s = 1 if decoder.pred_obj_scores else 0
@@ -196,7 +196,8 @@ def predict_blocked_masks(decoder, prepared, sparse_prompt_embeddings, planes=No
         [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)], dim=1
     )
     if planes is not None:
-        hyper_in = torch.index_select(hyper_in, 1, planes(iou))
+        chosen = planes(iou)
+        hyper_in, iou = torch.index_select(hyper_in, 1, chosen), torch.index_select(iou, 1, chosen)
     return _upscaled_masks(decoder, image, named, hyper_in), iou
 
 
