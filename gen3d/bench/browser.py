@@ -34,12 +34,14 @@ FLAGS = [
 HEIGHT, WIDTH = 1008, 1344
 BENCH_PAGE = "bench.html"  # a blank page of the page server's origin (routed by Playwright), so no main.js runs
 
-# In the page: load the decoder on `threads` threads, make the features, then time decode() per click and the
+# In the page: load the decoder on `threads` threads and warm it up as the page does (`pageWarmUp` clicks), make the
+# features, prepare them, time decode() on the first `warmup` clicks and then on `clicks` clicks, and the
 # post-processing alone on the last answer's logits.
-CLICKS_JS = """async ({threads, clicks, warmup, height, width}) => {
-  const { loadDecoder, decode, prepareEmbedding } = await import("/src/decoder.js");
+CLICKS_JS = """async ({threads, clicks, warmup, height, width, pageWarmUp}) => {
+  const { loadDecoder, decode, prepareEmbedding, warmUpDecoder } = await import("/src/decoder.js");
   const { fillSmallComponents, upsampleMask } = await import("/src/postprocess.js");
   const decoder = await loadDecoder("/decoder.onnx", threads);
+  const warmUpMs = pageWarmUp > 0 ? await warmUpDecoder(decoder, pageWarmUp) : 0;
   const g = Number(decoder.metadata.grid);
   let seed = 1;
   const random = (n) => {
@@ -62,7 +64,8 @@ CLICKS_JS = """async ({threads, clicks, warmup, height, width}) => {
   };
   const click = (i) => ({ points: [{ x: (97 * i) % width, y: (61 * i) % height, label: 1 }], box: null });
   const prepareMs = await prepareEmbedding(decoder, embedding); // as the page does when the embedding arrives
-  for (let i = 0; i < warmup; i++) await decode(decoder, embedding, click(i));
+  const first = [];
+  for (let i = 0; i < warmup; i++) first.push((await decode(decoder, embedding, click(i))).ms);
   const ms = [];
   let object = 0;
   for (let i = 0; i < clicks; i++) {
@@ -80,7 +83,7 @@ CLICKS_JS = """async ({threads, clicks, warmup, height, width}) => {
     upsampleMask(filled.fill(1), 4 * g, 4 * g, height, width, 0);  // all object: the whole picture upsampled
     post.push(performance.now() - started);
   }
-  return { ms, prepareMs, object: object / clicks, post, isolated: crossOriginIsolated,
+  return { ms, first, warmUpMs, prepareMs, object: object / clicks, post, isolated: crossOriginIsolated,
            cores: navigator.hardwareConcurrency, pageThreads: (await import("/src/decoder.js")).pageThreads() };
 }"""
 
@@ -112,10 +115,11 @@ def bench_page_html() -> str:
     return f"<!doctype html><html><head>{importmap.group(0)}</head><body></body></html>"
 
 
-def run(clicks: int = 20, warmup: int = 3, decoder: Path | None = None) -> dict:
-    """Median ms per click on one thread and on the page's threads (post-processing included; the embedding
-    prepared first, as the page does), and more; ``decoder``: another decoder file (format v4) to measure than the
-    published architecture's."""
+def run(clicks: int = 20, warmup: int = 3, decoder: Path | None = None, page_warm_up: int | None = None) -> dict:
+    """Median ms per click on one thread and on the page's threads (post-processing included; the decoder warmed up
+    and the embedding prepared first, as the page does), and more; ``decoder``: another decoder file (format v4) to
+    measure than the published architecture's; ``page_warm_up``: the page's warm-up clicks (None: the page's
+    ``WARM_UP_CLICKS``; 0: no warm-up, as the page was before it had one)."""
     from playwright.sync_api import sync_playwright
 
     from gen3d.web.page_server import PageServer
@@ -137,9 +141,13 @@ def run(clicks: int = 20, warmup: int = 3, decoder: Path | None = None) -> dict:
                 page.route(server.url + BENCH_PAGE, lambda route: route.fulfill(body=html, headers=headers))
                 page.goto(server.url + BENCH_PAGE)
                 args = {"threads": threads, "clicks": clicks, "warmup": warmup, "height": HEIGHT, "width": WIDTH}
+                args["pageWarmUp"] = page.evaluate("import('/src/decoder.js').then((m) => m.WARM_UP_CLICKS)")
+                if page_warm_up is not None:
+                    args["pageWarmUp"] = page_warm_up
                 if threads is None:
                     args["threads"] = page.evaluate("import('/src/decoder.js').then((m) => m.pageThreads())")
-                results[name] = {"threads": args["threads"], **page.evaluate(CLICKS_JS, args)}
+                results[name] = {"threads": args["threads"], "pageWarmUp": args["pageWarmUp"]}
+                results[name].update(page.evaluate(CLICKS_JS, args))
                 page.close()
             version = browser.version
             browser.close()
@@ -154,8 +162,12 @@ def run(clicks: int = 20, warmup: int = 3, decoder: Path | None = None) -> dict:
         "browser_threads": many["threads"],
         "browser_postprocess_ms_p50_full_picture": round(statistics.median(one["post"] + many["post"]), 1),
         "browser_prepare_embedding_ms": round(many["prepareMs"], 1),  # once per embedding, on its first run
+        "browser_first_click_ms": round(many["first"][0], 1) if many["first"] else None,  # a picture's first click
+        "browser_page_warm_up_ms": round(many["warmUpMs"], 1),  # once per page, after loading the decoder
+        "browser_page_warm_up_clicks": many["pageWarmUp"],
         "browser_clicks": clicks,
         "browser_click_ms": {"one_thread": one["ms"], "page_threads": many["ms"]},
+        "browser_first_clicks_ms": {"one_thread": one["first"], "page_threads": many["first"]},
         "browser_mask_object_fraction": round(many["object"], 4),
         "browser": f"Debian Chromium {version}, headless, onnxruntime-web {onnxruntime_web_version()} (wasm)",
         "browser_machine": machine(),

@@ -53,6 +53,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--browser-clicks", type=int, default=20, help="browser: clicks timed after 3 warm-up ones")
     parser.add_argument("--browser-decoder", type=Path, help="browser: measure this decoder file (format v4) instead")
+    parser.add_argument(
+        "--browser-page-warm-up",
+        type=int,
+        help="browser: the page's warm-up clicks before the picture (default: the page's WARM_UP_CLICKS; 0: none)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     return parser.parse_args(argv)
 
@@ -101,7 +106,10 @@ def print_report(report: dict) -> None:
         print(f"click-to-mask in the browser at {report['browser_picture']} (1008 px model): median "
               f"{report['browser_click_ms_p50']} ms per click on {report['browser_threads']} threads, "
               f"{report['browser_click_ms_p50_one_thread']} ms on one (post-processing of a whole-picture mask "
-              f"{report['browser_postprocess_ms_p50_full_picture']} ms); {report['browser']}; "
+              f"{report['browser_postprocess_ms_p50_full_picture']} ms); a picture's first click "
+              f"{report['browser_first_click_ms']} ms, its preparation {report['browser_prepare_embedding_ms']} ms "
+              f"after the page's warm-up ({report['browser_page_warm_up_clicks']} clicks, "
+              f"{report['browser_page_warm_up_ms']} ms); {report['browser']}; "
               f"{report['browser_machine']}, load average {report['browser_load_average']}")  # fmt: skip
 
 
@@ -136,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     if "browser" in parts:
         from gen3d.bench import browser
 
-        report.update(browser.run(args.browser_clicks, decoder=args.browser_decoder))
+        warm_up = args.browser_page_warm_up
+        report.update(browser.run(args.browser_clicks, decoder=args.browser_decoder, page_warm_up=warm_up))
     if args.json:
         print(json.dumps(report, indent=1))
     else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -205,6 +206,38 @@ def test_click_masks_equal_the_servers_and_make_3d_draws_the_mesh(page, torchser
     background = np.array([0x20, 0x24, 0x2B])
     assert (np.abs(shot.astype(int) - background).sum(axis=2) > 30).mean() > 0.01  # the mesh covers pixels
     screenshot(page, "demo-page-3d.png", tmp_path)
+
+
+
+def test_the_page_warms_its_decoder_up_before_the_first_picture(page):
+    """Once loaded, the page runs its decoder on an all-zero embedding (its preparation, then WARM_UP_CLICKS clicks)
+    so that Chromium has compiled onnxruntime's kernels with its optimizing tier before a visitor's first click (at
+    1008 px a fresh page's first clicks took 2-3x a click's time: docs/performance.md)."""
+    warmed_ms = page.evaluate("window.gen3d.state.warmUp")  # the page's warm-up, a promise of its ms
+    assert warmed_ms > 0
+    assert re.search(r"decoder warmed up in \d+ ms", page.inner_text("#model"))
+    seen = page.evaluate(
+        """async () => {
+        const { warmUpDecoder } = await import("/src/decoder.js");
+        const decoder = window.gen3d.state.decoder;
+        const run = decoder.session.run.bind(decoder.session);
+        const runs = [];
+        const progress = [];
+        decoder.session.run = (feeds, fetches) => {
+          runs.push(feeds.image_embed.dims.slice(2).join("x"));  // 0x0 once the embedding is prepared
+          return run(feeds, fetches);
+        };
+        try {
+          await warmUpDecoder(decoder, 2, (done, total) => progress.push([done, total]));
+        } finally {
+          decoder.session.run = run;
+        }
+        return { runs, progress, grid: Number(decoder.metadata.grid) };
+    }"""
+    )
+    grid = seen["grid"]
+    assert seen["runs"] == [f"{grid}x{grid}", "0x0", "0x0"]  # the preparation of zeros, then two clicks on it
+    assert seen["progress"] == [[1, 3], [2, 3], [3, 3]]
 
 
 @pytest.mark.sam3d_body

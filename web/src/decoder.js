@@ -14,6 +14,7 @@ const EMBEDDING_INPUTS = {
   high_res_feats_0: "high_res_feats.0",
   high_res_feats_1: "high_res_feats.1",
 }; // the graph's input: the embedding file's tensor
+const EMBEDDING_SCALE = { image_embed: 1, high_res_feats_0: 4, high_res_feats_1: 2 }; // side / the decoder's grid
 const MASK_OUTPUTS = ["low_res_logits", "iou_predictions"];
 
 ort.env.wasm.wasmPaths = "/vendor/onnxruntime-web/"; // served from web/node_modules, never a CDN
@@ -116,6 +117,43 @@ export async function prepareEmbedding(decoder, embedding) {
   const started = performance.now();
   const [height, width] = embedding.size;
   await run(decoder, embedding, { points: [{ x: width / 2, y: height / 2, label: 1 }], box: null });
+  return performance.now() - started;
+}
+
+// V8 runs a WebAssembly function on its baseline compiler until the function has run enough, then compiles it with
+// its optimizing tier in the background. In Chromium 156 on the published size, a fresh page's first ~6 clicks took
+// 2-3x a click's time and the first embedding's preparation twice its time (docs/performance.md); after an
+// embedding's preparation and 6 clicks on zeros they did not.
+export const WARM_UP_CLICKS = 6;
+
+/**
+ * Runs the decoder on an all-zero embedding of its shapes (its preparation, then `clicks` clicks, post-processing
+ * included) so that the browser has compiled onnxruntime's kernels with its optimizing tier before the visitor's
+ * first picture and click. Yields to the page before each run and calls onProgress(done, total) after it. Returns
+ * the ms it took.
+ */
+export async function warmUpDecoder(decoder, clicks = WARM_UP_CLICKS, onProgress = () => {}) {
+  const started = performance.now();
+  const grid = Number(decoder.metadata.grid);
+  const side = 16 * grid; // any picture size: only the clicks' coordinates depend on it
+  const tensors = {};
+  for (const input of decoder.session.inputMetadata) {
+    const source = EMBEDDING_INPUTS[input.name];
+    if (!source) continue;
+    const n = grid * EMBEDDING_SCALE[input.name];
+    tensors[source] = { dims: [1, input.shape[1], n, n], data: new Float32Array(input.shape[1] * n * n) };
+  }
+  const zeros = { size: [side, side], metadata: {}, tensors };
+  const yieldToPage = () => new Promise((resolve) => setTimeout(resolve, 0)); // the page paints, takes events
+  await yieldToPage();
+  await prepareEmbedding(decoder, zeros);
+  onProgress(1, clicks + 1);
+  for (let i = 0; i < clicks; i++) {
+    await yieldToPage();
+    const at = ((i + 1) * side) / (clicks + 1);
+    await decode(decoder, zeros, { points: [{ x: at, y: side - at, label: 1 }], box: null });
+    onProgress(i + 2, clicks + 1);
+  }
   return performance.now() - started;
 }
 

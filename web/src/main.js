@@ -4,7 +4,7 @@
 // masks, and "Make 3D scene" sends them all (scene.js) and shows every object placed; "Make 3D person" sends the
 // mask to sam3d_body's generate_body and shows the person's mesh with its 70 keypoints.
 import { Api, ServerError, base64Of, bytesOf } from "./api.js";
-import { checkEmbedding, decode, loadDecoder, prepareEmbedding } from "./decoder.js";
+import { checkEmbedding, decode, loadDecoder, prepareEmbedding, warmUpDecoder } from "./decoder.js";
 import { decodeRle, encodeRle } from "./rle.js";
 import { parseSafetensors } from "./safetensors.js";
 import { sceneLinks, sceneRequest, sceneSummary } from "./scene.js";
@@ -17,6 +17,7 @@ const INSTANCE_COLOURS = [[255, 99, 71], [50, 205, 50], [255, 215, 0], [186, 85,
 const state = {
   api: null,
   decoder: null,
+  warmUp: null, // the decoder's warm-up (a promise of its ms): an embedding's preparation waits for it
   file: null, // the image file as sent to the server
   width: 0,
   height: 0,
@@ -247,6 +248,7 @@ async function openImage(file, name) {
       throw new Error(`the server saw a ${size[1]}x${size[0]} image, the browser ${state.width}x${state.height}`);
     }
     const ms = performance.now() - started;
+    await state.warmUp; // the decoder runs one run at a time
     const prepareMs = await prepareEmbedding(state.decoder, embedding); // once: later clicks only decode
     state.embedding = embedding;
     setStatus(
@@ -430,6 +432,19 @@ async function start() {
     state.decoder = await loadDecoder(config.decoder_url);
     const meta = state.decoder.metadata;
     $("model").textContent = `${meta.model_id} · decoder K=${meta.outputs_k} · TorchServe ${config.inference_url}`;
+    state.warmUp = warmUpDecoder(state.decoder, undefined, (done, total) => {
+      if (!state.file) setStatus(`open an image or a sample (warming up the decoder: run ${done} of ${total})`);
+    });
+    state.warmUp.then(
+      (ms) => {
+        $("model").textContent += ` · decoder warmed up in ${ms.toFixed(0)} ms`;
+        if (!state.file) setStatus("open an image or a sample");
+      },
+      (err) => {
+        setStatus("the decoder could not run");
+        showError(err);
+      },
+    );
     gen3d.viewer = new Viewer($("viewer"));
     listenToPrompts();
     $("file").addEventListener("change", (event) => {
