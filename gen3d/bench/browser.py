@@ -14,7 +14,7 @@ import statistics
 import subprocess
 from pathlib import Path
 
-from gen3d.sam3.onnx_export import code_digest
+from gen3d.sam3.onnx_export import click_graph_path, code_digest
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 CACHE = CHECKOUT / ".scratch" / "bench"
@@ -125,7 +125,8 @@ def run(clicks: int = 20, warmup: int = 3, decoder: Path | None = None, page_war
     from gen3d.web.page_server import PageServer
 
     decoder = decoder or decoder_file()
-    server = PageServer("http://127.0.0.1:9", 0).start(decoder)  # no TorchServe: only the decoder is used
+    server = PageServer("http://127.0.0.1:9", 0)  # no TorchServe: only the decoder is used
+    server.start(decoder, click_graph_path(decoder))
     headers = {
         "Content-Type": "text/html",
         "Cross-Origin-Opener-Policy": "same-origin",

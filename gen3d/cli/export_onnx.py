@@ -14,6 +14,8 @@ take those as prepared_*_in with empty embedding tensors and only decode the cli
 int64 [2] (height, width); optionally (Python) mask_input [1,1,4G,4G] / has_mask_input [1] with the embedding.
 Outputs: low_res_logits [1,K,4G,4G], which the client post-processes (holes filled, resized to the picture:
 gen3d.sam3.onnx_client, the page's postprocess.js), iou_predictions [1,K], low_res_masks [1,K,4G,4G], prepared_*.
+Beside each file, <stem>.click.onnx: its click graph alone, the prepared_* tensors its initializers as external data
+named by the outputs (a session per prepared embedding; each click feeds the prompts only: what the page runs).
 Exporting takes ~20-60 s on 2 CPU cores.
 """
 
@@ -26,7 +28,7 @@ import warnings
 from pathlib import Path
 
 from gen3d.errors import StartupError
-from gen3d.sam3.onnx_export import export_archive
+from gen3d.sam3.onnx_export import click_graph_path, export_archive
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for path, metadata in zip([args.out, args.multimask_out], written, strict=False):
         k, model_id = metadata["outputs_k"], metadata["model_id"]
-        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, K={k}) for {model_id} from {args.archive}")
+        clicks = click_graph_path(path)
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, K={k}) and {clicks} "
+              f"({clicks.stat().st_size / 1e6:.1f} MB) for {model_id} from {args.archive}")  # fmt: skip
     return 0
 
 

@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 
 from gen3d.archives import archive_name, archives_in
 from gen3d.errors import StartupError
-from gen3d.sam3.onnx_export import CACHED_DECODER, cached_decoder_path
+from gen3d.sam3.onnx_export import CACHED_DECODER, cached_decoder_path, click_graph_path
 from gen3d.serving.buckets import BucketPolicy
 from gen3d.torchserve import runner
 from gen3d.web.page_server import DEFAULT_PORT, HOST, PageServer, torchserve_cors
@@ -57,8 +57,9 @@ class DecoderExport:
             code = self.process.wait()
             if code != 0:
                 raise RuntimeError(f"exporting the ONNX decoder failed (exit {code}); see {self.log_path}")
-            for old in self.path.parent.glob(CACHED_DECODER.format(key="*")):
-                if old != self.path:
+            keep = (self.path, click_graph_path(self.path))
+            for old in self.path.parent.glob(CACHED_DECODER.format(key="*")):  # the click graphs too
+                if old not in keep:
                     old.unlink()
         return self.path
 
@@ -132,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             server.metrics_url,
         )
         if page is not None:
-            page.start(export.wait())
+            decoder = export.wait()
+            page.start(decoder, click_graph_path(decoder))
             logging.info("demo page: open %s (click to mask, Make 3D)", page.url)
         return server.process.wait()
     except KeyboardInterrupt:

@@ -1,5 +1,6 @@
 """A Python client of the ONNX decoder (format v4), numpy and scikit-image only: the feeds that stand for an
-embedding (:func:`embedding_feeds`), and the post-processing of ``low_res_logits``: what sam3's
+embedding (:func:`embedding_feeds`), the decoder's click graph on a preparation (:func:`click_session`), and the
+post-processing of ``low_res_logits``: what sam3's
 ``SAM2Transforms.postprocess_masks`` does, and what the page's ``web/src/postprocess.js`` does.
 
 1. fill every 8-connected component of ``logits <= mask_threshold`` of at most ``max_hole_area`` low-res pixels
@@ -37,6 +38,20 @@ def embedding_feeds(session, tensors: dict | None = None, prepared: dict | None 
             empty = np.zeros((0, node.shape[1]), np.float32)
             feeds[node.name] = empty if prepared is None else prepared[node.name.removesuffix("_in")]
     return feeds
+
+
+def click_session(click_graph, prepared: dict, providers=("CPUExecutionProvider",)):
+    """An onnxruntime session of the decoder's click graph (``<stem>.click.onnx``) for one embedding: ``prepared``
+    its preparation, the decoder's ``prepared_*`` outputs by name, given as the graph's initializers (tensor
+    ``prepared_X`` is initializer ``X``, whose external data location is ``prepared_X``). Each run then takes
+    ``point_coords``, ``point_labels`` and ``orig_im_size`` only."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    names = [name.removeprefix("prepared_") for name in prepared]
+    values = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value, np.float32)) for value in prepared.values()]
+    options.add_external_initializers(names, values)
+    return ort.InferenceSession(str(click_graph), options, providers=list(providers))
 
 
 def fill_small_components(

@@ -28,6 +28,13 @@ log = logging.getLogger(__name__)
 # v2: low-res logits out, post-processing client-side; v3: the embedding's preparation handed back (prepared_*);
 # v4: the preparation holds the embedding's products for every layer (other prepared_* tensors), GELU in tanh's form
 DECODER_FORMAT = "gen3d.sam3.interactive-decoder-onnx/v4"
+# the decoder's companion: its click graph alone, the prepared tensors external initializers (a session per embedding)
+CLICK_GRAPH_FORMAT = "gen3d.sam3.click-graph-onnx/v1"
+CLICK_GRAPH_USAGE = (
+    "a session per prepared embedding: the decoder file's first run on the embedding answers the prepared_* outputs; "
+    "create this graph's session with each as the external data named by the output (float32 bytes, row-major), "
+    "then each click feeds point_coords, point_labels and orig_im_size only (as the decoder's)"
+)
 OPSET = 20  # 20: GELU is one op (onnxruntime-web runs the erf form as five passes over the largest tensors)
 MAX_POINTS = 1024  # the export's bound on N; the graph itself takes any N >= 1
 USAGE = (
@@ -190,7 +197,7 @@ def export_predictor(
         ClickDecoder,
         PrepareEmbedding,
     )
-    from gen3d.sam3.onnx_graphs import join
+    from gen3d.sam3.onnx_graphs import click_graph, join
 
     grid = preset.grid
     k = 3 if multimask else 1
@@ -202,18 +209,16 @@ def export_predictor(
     click = ClickDecoder(predictor, multimask_output=multimask).eval()
     points = torch.export.Dim("num_points", min=1, max=MAX_POINTS)
     prompt_shapes = [{1: points}, {1: points}, None]  # point_coords, point_labels, orig_im_size
-    model = join(
-        _export(prepare, embedding, EMBEDDING_INPUTS, PREPARED_NAMES),
-        _export(
-            click,
-            (*prepared, *_prompt_examples()),
-            (*PREPARED_NAMES, *PROMPT_INPUTS),
-            OUTPUT_NAMES,
-            (tuple([None] * len(PREPARED_NAMES) + prompt_shapes),),  # ClickDecoder.forward(*inputs): one varargs
-        ),
-        PREPARED_NAMES,
-        _optional_defaults(grid),
+    click_model = _export(
+        click,
+        (*prepared, *_prompt_examples()),
+        (*PREPARED_NAMES, *PROMPT_INPUTS),
+        OUTPUT_NAMES,
+        (tuple([None] * len(PREPARED_NAMES) + prompt_shapes),),  # ClickDecoder.forward(*inputs): one varargs
     )
+    clicks_only = click_graph(click_model, PREPARED_NAMES)  # before join, which changes click_model
+    preparation = _export(prepare, embedding, EMBEDDING_INPUTS, PREPARED_NAMES)
+    model = join(preparation, click_model, PREPARED_NAMES, _optional_defaults(grid))
     metadata = {
         "format": DECODER_FORMAT,
         "embedding_format": EMBEDDING_FORMAT,
@@ -232,16 +237,27 @@ def export_predictor(
         "sam3_version": importlib.metadata.version("sam3"),
         "torch_version": torch.__version__,
         "usage": USAGE,
+        "export_code": code_digest(),  # the same in the click graph's file: the two were exported together
         **(extra_metadata or {}),
     }
     _finish(model, k, grid, metadata)
+    _finish(clicks_only, k, grid, {**metadata, "format": CLICK_GRAPH_FORMAT, "usage": CLICK_GRAPH_USAGE})
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
-    onnx.save(model, str(partial))
-    onnx.checker.check_model(str(partial), full_check=True)
-    partial.replace(out)
-    log.info("exported %s (K=%d, %.1f MB) in %.1f s", out, k, out.stat().st_size / 1e6, time.perf_counter() - started)
+    for path, proto in ((click_graph_path(out), clicks_only), (out, model)):  # the decoder last: the export is done
+        partial = path.with_name(path.name + ".partial")
+        onnx.save(proto, str(partial))
+        if proto is model:  # the click graph's external data is the client's to give
+            onnx.checker.check_model(str(partial), full_check=True)
+        partial.replace(path)
+    size = click_graph_path(out).stat().st_size / 1e6
+    log.info("exported %s (K=%d, %.1f MB; click graph %.1f MB) in %.1f s", out, k, out.stat().st_size / 1e6, size,
+             time.perf_counter() - started)  # fmt: skip
     return metadata
+
+
+def click_graph_path(decoder: Path) -> Path:
+    """Where the click graph of the decoder file ``decoder`` is written: beside it, ``<stem>.click.onnx``."""
+    return decoder.with_name(decoder.stem + ".click.onnx")
 
 
 def code_digest() -> str:

@@ -8,9 +8,14 @@ on what they made (``else``); the weights are the outer graph's, shared by both 
 inputs: onnxruntime-web feeds only a graph's inputs that have no initializer (its ``inputNames``), so an input with
 a default could not be fed from a browser; ``mask_input``/``has_mask_input`` keep their no-mask defaults (a
 refinement only Python clients can ask for).
+
+:func:`click_graph` makes the companion file for a session per prepared embedding: the click's graph alone, the
+prepared tensors its initializers, stored as external data that the client supplies when it creates the session.
 """
 
 from __future__ import annotations
+
+import math
 
 
 def prepared_output(name: str) -> str:
@@ -149,3 +154,33 @@ def join(prepare, click, prepared_names: tuple[str, ...], defaults: dict) -> obj
     graph.initializer.append(numpy_helper.from_array(np.array(0, np.int64), "zero_elements"))
     graph.initializer.extend(numpy_helper.from_array(value, name) for name, value in defaults.items())
     return click
+
+
+def click_graph(click, prepared_names: tuple[str, ...]) -> object:
+    """A copy of ``click`` (a model whose first inputs are ``prepared_names``) whose prepared inputs are initializers
+    with external data: tensor ``name``'s float32 bytes in row-major order, at "location" :func:`prepared_output`
+    (the decoder's output that holds them), from offset 0. onnxruntime then treats them as constants (their
+    products with the weights pre-packed, no copy per run)."""
+    import onnx
+
+    if [i.name for i in click.graph.input[: len(prepared_names)]] != list(prepared_names):
+        raise ValueError(f"the click graph's first inputs are not {prepared_names}")
+    model = onnx.ModelProto()
+    model.CopyFrom(click)
+    graph = model.graph
+    declared = list(graph.input[: len(prepared_names)])
+    prompts = list(graph.input[len(prepared_names) :])
+    for info in declared:
+        dims = [dim.dim_value for dim in info.type.tensor_type.shape.dim]
+        if info.type.tensor_type.elem_type != onnx.TensorProto.FLOAT or not all(dims):
+            raise ValueError(f"prepared input {info.name} is not float32 of a fixed shape")
+        tensor = onnx.TensorProto(name=info.name, data_type=onnx.TensorProto.FLOAT, dims=dims)
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        length = 4 * math.prod(dims)
+        for key, value in (("location", prepared_output(info.name)), ("offset", "0"), ("length", str(length))):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+        graph.initializer.append(tensor)
+    del graph.input[:]
+    graph.input.extend(prompts)
+    return model

@@ -3,8 +3,9 @@
 It serves the checkout's ``web/`` folder (index.html, style.css, api.html, src/, samples/), three npm packages from
 ``web/node_modules`` (``npm ci``: onnxruntime-web's ``dist/``, three's ``build/`` and ``examples/jsm/``, and
 swagger-ui-dist's bundle and stylesheet) under ``/vendor/``, the ONNX decoder exported from the served sam3 archive
-at ``/decoder.onnx``, ``/config.json`` telling the page where TorchServe's inference API is, and the API's
-documentation: ``/api`` (``web/api.html``: Swagger UI) showing ``/openapi.json`` (the checkout's docs/openapi.json).
+at ``/decoder.onnx`` and its click graph at ``/decoder.click.onnx``, ``/config.json`` telling the page where
+TorchServe's inference API is, and the API's documentation: ``/api`` (``web/api.html``: Swagger UI) showing
+``/openapi.json`` (the checkout's docs/openapi.json).
 GET and HEAD only; nothing outside those paths. The page is cross-origin isolated (COOP/COEP), so onnxruntime-web
 may use WebAssembly threads.
 """
@@ -77,6 +78,7 @@ class PageServer:
         self.page_dir = page_dir.resolve()
         self.openapi = openapi
         self.decoder: Path | None = None  # given to start()
+        self.click_graph: Path | None = None
         self.config = json.dumps({"inference_url": inference_url, "decoder_url": "/decoder.onnx"}).encode()
         try:
             self.httpd = ThreadingHTTPServer((HOST, port), self._handler())
@@ -87,11 +89,13 @@ class PageServer:
         self.url = f"http://{HOST}:{self.port}/"
         self.thread: threading.Thread | None = None
 
-    def start(self, decoder: Path) -> PageServer:
-        """Serves from now on, ``decoder`` (which must exist) at /decoder.onnx."""
-        if not decoder.is_file():
-            raise StartupError(f"ONNX decoder not found at {decoder}")
-        self.decoder = decoder
+    def start(self, decoder: Path, click_graph: Path) -> PageServer:
+        """Serves from now on ``decoder`` at /decoder.onnx and its click graph at /decoder.click.onnx (both must
+        exist)."""
+        for path in (decoder, click_graph):
+            if not path.is_file():
+                raise StartupError(f"ONNX decoder not found at {path}")
+        self.decoder, self.click_graph = decoder, click_graph
         self.thread = threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="page-server", daemon=True
         )
@@ -114,6 +118,8 @@ class PageServer:
             return self.openapi
         if path == "/decoder.onnx":
             return self.decoder
+        if path == "/decoder.click.onnx":
+            return self.click_graph
         parts = [p for p in path.split("/") if p]
         if not parts or any(p in (".", "..") or "\\" in p for p in parts):
             return None

@@ -22,7 +22,7 @@ from PIL import Image
 
 from gen3d.bench.browser import CHROMIUM, FLAGS
 from gen3d.sam3.embedding_file import EMBEDDING_FORMAT
-from gen3d.sam3.onnx_export import read_metadata
+from gen3d.sam3.onnx_export import click_graph_path, read_metadata
 from gen3d.serving.masks import mask_from_rle, rle_from_mask
 from tests.conftest import REPO
 from tests.integration.http_support import post, post_ok
@@ -36,7 +36,7 @@ SAMPLE = REPO / "web" / "samples" / "still-life.png"
 def page_server(decoder_export, torchserve, decoder_onnx, page_port):
     from gen3d.web.page_server import PageServer
 
-    server = PageServer(torchserve.inference_url, page_port).start(decoder_onnx)
+    server = PageServer(torchserve.inference_url, page_port).start(decoder_onnx, click_graph_path(decoder_onnx))
     yield server
     server.stop()
 
@@ -220,23 +220,27 @@ def test_the_page_warms_its_decoder_up_before_the_first_picture(page):
         """async () => {
         const { warmUpDecoder } = await import("/src/decoder.js");
         const decoder = window.gen3d.state.decoder;
-        const run = decoder.session.run.bind(decoder.session);
+        const sessions = Object.getPrototypeOf(decoder.session);  // onnxruntime-web's InferenceSession
+        const run = sessions.run;
         const runs = [];
         const progress = [];
-        decoder.session.run = (feeds, fetches) => {
-          runs.push(feeds.image_embed.dims.slice(2).join("x"));  // 0x0 once the embedding is prepared
-          return run(feeds, fetches);
+        sessions.run = function (feeds, fetches) {
+          const what = this === decoder.session ? feeds.image_embed.dims.slice(2).join("x") : "click graph";
+          runs.push(`${what}: ${Object.keys(feeds).filter((name) => name.startsWith("point_")).join(", ")}`);
+          return run.call(this, feeds, fetches);
         };
         try {
           await warmUpDecoder(decoder, 2, (done, total) => progress.push([done, total]));
         } finally {
-          decoder.session.run = run;
+          sessions.run = run;
         }
         return { runs, progress, grid: Number(decoder.metadata.grid) };
     }"""
     )
     grid = seen["grid"]
-    assert seen["runs"] == [f"{grid}x{grid}", "0x0", "0x0"]  # the preparation of zeros, then two clicks on it
+    # the decoder prepares the zeros, then its click graph's session (the preparation its initializers) clicks
+    clicks = "click graph: point_coords, point_labels"
+    assert seen["runs"] == [f"{grid}x{grid}: point_coords, point_labels", clicks, clicks]
     assert seen["progress"] == [[1, 3], [2, 3], [3, 3]]
 
 
@@ -494,6 +498,7 @@ def test_make_serve_serves_the_page_and_opens_cors_for_it(model_store, aws_env, 
     cached = cached_decoder_path(tmp_path / "onnx", store / "sam3.mar")  # the session's export, as if cached
     cached.parent.mkdir()
     shutil.copy(decoder_onnx, cached)
+    shutil.copy(click_graph_path(decoder_onnx), click_graph_path(cached))
     page_port = runner.free_ports(1)[0]
     env = dict(os.environ, **aws_env, GEN3D_CACHE_DIR=str(tmp_path / "cache"))
     args = ["--page-port", str(page_port), "--decoder-cache", str(tmp_path / "onnx")]

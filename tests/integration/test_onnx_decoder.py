@@ -26,8 +26,8 @@ import pytest
 from safetensors.numpy import load as load_safetensors
 
 from gen3d.sam3.embedding_file import EMBEDDING_FORMAT
-from gen3d.sam3.onnx_client import embedding_feeds, logits_from_low_res
-from gen3d.sam3.onnx_export import DECODER_FORMAT
+from gen3d.sam3.onnx_client import click_session, embedding_feeds, logits_from_low_res
+from gen3d.sam3.onnx_export import CLICK_GRAPH_FORMAT, DECODER_FORMAT, click_graph_path, read_metadata
 from gen3d.serving.masks import mask_from_rle
 from tests.conftest import REPO, png_bytes
 from tests.integration.http_support import post_ok, safetensors_metadata
@@ -194,6 +194,35 @@ def test_a_prepared_embedding_decodes_clicks_alone_as_the_embedding_does(decoder
     nothing = {name: value[..., :0, :0] for name, value in tensors.items()}  # empty tensors, empty preparation
     with pytest.raises(ort.capi.onnxruntime_pybind11_state.Fail):
         decoder_run(decoder, nothing, metadata, [(1, 1)], [1])
+
+
+
+def test_the_click_graph_answers_the_decoders_masks_from_a_preparation(decoder_onnx, decoder, pictures):
+    """The companion file (a session per embedding whose prepared tensors are its initializers) belongs to the
+    decoder file, takes the prompts only, and answers the decoder's masks for the preparation it was given."""
+    ours, main = read_metadata(click_graph_path(decoder_onnx)), read_metadata(decoder_onnx)
+    assert ours["format"] == CLICK_GRAPH_FORMAT and main["format"] == DECODER_FORMAT
+    same = ("model_id", "export_code", "grid", "outputs_k")
+    assert {k: ours[k] for k in same} == {k: main[k] for k in same}
+    _, tensors, metadata = pictures["still-life"]
+    made = preparation(decoder, tensors, metadata)
+    external = onnx.load(str(click_graph_path(decoder_onnx)), load_external_data=False).graph.initializer
+    locations = {t.name: {e.key: e.value for e in t.external_data} for t in external if t.external_data}
+    assert locations == {  # what the page gives: each prepared_* output's bytes, by its name
+        name: {"location": f"prepared_{name}", "offset": "0", "length": str(made[f"prepared_{name}"].nbytes)}
+        for name in PREPARED
+    }
+    clicks = click_session(click_graph_path(decoder_onnx), made)
+    assert [i.name for i in clicks.get_inputs()] == ["point_coords", "point_labels", "orig_im_size"]
+    size = np.array([int(metadata["original_height"]), int(metadata["original_width"])], np.int64)
+    for points, labels in (([(150, 110)], [1]), ([(150, 110), (60, 40)], [1, 0])):
+        _, scores, low_res, _ = decoder_run(decoder, tensors, metadata, points, labels, prepared=made)
+        feeds = {"point_coords": np.array([points], np.float32), "point_labels": np.array([labels], np.float32)}
+        answer = clicks.run(["iou_predictions", "low_res_masks"], {**feeds, "orig_im_size": size})
+        np.testing.assert_allclose(answer[1][0], low_res, atol=1e-4)  # onnxruntime folds the constants' products
+        np.testing.assert_allclose(answer[0][0], scores, atol=1e-5)
+    other = click_session(click_graph_path(decoder_onnx), preparation(decoder, *pictures["noise"][1:]))
+    assert not np.allclose(other.run(["low_res_masks"], {**feeds, "orig_im_size": size})[0][0], low_res, atol=1e-2)
 
 
 @pytest.fixture(scope="module")

@@ -46,9 +46,10 @@ def page_dir(tmp_path):
 
 @pytest.fixture
 def server(page_dir, tmp_path):
-    decoder = tmp_path / "decoder.onnx"
+    decoder, click_graph = tmp_path / "decoder.onnx", tmp_path / "decoder.click.onnx"
     decoder.write_bytes(b"onnx")
-    page = PageServer("http://127.0.0.1:8080", port=0, page_dir=page_dir).start(decoder)
+    click_graph.write_bytes(b"click")
+    page = PageServer("http://127.0.0.1:8080", port=0, page_dir=page_dir).start(decoder, click_graph)
     yield page
     page.stop()
 
@@ -61,6 +62,7 @@ def server(page_dir, tmp_path):
         ("/src/main.js", "text/javascript; charset=utf-8"),
         ("/samples/a.png", "image/png"),
         ("/decoder.onnx", "application/octet-stream"),
+        ("/decoder.click.onnx", "application/octet-stream"),
         ("/vendor/onnxruntime-web/ort.wasm.min.mjs", "text/javascript; charset=utf-8"),
         ("/vendor/onnxruntime-web/ort-wasm-simd-threaded.wasm", "application/wasm"),
         ("/vendor/three/build/three.module.js", "text/javascript; charset=utf-8"),
@@ -164,11 +166,14 @@ def test_without_npm_ci_start_up_names_the_missing_file(page_dir, tmp_path):
         PageServer("http://127.0.0.1:8080", port=0, page_dir=page_dir)
 
 
-def test_a_missing_decoder_stops_start(page_dir, tmp_path):
+def test_a_missing_decoder_or_click_graph_stops_start(page_dir, tmp_path):
     page = PageServer("http://127.0.0.1:8080", port=0, page_dir=page_dir)
+    (tmp_path / "there.onnx").write_bytes(b"onnx")
     try:
-        with pytest.raises(StartupError, match="ONNX decoder not found"):
-            page.start(tmp_path / "none.onnx")
+        cases = (("none.onnx", "there.onnx", "none"), ("there.onnx", "none.click.onnx", "none.click"))
+        for decoder, click_graph, missing in cases:
+            with pytest.raises(StartupError, match=rf"ONNX decoder not found at .*/{missing}\.onnx$"):
+                page.start(tmp_path / decoder, tmp_path / click_graph)
     finally:
         page.stop()
 

@@ -1,14 +1,15 @@
 // SAM 3's prompt decoder in the browser: the ONNX file exported from the served sam3 archive
 // (gen3d-export-onnx), run by onnxruntime-web's WebAssembly backend on the get_embedding tensors; the mask's
 // post-processing (hole filling at low resolution, upsampling, threshold) is postprocess.js's. An embedding's first
-// run prepares it (its prompt-independent tensors, the prepared_* outputs); its later runs are given those instead
-// of the embedding and only decode the click.
+// run prepares it (its prompt-independent tensors, the prepared_* outputs), and those become the initializers of a
+// session of the decoder's click graph (its companion file), which decodes each later click from the prompts alone.
 import * as ort from "onnxruntime-web";
 import { readOnnxMetadata } from "./onnx_metadata.js";
 import { fillSmallComponents, upsampleMask } from "./postprocess.js";
 
 // v4: low-res logits out, the embedding's preparation handed back, factored (gen3d/sam3/onnx_export.py)
 export const DECODER_FORMAT = "gen3d.sam3.interactive-decoder-onnx/v4";
+export const CLICK_GRAPH_FORMAT = "gen3d.sam3.click-graph-onnx/v1"; // the decoder's click graph: <stem>.click.onnx
 const EMBEDDING_INPUTS = {
   image_embed: "image_embed",
   high_res_feats_0: "high_res_feats.0",
@@ -24,22 +25,37 @@ export function pageThreads() {
   return Math.min(4, navigator.hardwareConcurrency || 1);
 }
 
-/**
- * {session, metadata} of the decoder file at url, run on `threads` WebAssembly threads (one without cross-origin
- * isolation). onnxruntime-web starts its WebAssembly once per page: the first call's `threads` holds for the page.
- */
-export async function loadDecoder(url, threads = pageThreads()) {
+async function fetchBytes(url) {
   const response = await fetch(url);
   if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
-  const bytes = new Uint8Array(await response.arrayBuffer());
+  return new Uint8Array(await response.arrayBuffer());
+}
+
+/** Where the click graph of the decoder file at url is: beside it, <stem>.click.onnx (gen3d-export-onnx). */
+export function clickGraphUrl(url) {
+  return url.replace(/\.onnx$/, "") + ".click.onnx";
+}
+
+/**
+ * {session, metadata, clickGraph} of the decoder file at url and its click graph's bytes, run on `threads`
+ * WebAssembly threads (one without cross-origin isolation). onnxruntime-web starts its WebAssembly once per page:
+ * the first call's `threads` holds for the page.
+ */
+export async function loadDecoder(url, threads = pageThreads()) {
+  const [bytes, clickGraph] = await Promise.all([fetchBytes(url), fetchBytes(clickGraphUrl(url))]);
   const metadata = readOnnxMetadata(bytes);
   if (metadata.format !== DECODER_FORMAT) {
     throw new Error(`${url} is a decoder of format ${metadata.format}; this page takes ${DECODER_FORMAT}`);
   }
+  const clickMetadata = readOnnxMetadata(clickGraph);
+  const paired = ["model_id", "export_code"].every((key) => clickMetadata[key] === metadata[key]);
+  if (clickMetadata.format !== CLICK_GRAPH_FORMAT || !paired) {
+    throw new Error(`${clickGraphUrl(url)} is not the ${CLICK_GRAPH_FORMAT} file exported with ${url}`);
+  }
   ort.env.wasm.numThreads = threads;
   // logSeverityLevel 3 (errors): mask_input/has_mask_input have defaults (initializers), which ORT warns about
   const session = await ort.InferenceSession.create(bytes, { executionProviders: ["wasm"], logSeverityLevel: 3 });
-  return { session, metadata };
+  return { session, metadata, clickGraph, prepared: null };
 }
 
 /**
@@ -57,30 +73,24 @@ export function checkEmbedding(decoder, embedding) {
   }
 }
 
-const preparations = new WeakMap(); // embedding -> its prepared_*_in feeds, made by its first run
-
 function emptyTensor(dims) {
   return new ort.Tensor("float32", new Float32Array(0), dims);
 }
 
-/** The feeds that stand for the embedding: its tensors (and empty prepared_*_in) or its preparation. */
+/** The decoder's feeds for an embedding's first run: its tensors, and empty prepared_*_in. */
 function embeddingFeeds(decoder, embedding) {
-  const session = decoder.session;
-  const prepared = preparations.get(embedding);
-  const feeds = { ...prepared };
-  for (const input of session.inputMetadata) {
+  const feeds = {};
+  for (const input of decoder.session.inputMetadata) {
     const source = EMBEDDING_INPUTS[input.name];
-    if (source && prepared) feeds[input.name] = emptyTensor([1, input.shape[1], 0, 0]);
-    else if (source) {
+    if (source) {
       const t = embedding.tensors[source];
       feeds[input.name] = new ort.Tensor("float32", t.data, t.dims);
-    } else if (input.name.startsWith("prepared_") && !prepared) feeds[input.name] = emptyTensor([0, input.shape[1]]);
+    } else if (input.name.startsWith("prepared_")) feeds[input.name] = emptyTensor([0, input.shape[1]]);
   }
   return feeds;
 }
 
-/** Runs the decoder for prompts on the embedding; the embedding's first run keeps its preparation. */
-async function run(decoder, embedding, prompts) {
+function promptFeeds(embedding, prompts) {
   const [height, width] = embedding.size;
   const coords = [];
   const labels = [];
@@ -93,18 +103,37 @@ async function run(decoder, embedding, prompts) {
     coords.push(p.x, p.y);
     labels.push(p.label);
   }
-  const prepared = preparations.has(embedding);
-  const feeds = {
-    ...embeddingFeeds(decoder, embedding),
+  return {
     point_coords: new ort.Tensor("float32", Float32Array.from(coords), [1, labels.length, 2]),
     point_labels: new ort.Tensor("float32", Float32Array.from(labels), [1, labels.length]),
     orig_im_size: new ort.Tensor("int64", BigInt64Array.from([BigInt(height), BigInt(width)]), [2]),
   };
-  const out = await decoder.session.run(feeds, prepared ? MASK_OUTPUTS : decoder.session.outputNames);
-  if (!prepared) {
-    const names = decoder.session.outputNames.filter((name) => name.startsWith("prepared_"));
-    preparations.set(embedding, Object.fromEntries(names.map((name) => [`${name}_in`, out[name]])));
-  }
+}
+
+/**
+ * Runs the decoder for prompts on the embedding. The embedding's first run (the decoder file given its tensors)
+ * answers its preparation too; that becomes the initializers of a click graph session (decoder.prepared, one
+ * embedding at a time: the previous one's session is released), which runs every later click on it. As constants
+ * the prepared tensors are not copied per run and onnxruntime pre-packs their products (docs/performance.md).
+ */
+async function run(decoder, embedding, prompts) {
+  const feeds = promptFeeds(embedding, prompts);
+  if (decoder.prepared?.embedding === embedding) return decoder.prepared.session.run(feeds, MASK_OUTPUTS);
+  const session = decoder.session;
+  const out = await session.run({ ...embeddingFeeds(decoder, embedding), ...feeds }, session.outputNames);
+  const bytesOf = ({ data }) => new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  const externalData = session.outputNames
+    .filter((name) => name.startsWith("prepared_"))
+    .map((name) => ({ path: name, data: bytesOf(out[name]) })); // the click graph's initializers, by their names
+  const previous = decoder.prepared;
+  decoder.prepared = null;
+  if (previous) await previous.session.release();
+  const clicks = await ort.InferenceSession.create(decoder.clickGraph, {
+    executionProviders: ["wasm"],
+    logSeverityLevel: 3,
+    externalData,
+  });
+  decoder.prepared = { embedding, session: clicks };
   return out;
 }
 
@@ -113,7 +142,7 @@ async function run(decoder, embedding, prompts) {
  * prepared; returns the ms it took (0 when it was prepared).
  */
 export async function prepareEmbedding(decoder, embedding) {
-  if (preparations.has(embedding)) return 0;
+  if (decoder.prepared?.embedding === embedding) return 0;
   const started = performance.now();
   const [height, width] = embedding.size;
   await run(decoder, embedding, { points: [{ x: width / 2, y: height / 2, label: 1 }], box: null });
