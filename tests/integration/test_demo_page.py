@@ -244,6 +244,43 @@ def test_the_page_warms_its_decoder_up_before_the_first_picture(page):
     assert seen["progress"] == [[1, 3], [2, 3], [3, 3]]
 
 
+
+def test_the_decoders_runs_never_overlap(page):
+    """A click decoded while another picture is being prepared (which releases the click graph session the click
+    runs on) waits for it: onnxruntime never has two of the page's runs in flight, and the masks are unchanged."""
+    open_sample(page)
+    seen = page.evaluate(
+        """async () => {
+        const { decode, warmUpDecoder } = await import("/src/decoder.js");
+        const { decoder, embedding } = window.gen3d.state;
+        const sessions = Object.getPrototypeOf(decoder.session);
+        const run = sessions.run;
+        let inFlight = 0;
+        let most = 0;
+        sessions.run = async function (...args) {
+          most = Math.max(most, ++inFlight);
+          try {
+            return await run.apply(this, args);
+          } finally {
+            inFlight--;
+          }
+        };
+        try {
+          const ball = { points: [{ x: 150, y: 220, label: 1 }], box: null };
+          // the sample's click, a preparation of zeros (its own clicks after), the sample's click again
+          const [first, , again] = await Promise.all([
+            decode(decoder, embedding, ball), warmUpDecoder(decoder, 1), decode(decoder, embedding, ball),
+          ]);
+          const same = first.mask.every((v, i) => v === again.mask[i]);
+          return { most, pixels: first.mask.reduce((a, v) => a + v, 0), same };
+        } finally {
+          sessions.run = run;
+        }
+    }"""
+    )
+    assert seen["most"] == 1 and seen["pixels"] > 0 and seen["same"]
+
+
 @pytest.mark.sam3d_body
 def test_make_3d_person_shows_the_mesh_and_its_keypoints(page, torchserve, tmp_path):
     open_sample(page)

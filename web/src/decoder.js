@@ -55,7 +55,14 @@ export async function loadDecoder(url, threads = pageThreads()) {
   ort.env.wasm.numThreads = threads;
   // logSeverityLevel 3 (errors): mask_input/has_mask_input have defaults (initializers), which ORT warns about
   const session = await ort.InferenceSession.create(bytes, { executionProviders: ["wasm"], logSeverityLevel: 3 });
-  return { session, metadata, clickGraph, prepared: null };
+  return { session, metadata, clickGraph, prepared: null, queue: Promise.resolve() };
+}
+
+/** fn() once the decoder's earlier runs have ended: one run, or change of its click graph session, at a time. */
+function serially(decoder, fn) {
+  const next = decoder.queue.then(() => fn());
+  decoder.queue = next.catch(() => {}); // a failed run answers its caller; the next one still runs
+  return next;
 }
 
 /**
@@ -113,10 +120,15 @@ function promptFeeds(embedding, prompts) {
 /**
  * Runs the decoder for prompts on the embedding. The embedding's first run (the decoder file given its tensors)
  * answers its preparation too; that becomes the initializers of a click graph session (decoder.prepared, one
- * embedding at a time: the previous one's session is released), which runs every later click on it. As constants
+ * embedding at a time: the previous one's session is released), which runs every later click on it; runs never
+ * overlap (a picture's preparation may release the session a click was decoding on). As constants
  * the prepared tensors are not copied per run and onnxruntime pre-packs their products (docs/performance.md).
  */
-async function run(decoder, embedding, prompts) {
+function run(decoder, embedding, prompts) {
+  return serially(decoder, () => runNow(decoder, embedding, prompts));
+}
+
+async function runNow(decoder, embedding, prompts) {
   const feeds = promptFeeds(embedding, prompts);
   if (decoder.prepared?.embedding === embedding) return decoder.prepared.session.run(feeds, MASK_OUTPUTS);
   const session = decoder.session;
