@@ -51,8 +51,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--worst-masks", choices=("noisy", "objects"), default="noisy", help="segment-worst: the masks' shapes"
     )
-    parser.add_argument("--browser-clicks", type=int, default=20, help="browser: clicks timed after 3 warm-up ones")
-    parser.add_argument("--browser-decoder", type=Path, help="browser: measure this decoder file (format v4) instead")
+    parser.add_argument(
+        "--browser-clicks", type=int, default=20, help="browser: clicks timed after a picture's first 3"
+    )
+    parser.add_argument(
+        "--browser-decoder",
+        type=Path,
+        help="browser: measure this decoder file (format v4, its <stem>.click.onnx beside it) instead",
+    )
     parser.add_argument(
         "--browser-page-warm-up",
         type=int,

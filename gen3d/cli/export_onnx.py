@@ -54,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for path, metadata in zip([args.out, args.multimask_out], written, strict=False):
         k, model_id = metadata["outputs_k"], metadata["model_id"]
-        clicks = click_graph_path(path)
-        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, K={k}) and {clicks} "
-              f"({clicks.stat().st_size / 1e6:.1f} MB) for {model_id} from {args.archive}")  # fmt: skip
+        click_graph = click_graph_path(path)
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, K={k}) and {click_graph} "
+              f"({click_graph.stat().st_size / 1e6:.1f} MB) for {model_id} from {args.archive}")  # fmt: skip
     return 0
 
 

@@ -40,7 +40,7 @@ class DecoderExport:
         self.path = cached_decoder_path(cache_dir, archive)
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
-        if self.path.is_file():
+        if self.path.is_file() and click_graph_path(self.path).is_file():
             log.info("ONNX decoder of %s: %s (cached)", archive, self.path)
             return
         log.info("exporting the ONNX decoder of %s to %s while TorchServe starts (%s)", archive, self.path, log_path)

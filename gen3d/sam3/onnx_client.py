@@ -14,6 +14,8 @@ The decoder file's metadata records ``mask_threshold``, ``max_hole_area`` and ``
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 INPUT_TENSORS = {  # the decoder's input -> the embedding file's tensor
@@ -40,7 +42,7 @@ def embedding_feeds(session, tensors: dict | None = None, prepared: dict | None 
     return feeds
 
 
-def click_session(click_graph, prepared: dict, providers=("CPUExecutionProvider",)):
+def click_session(click_graph: str | Path, prepared: dict, providers: tuple[str, ...] = ("CPUExecutionProvider",)):
     """An onnxruntime session of the decoder's click graph (``<stem>.click.onnx``) for one embedding: ``prepared``
     its preparation, the decoder's ``prepared_*`` outputs by name, given as the graph's initializers (tensor
     ``prepared_X`` is initializer ``X``, whose external data location is ``prepared_X``). Each run then takes

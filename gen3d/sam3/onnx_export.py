@@ -152,7 +152,7 @@ def _finish(model, k: int, grid: int, metadata: dict[str, str]) -> None:
             dim.Clear()
             dim.dim_value = value
     onnx.helper.set_model_props(model, metadata)
-    model.doc_string = f"SAM 3 interactive prompt encoder + mask decoder of {metadata['model_id']}. {USAGE}"
+    model.doc_string = f"SAM 3 interactive prompt encoder + mask decoder of {metadata['model_id']}. {metadata['usage']}"
 
 
 def _export(module, inputs: tuple, input_names, output_names, dynamic_shapes=None):

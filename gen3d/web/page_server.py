@@ -92,9 +92,9 @@ class PageServer:
     def start(self, decoder: Path, click_graph: Path) -> PageServer:
         """Serves from now on ``decoder`` at /decoder.onnx and its click graph at /decoder.click.onnx (both must
         exist)."""
-        for path in (decoder, click_graph):
+        for what, path in (("ONNX decoder", decoder), ("its click graph", click_graph)):
             if not path.is_file():
-                raise StartupError(f"ONNX decoder not found at {path}")
+                raise StartupError(f"{what} not found at {path}")
         self.decoder, self.click_graph = decoder, click_graph
         self.thread = threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="page-server", daemon=True

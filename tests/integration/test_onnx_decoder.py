@@ -196,7 +196,6 @@ def test_a_prepared_embedding_decodes_clicks_alone_as_the_embedding_does(decoder
         decoder_run(decoder, nothing, metadata, [(1, 1)], [1])
 
 
-
 def test_the_click_graph_answers_the_decoders_masks_from_a_preparation(decoder_onnx, decoder, pictures):
     """The companion file (a session per embedding whose prepared tensors are its initializers) belongs to the
     decoder file, takes the prompts only, and answers the decoder's masks for the preparation it was given."""

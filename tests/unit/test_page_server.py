@@ -170,9 +170,12 @@ def test_a_missing_decoder_or_click_graph_stops_start(page_dir, tmp_path):
     page = PageServer("http://127.0.0.1:8080", port=0, page_dir=page_dir)
     (tmp_path / "there.onnx").write_bytes(b"onnx")
     try:
-        cases = (("none.onnx", "there.onnx", "none"), ("there.onnx", "none.click.onnx", "none.click"))
-        for decoder, click_graph, missing in cases:
-            with pytest.raises(StartupError, match=rf"ONNX decoder not found at .*/{missing}\.onnx$"):
+        cases = (
+            ("none.onnx", "there.onnx", "ONNX decoder", "none"),
+            ("there.onnx", "none.click.onnx", "its click graph", "none.click"),
+        )
+        for decoder, click_graph, what, missing in cases:
+            with pytest.raises(StartupError, match=rf"{what} not found at .*/{missing}\.onnx$"):
                 page.start(tmp_path / decoder, tmp_path / click_graph)
     finally:
         page.stop()

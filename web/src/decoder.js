@@ -48,7 +48,8 @@ export async function loadDecoder(url, threads = pageThreads()) {
     throw new Error(`${url} is a decoder of format ${metadata.format}; this page takes ${DECODER_FORMAT}`);
   }
   const clickMetadata = readOnnxMetadata(clickGraph);
-  const paired = ["model_id", "export_code"].every((key) => clickMetadata[key] === metadata[key]);
+  const same = ["model_id", "export_code", "grid", "outputs_k"];
+  const paired = same.every((key) => clickMetadata[key] === metadata[key]);
   if (clickMetadata.format !== CLICK_GRAPH_FORMAT || !paired) {
     throw new Error(`${clickGraphUrl(url)} is not the ${CLICK_GRAPH_FORMAT} file exported with ${url}`);
   }
@@ -140,12 +141,9 @@ async function runNow(decoder, embedding, prompts) {
   const previous = decoder.prepared;
   decoder.prepared = null;
   if (previous) await previous.session.release();
-  const clicks = await ort.InferenceSession.create(decoder.clickGraph, {
-    executionProviders: ["wasm"],
-    logSeverityLevel: 3,
-    externalData,
-  });
-  decoder.prepared = { embedding, session: clicks };
+  const options = { executionProviders: ["wasm"], externalData };
+  const clickSession = await ort.InferenceSession.create(decoder.clickGraph, options);
+  decoder.prepared = { embedding, session: clickSession };
   return out;
 }
 

@@ -248,7 +248,9 @@ async function openImage(file, name) {
       throw new Error(`the server saw a ${size[1]}x${size[0]} image, the browser ${state.width}x${state.height}`);
     }
     const ms = performance.now() - started;
-    await state.warmUp; // the decoder runs one run at a time
+    // after the warm-up's last run: a warm-up click queued behind this preparation would prepare the zeros again;
+    // a failed warm-up is its own error (shown when it failed), and each picture then tries on its own
+    await state.warmUp?.catch(() => {});
     const prepareMs = await prepareEmbedding(state.decoder, embedding); // once: later clicks only decode
     state.embedding = embedding;
     setStatus(
