@@ -2,12 +2,12 @@
 // decoded here by the ONNX decoder, without a server call; a text box runs concept segment on the server;
 // "Make 3D" sends the current mask to sam3d's generate_3d and shows the GLB; "Keep mask" adds it to the scene's
 // masks, and "Make 3D scene" sends them all (scene.js) and shows every object placed; "Make 3D person" sends the
-// mask to sam3d_body's generate_body and shows the person's mesh with its 70 keypoints.
-import { Api, ServerError, base64Of, bytesOf } from "./api.js";
+// mask to sam3d_body's generate_body and shows the person's mesh with its 70 keypoints (those three: generation.js).
+import { Api, ServerError, base64Of } from "./api.js";
 import { checkEmbedding, decode, loadDecoder, prepareEmbedding, warmUpDecoder } from "./decoder.js";
+import { make3d, make3dPerson, makeScene } from "./generation.js";
 import { decodeRle, encodeRle } from "./rle.js";
 import { parseSafetensors } from "./safetensors.js";
-import { sceneLinks, sceneRequest, sceneSummary } from "./scene.js";
 import { Viewer } from "./viewer.js";
 
 const $ = (id) => document.getElementById(id);
@@ -305,126 +305,6 @@ function listInstances() {
   $("instances").replaceChildren(...items);
 }
 
-async function make3d() {
-  if (!state.mask) return;
-  clearError();
-  $("make3d").disabled = true;
-  const started = performance.now();
-  const timer = setInterval(() => {
-    $("gen-status").textContent = `generate_3d on the server... ${((performance.now() - started) / 1000).toFixed(0)} s`;
-  }, 500);
-  try {
-    const answer = await state.api.generate3d({
-      image_base64: await base64Of(state.file),
-      mask_rle: encodeRle(state.mask, state.height, state.width),
-      seed: 42,
-    });
-    const files = answer.outputs_base64;
-    await gen3d.viewer.show(bytesOf(files.glb));
-    showPose(answer);
-    showDownloads([
-      [files.glb, "object.glb", "model/gltf-binary"],
-      [files.ply, "object.ply", "application/octet-stream"],
-      [files.pose, "pose.json", "application/json"],
-    ]);
-    const demo = answer.demo ? " (demo weights: random, the shape means nothing)" : "";
-    $("gen-status").textContent =
-      `${answer.model_id}: ${answer.mesh?.vertices ?? "?"} vertices, ${answer.gaussians ?? "?"} Gaussians in ` +
-      `${(answer.timings_ms.total / 1000).toFixed(1)} s${demo}`;
-    gen3d.generation = answer;
-  } catch (err) {
-    $("gen-status").textContent = "generate_3d failed";
-    showError(err);
-  } finally {
-    clearInterval(timer);
-    $("make3d").disabled = !state.mask;
-  }
-}
-
-async function make3dPerson() {
-  if (!state.mask) return;
-  clearError();
-  $("make3dperson").disabled = true;
-  $("gen-status").textContent = "generate_body on the server...";
-  try {
-    // the mask alone: the server uses its tight box, as upstream conditions a mask on its box
-    const answer = await state.api.generateBody({
-      image_base64: await base64Of(state.file),
-      masks: [{ mask_rle: encodeRle(state.mask, state.height, state.width) }],
-    });
-    const [person] = answer.people;
-    // keypoints in the GLB's frame: the camera frame (keypoints_3d + translation) turned to glTF's, (x, -y, -z)
-    const t = person.camera.translation;
-    const keypoints = person.keypoints_3d.map(([x, y, z]) => [x + t[0], -(y + t[1]), -(z + t[2])]);
-    await gen3d.viewer.show(bytesOf(answer.outputs_base64.people_glb), keypoints);
-    $("pose").textContent =
-      `camera translation [${t.map((v) => v.toFixed(3)).join(", ")}], focal length ` +
-      `${person.camera.focal_length.toFixed(1)} px`;
-    showDownloads([
-      [answer.outputs_base64.people_glb, "people.glb", "model/gltf-binary"],
-      [person.outputs_base64.params, "person_0.json", "application/json"],
-    ]);
-    const demo = answer.demo ? " (demo weights: random, the pose means nothing)" : "";
-    $("gen-status").textContent =
-      `${answer.model_id}: ${person.mesh.vertices} vertices, ${keypoints.length} keypoints in ` +
-      `${(answer.timings_ms.total / 1000).toFixed(1)} s${demo}`;
-    gen3d.person = answer;
-  } catch (err) {
-    $("gen-status").textContent = "generate_body failed";
-    showError(err);
-  } finally {
-    $("make3dperson").disabled = !state.mask;
-  }
-}
-
-async function makeScene() {
-  if (!state.kept.length) return;
-  clearError();
-  $("make-scene").disabled = true;
-  const started = performance.now();
-  const timer = setInterval(() => {
-    const seconds = ((performance.now() - started) / 1000).toFixed(0);
-    $("gen-status").textContent = `generate_3d of ${state.kept.length} objects on the server... ${seconds} s`;
-  }, 500);
-  try {
-    const answer = await state.api.generate3d({
-      image_base64: await base64Of(state.file),
-      ...sceneRequest(state.kept, state.height, state.width),
-    });
-    await gen3d.viewer.show(bytesOf(answer.outputs_base64.scene_glb));
-    $("pose").textContent = "";
-    $("downloads").replaceChildren(...(await sceneLinks(answer, gen3d.viewer)));
-    $("gen-status").textContent = sceneSummary(answer);
-    gen3d.scene = answer;
-  } catch (err) {
-    $("gen-status").textContent = "generate_3d of the scene failed";
-    showError(err);
-  } finally {
-    clearInterval(timer);
-    $("make-scene").disabled = !state.kept.length;
-  }
-}
-
-function showPose(answer) {
-  const fmt = (values) => values.map((v) => v.toFixed(3)).join(", ");
-  const { rotation, translation, scale } = answer.pose;
-  $("pose").textContent =
-    `pose (object -> camera): rotation wxyz [${fmt(rotation)}], translation [${fmt(translation)}], ` +
-    `scale [${fmt(scale)}]`;
-}
-
-/** Download links of [base64, file name, media type] triples. */
-function showDownloads(files) {
-  const links = files.map(([data, name, type]) => {
-    const a = document.createElement("a");
-    a.href = URL.createObjectURL(new Blob([bytesOf(data)], { type }));
-    a.download = name;
-    a.textContent = `download ${name}`;
-    return a;
-  });
-  $("downloads").replaceChildren(...links);
-}
-
 // -- start --------------------------------------------------------------------------------------------------
 async function start() {
   try {
@@ -464,10 +344,11 @@ async function start() {
       clearError();
     });
     $("concept-form").addEventListener("submit", segmentConcept);
-    $("make3d").addEventListener("click", make3d);
-    $("make3dperson").addEventListener("click", make3dPerson);
+    const page = { state, gen3d, clearError, showError };
+    $("make3d").addEventListener("click", () => make3d(page));
+    $("make3dperson").addEventListener("click", () => make3dPerson(page));
     $("keep").addEventListener("click", keepMask);
-    $("make-scene").addEventListener("click", makeScene);
+    $("make-scene").addEventListener("click", () => makeScene(page));
     setStatus("open an image or a sample");
     gen3d.ready = true;
   } catch (err) {
