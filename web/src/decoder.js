@@ -162,8 +162,9 @@ export async function prepareEmbedding(decoder, embedding) {
 // V8 runs a WebAssembly function on its baseline compiler until the function has run enough, then compiles it with
 // its optimizing tier in the background. In Chromium 156 on the published size, a fresh page's first ~6 clicks took
 // 2-3x a click's time and the first embedding's preparation twice its time (docs/performance.md); after an
-// embedding's preparation and 6 clicks on zeros they did not.
-export const WARM_UP_CLICKS = 6;
+// embedding's preparation and 6 clicks on zeros they did not, and after 12 a picture's first clicks on its click graph
+// session were ~15-20 ms faster again (the click graph's kernels are run by the warm-up's click session only).
+export const WARM_UP_CLICKS = 12;
 
 /**
  * Runs the decoder on an all-zero embedding of its shapes (its preparation, then `clicks` clicks, post-processing
