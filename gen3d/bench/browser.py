@@ -142,9 +142,11 @@ def run(clicks: int = 20, warmup: int = 3, decoder: Path | None = None, page_war
                 page.route(server.url + BENCH_PAGE, lambda route: route.fulfill(body=html, headers=headers))
                 page.goto(server.url + BENCH_PAGE)
                 args = {"threads": threads, "clicks": clicks, "warmup": warmup, "height": HEIGHT, "width": WIDTH}
-                args["pageWarmUp"] = page.evaluate("import('/src/decoder.js').then((m) => m.WARM_UP_CLICKS)")
-                if page_warm_up is not None:
-                    args["pageWarmUp"] = page_warm_up
+                args["pageWarmUp"] = (
+                    page.evaluate("import('/src/decoder.js').then((m) => m.WARM_UP_CLICKS)")
+                    if page_warm_up is None
+                    else page_warm_up
+                )
                 if threads is None:
                     args["threads"] = page.evaluate("import('/src/decoder.js').then((m) => m.pageThreads())")
                 results[name] = {"threads": args["threads"], "pageWarmUp": args["pageWarmUp"]}

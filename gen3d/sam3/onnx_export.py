@@ -243,13 +243,14 @@ def export_predictor(
     _finish(model, k, grid, metadata)
     _finish(clicks_only, k, grid, {**metadata, "format": CLICK_GRAPH_FORMAT, "usage": CLICK_GRAPH_USAGE})
     out.parent.mkdir(parents=True, exist_ok=True)
-    for path, proto in ((click_graph_path(out), clicks_only), (out, model)):  # the decoder last: the export is done
+    click_path = click_graph_path(out)
+    for path, proto in ((click_path, clicks_only), (out, model)):  # the decoder last: the export is done
         partial = path.with_name(path.name + ".partial")
         onnx.save(proto, str(partial))
         if proto is model:  # the click graph's external data is the client's to give
             onnx.checker.check_model(str(partial), full_check=True)
         partial.replace(path)
-    size = click_graph_path(out).stat().st_size / 1e6
+    size = click_path.stat().st_size / 1e6
     log.info("exported %s (K=%d, %.1f MB; click graph %.1f MB) in %.1f s", out, k, out.stat().st_size / 1e6, size,
              time.perf_counter() - started)  # fmt: skip
     return metadata

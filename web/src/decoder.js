@@ -10,12 +10,12 @@ import { fillSmallComponents, upsampleMask } from "./postprocess.js";
 // v4: low-res logits out, the embedding's preparation handed back, factored (gen3d/sam3/onnx_export.py)
 export const DECODER_FORMAT = "gen3d.sam3.interactive-decoder-onnx/v4";
 export const CLICK_GRAPH_FORMAT = "gen3d.sam3.click-graph-onnx/v1"; // the decoder's click graph: <stem>.click.onnx
+// the graph's input: the embedding file's tensor, and its side / the decoder's grid
 const EMBEDDING_INPUTS = {
-  image_embed: "image_embed",
-  high_res_feats_0: "high_res_feats.0",
-  high_res_feats_1: "high_res_feats.1",
-}; // the graph's input: the embedding file's tensor
-const EMBEDDING_SCALE = { image_embed: 1, high_res_feats_0: 4, high_res_feats_1: 2 }; // side / the decoder's grid
+  image_embed: { tensor: "image_embed", scale: 1 },
+  high_res_feats_0: { tensor: "high_res_feats.0", scale: 4 },
+  high_res_feats_1: { tensor: "high_res_feats.1", scale: 2 },
+};
 const MASK_OUTPUTS = ["low_res_logits", "iou_predictions"];
 
 ort.env.wasm.wasmPaths = "/vendor/onnxruntime-web/"; // served from web/node_modules, never a CDN
@@ -91,7 +91,7 @@ function embeddingFeeds(decoder, embedding) {
   for (const input of decoder.session.inputMetadata) {
     const source = EMBEDDING_INPUTS[input.name];
     if (source) {
-      const t = embedding.tensors[source];
+      const t = embedding.tensors[source.tensor];
       feeds[input.name] = new ort.Tensor("float32", t.data, t.dims);
     } else if (input.name.startsWith("prepared_")) feeds[input.name] = emptyTensor([0, input.shape[1]]);
   }
@@ -180,8 +180,8 @@ export async function warmUpDecoder(decoder, clicks = WARM_UP_CLICKS, onProgress
   for (const input of decoder.session.inputMetadata) {
     const source = EMBEDDING_INPUTS[input.name];
     if (!source) continue;
-    const n = grid * EMBEDDING_SCALE[input.name];
-    tensors[source] = { dims: [1, input.shape[1], n, n], data: new Float32Array(input.shape[1] * n * n) };
+    const n = grid * source.scale;
+    tensors[source.tensor] = { dims: [1, input.shape[1], n, n], data: new Float32Array(input.shape[1] * n * n) };
   }
   const zeros = { size: [side, side], metadata: {}, tensors };
   const yieldToPage = () => new Promise((resolve) => setTimeout(resolve, 0)); // the page paints, takes events

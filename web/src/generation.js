@@ -7,14 +7,20 @@ import { sceneLinks, sceneRequest, sceneSummary } from "./scene.js";
 
 const $ = (id) => document.getElementById(id);
 
+/** Shows "`label`... N s" in the status line every 0.5 s until the function it returns is called. */
+function showElapsed(label) {
+  const started = performance.now();
+  const timer = setInterval(() => {
+    $("gen-status").textContent = `${label}... ${((performance.now() - started) / 1000).toFixed(0)} s`;
+  }, 500);
+  return () => clearInterval(timer);
+}
+
 export async function make3d({ state, gen3d, clearError, showError }) {
   if (!state.mask) return;
   clearError();
   $("make3d").disabled = true;
-  const started = performance.now();
-  const timer = setInterval(() => {
-    $("gen-status").textContent = `generate_3d on the server... ${((performance.now() - started) / 1000).toFixed(0)} s`;
-  }, 500);
+  const stopElapsed = showElapsed("generate_3d on the server");
   try {
     const answer = await state.api.generate3d({
       image_base64: await base64Of(state.file),
@@ -38,7 +44,7 @@ export async function make3d({ state, gen3d, clearError, showError }) {
     $("gen-status").textContent = "generate_3d failed";
     showError(err);
   } finally {
-    clearInterval(timer);
+    stopElapsed();
     $("make3d").disabled = !state.mask;
   }
 }
@@ -83,11 +89,7 @@ export async function makeScene({ state, gen3d, clearError, showError }) {
   if (!state.kept.length) return;
   clearError();
   $("make-scene").disabled = true;
-  const started = performance.now();
-  const timer = setInterval(() => {
-    const seconds = ((performance.now() - started) / 1000).toFixed(0);
-    $("gen-status").textContent = `generate_3d of ${state.kept.length} objects on the server... ${seconds} s`;
-  }, 500);
+  const stopElapsed = showElapsed(`generate_3d of ${state.kept.length} objects on the server`);
   try {
     const answer = await state.api.generate3d({
       image_base64: await base64Of(state.file),
@@ -102,7 +104,7 @@ export async function makeScene({ state, gen3d, clearError, showError }) {
     $("gen-status").textContent = "generate_3d of the scene failed";
     showError(err);
   } finally {
-    clearInterval(timer);
+    stopElapsed();
     $("make-scene").disabled = !state.kept.length;
   }
 }
