@@ -1,6 +1,53 @@
 // sam3's mask post-processing (SAM2Transforms.postprocess_masks) on the decoder's low-resolution logits (decoder
-// formats v2 and v3): fill small 8-connected components at low resolution, then resize bilinearly to the picture and
-// threshold, computing full-resolution pixels only where a low-resolution neighbour is the object.
+// formats v2 and later): fill small 8-connected components at low resolution, then resize bilinearly to the picture
+// and threshold, interpolating only the output pixels whose four source pixels are not all on one side.
+
+/**
+ * Calls onSmall(row, start, end) for every run of pixels [start, end) of a row that belongs to an 8-connected
+ * component of at most `maxArea` pixels where `selected` (Uint8Array, height x width) is 1. The components are
+ * labelled by runs: each run joins (union-find) the runs of the row above that touch it, diagonals included.
+ */
+function smallComponents(selected, height, width, maxArea, onSmall) {
+  const most = height * Math.ceil(width / 2); // runs are at least one pixel apart
+  const [row, first, last] = [new Int32Array(most), new Int32Array(most), new Int32Array(most)];
+  const rowRuns = new Int32Array(height + 1); // row y's runs are rowRuns[y] .. rowRuns[y + 1] - 1
+  let runs = 0;
+  for (let y = 0; y < height; y++) {
+    rowRuns[y] = runs;
+    const base = y * width;
+    for (let x = 0; x < width; x++) {
+      if (!selected[base + x]) continue;
+      row[runs] = y;
+      first[runs] = x;
+      while (x < width && selected[base + x]) x++;
+      last[runs++] = x; // one past the run
+    }
+  }
+  rowRuns[height] = runs;
+  const parent = new Int32Array(runs);
+  for (let r = 0; r < runs; r++) parent[r] = r;
+  const root = (r) => {
+    while (parent[r] !== r) r = parent[r] = parent[parent[r]]; // path halving
+    return r;
+  };
+  for (let y = 1; y < height; y++) {
+    let above = rowRuns[y - 1];
+    for (let r = rowRuns[y]; r < rowRuns[y + 1]; r++) {
+      while (above < rowRuns[y] && last[above] < first[r]) above++; // ends left of r's left diagonal
+      for (let a = above; a < rowRuns[y] && first[a] <= last[r]; a++) {
+        const u = root(r);
+        const v = root(a);
+        if (u !== v) parent[Math.max(u, v)] = Math.min(u, v); // a root precedes its runs
+      }
+    }
+  }
+  const size = new Int32Array(runs);
+  for (let r = 0; r < runs; r++) {
+    parent[r] = parent[parent[r]]; // the parent is earlier, so already points at its root
+    size[parent[r]] += last[r] - first[r];
+  }
+  for (let r = 0; r < runs; r++) if (size[parent[r]] <= maxArea) onSmall(row[r], first[r], last[r]);
+}
 
 /**
  * A copy of `logits` (Float32Array, height x width, row-major) where every 8-connected component of
@@ -10,39 +57,20 @@
  */
 export function fillSmallComponents(logits, height, width, threshold, maxHoleArea, maxSprinkleArea) {
   const out = Float32Array.from(logits);
+  const [object, background] = [new Uint8Array(logits.length), new Uint8Array(logits.length)];
+  for (let p = 0; p < logits.length; p++) {
+    object[p] = logits[p] > threshold ? 1 : 0;
+    background[p] = 1 - object[p];
+  }
   const fills = [
-    [maxHoleArea, (v) => v <= threshold, threshold + 10],
-    [maxSprinkleArea, (v) => v > threshold, threshold - 10],
+    [maxHoleArea, background, threshold + 10],
+    [maxSprinkleArea, object, threshold - 10],
   ];
-  const seen = new Uint8Array(height * width);
-  const component = new Int32Array(height * width); // the current component's pixels, visited breadth-first
   for (const [maxArea, selected, fillValue] of fills) {
     if (!(maxArea > 0)) continue;
-    seen.fill(0);
-    for (let start = 0; start < seen.length; start++) {
-      if (seen[start] || !selected(logits[start])) continue;
-      seen[start] = 1;
-      component[0] = start;
-      let size = 1;
-      for (let head = 0; head < size; head++) {
-        const p = component[head];
-        const y = (p / width) | 0;
-        const x = p - y * width;
-        for (let dy = -1; dy <= 1; dy++) {
-          const ny = y + dy;
-          if (ny < 0 || ny >= height) continue;
-          for (let dx = -1; dx <= 1; dx++) {
-            const nx = x + dx;
-            if (nx < 0 || nx >= width) continue;
-            const q = ny * width + nx;
-            if (seen[q] || !selected(logits[q])) continue;
-            seen[q] = 1;
-            component[size++] = q;
-          }
-        }
-      }
-      if (size <= maxArea) for (let i = 0; i < size; i++) out[component[i]] = fillValue;
-    }
+    smallComponents(selected, height, width, maxArea, (y, start, end) => {
+      out.fill(fillValue, y * width + start, y * width + end);
+    });
   }
   return out;
 }
@@ -62,52 +90,138 @@ function taps(inSize, outSize) {
   return { i0, i1, w1 };
 }
 
+/** The runs of consecutive output pixels that read the same two source pixels: {start, i0, i1, count}. */
+function tapRuns({ i0, i1 }) {
+  const [start, from, to] = [new Int32Array(i0.length + 1), new Int32Array(i0.length), new Int32Array(i0.length)];
+  let count = 0;
+  for (let d = 0; d < i0.length; d++) {
+    if (count > 0 && from[count - 1] === i0[d] && to[count - 1] === i1[d]) continue;
+    start[count] = d;
+    from[count] = i0[d];
+    to[count++] = i1[d];
+  }
+  start[count] = i0.length; // run k is start[k] .. start[k + 1] - 1
+  return { start, i0: from, i1: to, count };
+}
+
+const [BACKGROUND, OBJECT, MIXED] = [0, 1, 2];
+const SHORT = 16; // output pixels: a run this short beside a mixed one is interpolated with it (one loop, not a fill)
+
+/**
+ * How to make the output columns of a row that reads source rows r0 and r1, into `plan` (Int32Array of
+ * start, end, kind triples; returns their count): OBJECT where all four source pixels are the object (`object`: 1
+ * per source pixel), MIXED where they are to be interpolated (some are the object, and short runs beside those,
+ * whose interpolation gives the same); background left out.
+ */
+function rowPlan(object, width, r0, r1, columnRuns, plan) {
+  const { start, i0, i1, count } = columnRuns;
+  const add = (at, first, end, kind) => {
+    plan[3 * at] = first;
+    plan[3 * at + 1] = end;
+    plan[3 * at + 2] = kind;
+  };
+  const [a, b] = [r0 * width, r1 * width];
+  let runs = 0; // first the runs of one kind, all kinds
+  for (let k = 0; k < count; k++) {
+    const n = object[a + i0[k]] + object[a + i1[k]] + object[b + i0[k]] + object[b + i1[k]];
+    const kind = n === 0 ? BACKGROUND : n === 4 ? OBJECT : MIXED;
+    if (runs > 0 && plan[3 * runs - 1] === kind) plan[3 * runs - 2] = start[k + 1];
+    else add(runs++, start[k], start[k + 1], kind);
+  }
+  let kept = 0; // then, in place: short runs beside a mixed one made mixed, runs of a kind merged, background dropped
+  let previous = BACKGROUND;
+  for (let r = 0; r < runs; r++) {
+    const first = plan[3 * r];
+    const end = plan[3 * r + 1];
+    const next = r + 1 < runs ? plan[3 * r + 5] : BACKGROUND;
+    const beside = previous === MIXED || next === MIXED;
+    const own = plan[3 * r + 2];
+    previous = own;
+    const kind = end - first < SHORT && beside ? MIXED : own;
+    if (kind === BACKGROUND) continue;
+    if (kept > 0 && plan[3 * kept - 1] === kind && plan[3 * kept - 2] === first) plan[3 * kept - 2] = end;
+    else add(kept++, first, end, kind);
+  }
+  return kept;
+}
+
+/** Source rows resized horizontally (rounded to float32), each only over the output columns asked for. */
+class ResizedRows {
+  constructor(logits, height, width, cols) {
+    this.logits = logits;
+    this.width = width;
+    this.cols = cols;
+    this.outWidth = cols.i0.length;
+    this.values = new Float32Array(height * this.outWidth); // row r's output column x at r * outWidth + x
+    this.start = new Int32Array(height); // row r is resized over [start[r], end[r])
+    this.end = new Int32Array(height);
+  }
+
+  /** Resizes source row r over the output columns [start, end) too. */
+  need(r, start, end) {
+    if (this.start[r] >= this.end[r]) this.start[r] = this.end[r] = end; // nothing yet: grow from the end
+    if (start < this.start[r]) {
+      this.resize(r, start, this.start[r]);
+      this.start[r] = start;
+    }
+    if (end > this.end[r]) {
+      this.resize(r, this.end[r], end);
+      this.end[r] = end;
+    }
+  }
+
+  resize(r, start, end) {
+    const { logits, values, cols } = this;
+    const [i0, i1, w1] = [cols.i0, cols.i1, cols.w1];
+    const [source, at] = [r * this.width, r * this.outWidth];
+    for (let x = start; x < end; x++) {
+      const w = w1[x];
+      values[at + x] = (1 - w) * logits[source + i0[x]] + w * logits[source + i1[x]];
+    }
+  }
+}
+
 /**
  * The mask (Uint8Array outHeight x outWidth, 1 = object) of low-resolution logits (Float32Array, height x width)
  * resized bilinearly as torch's F.interpolate(align_corners=False) does: the object where > threshold. An output
- * pixel whose four source pixels are all <= threshold is a convex combination of them, hence background: only the
- * output rows and columns that read the object's bounding box are computed.
+ * pixel is a convex combination of its four source pixels, so it is the object when all four are and background when
+ * none is: only the pixels between are interpolated, and the rest are filled by runs.
  */
 export function upsampleMask(logits, height, width, outHeight, outWidth, threshold) {
   const mask = new Uint8Array(outHeight * outWidth);
-  let [top, bottom, left, right] = [height, -1, width, -1];
-  for (let y = 0; y < height; y++) {
-    for (let x = 0; x < width; x++) {
-      if (logits[y * width + x] > threshold) {
-        if (y < top) top = y;
-        bottom = y;
-        if (x < left) left = x;
-        if (x > right) right = x;
-      }
-    }
-  }
-  if (bottom < 0) return mask;
+  const object = new Uint8Array(logits.length);
+  for (let p = 0; p < logits.length; p++) object[p] = logits[p] > threshold ? 1 : 0;
   const rows = taps(height, outHeight);
   const cols = taps(width, outWidth);
-  const reads = (t, d, lo, hi) => t.i1[d] >= lo && t.i0[d] <= hi;
-  let x0 = 0;
-  while (!reads(cols, x0, left, right)) x0++;
-  let x1 = outWidth - 1;
-  while (!reads(cols, x1, left, right)) x1--;
-  const span = x1 - x0 + 1;
-  // each low-resolution row resized horizontally once (columns x0..x1), rows top-1..bottom+1 as needed
-  const rowTop = Math.max(top - 1, 0);
-  const across = new Float32Array((Math.min(bottom + 1, height - 1) - rowTop + 1) * span);
-  for (let r = rowTop; r <= Math.min(bottom + 1, height - 1); r++) {
-    const base = r * width;
-    const at = (r - rowTop) * span;
-    for (let x = x0; x <= x1; x++) {
-      const w = cols.w1[x];
-      across[at + x - x0] = (1 - w) * logits[base + cols.i0[x]] + w * logits[base + cols.i1[x]];
-    }
-  }
+  const columnRuns = tapRuns(cols);
+  const resized = new ResizedRows(logits, height, width, cols);
+  const plan = new Int32Array(3 * (columnRuns.count + 1));
+  let steps = 0;
   for (let y = 0; y < outHeight; y++) {
-    if (!reads(rows, y, top, bottom)) continue;
+    const r0 = rows.i0[y];
+    const r1 = rows.i1[y];
+    if (y === 0 || r0 !== rows.i0[y - 1] || r1 !== rows.i1[y - 1]) {
+      steps = rowPlan(object, width, r0, r1, columnRuns, plan);
+      for (let s = 0; s < steps; s++) {
+        if (plan[3 * s + 2] !== MIXED) continue;
+        resized.need(r0, plan[3 * s], plan[3 * s + 1]);
+        resized.need(r1, plan[3 * s], plan[3 * s + 1]);
+      }
+    }
+    const at = y * outWidth;
     const w = rows.w1[y];
-    const a = (rows.i0[y] - rowTop) * span;
-    const b = (rows.i1[y] - rowTop) * span;
-    const at = y * outWidth + x0;
-    for (let i = 0; i < span; i++) mask[at + i] = (1 - w) * across[a + i] + w * across[b + i] > threshold ? 1 : 0;
+    const a = r0 * outWidth;
+    const b = r1 * outWidth;
+    const across = resized.values;
+    for (let s = 0; s < steps; s++) {
+      const start = plan[3 * s];
+      const end = plan[3 * s + 1];
+      if (plan[3 * s + 2] === OBJECT) {
+        mask.fill(1, at + start, at + end);
+        continue;
+      }
+      for (let x = start; x < end; x++) mask[at + x] = (1 - w) * across[a + x] + w * across[b + x] > threshold ? 1 : 0;
+    }
   }
   return mask;
 }
