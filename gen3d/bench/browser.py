@@ -67,10 +67,12 @@ CLICKS_JS = """async ({threads, clicks, warmup, height, width, pageWarmUp}) => {
   const first = [];
   for (let i = 0; i < warmup; i++) first.push((await decode(decoder, embedding, click(i))).ms);
   const ms = [];
+  const runMs = [];
   let object = 0;
   for (let i = 0; i < clicks; i++) {
     const result = await decode(decoder, embedding, click(warmup + i));
     ms.push(result.ms);
+    runMs.push(result.runMs);
     object += result.mask.reduce((a, b) => a + b, 0) / result.mask.length;
   }
   const meta = decoder.metadata;
@@ -83,7 +85,7 @@ CLICKS_JS = """async ({threads, clicks, warmup, height, width, pageWarmUp}) => {
     upsampleMask(filled.fill(1), 4 * g, 4 * g, height, width, 0);  // all object: the whole picture upsampled
     post.push(performance.now() - started);
   }
-  return { ms, first, warmUpMs, prepareMs, object: object / clicks, post, isolated: crossOriginIsolated,
+  return { ms, runMs, first, warmUpMs, prepareMs, object: object / clicks, post, isolated: crossOriginIsolated,
            cores: navigator.hardwareConcurrency, pageThreads: (await import("/src/decoder.js")).pageThreads() };
 }"""
 
@@ -157,12 +159,16 @@ def run(clicks: int = 20, warmup: int = 3, decoder: Path | None = None, page_war
     finally:
         server.stop()
     one, many = results["one_thread"], results["page_threads"]
+    rest = [total - run for total, run in zip(many["ms"], many["runMs"], strict=True)]
     if not (one["isolated"] and many["isolated"]):
         raise RuntimeError("the bench page is not cross-origin isolated: onnxruntime-web would run one thread")
     return {
         "browser_click_ms_p50": round(statistics.median(many["ms"]), 1),
         "browser_click_ms_p50_one_thread": round(statistics.median(one["ms"]), 1),
         "browser_threads": many["threads"],
+        # the click's parts on the page's threads: the decoder's run, and the rest (post-processing of these masks)
+        "browser_click_run_ms_p50": round(statistics.median(many["runMs"]), 1),
+        "browser_click_postprocess_ms_p50": round(statistics.median(rest), 1),
         "browser_postprocess_ms_p50_full_picture": round(statistics.median(one["post"] + many["post"]), 1),
         "browser_prepare_embedding_ms": round(many["prepareMs"], 1),  # once per embedding, on its first run
         "browser_first_click_ms": round(many["first"][0], 1) if many["first"] else None,  # a picture's first click

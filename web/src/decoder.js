@@ -200,13 +200,14 @@ export async function warmUpDecoder(decoder, clicks = WARM_UP_CLICKS, onProgress
 /**
  * Masks for prompts: points [{x, y, label}] (1 object, 0 background) and an optional box {x0, y0, x1, y1}, in
  * pixels of the original image. The box's corners go first (labels 2, 3); no padding point (the graph adds it).
- * Returns {mask: Uint8Array row-major (1 = object), score, ms}: ms from the inputs to the mask, post-processing
- * included (and the embedding's preparation, on its first run).
+ * Returns {mask: Uint8Array row-major (1 = object), score, ms, runMs}: ms from the inputs to the mask,
+ * post-processing included (and the embedding's preparation, on its first run); runMs the decoder's run alone.
  */
 export async function decode(decoder, embedding, prompts) {
   const started = performance.now();
   const [height, width] = embedding.size;
   const out = await run(decoder, embedding, prompts);
+  const runMs = performance.now() - started;
   const [, , lowHeight, lowWidth] = out.low_res_logits.dims; // [1, K, 4G, 4G]: the first (K=1: the only) mask
   const meta = decoder.metadata;
   const threshold = Number(meta.mask_threshold);
@@ -215,5 +216,5 @@ export async function decode(decoder, embedding, prompts) {
     low, lowHeight, lowWidth, threshold, Number(meta.max_hole_area), Number(meta.max_sprinkle_area),
   );
   const mask = upsampleMask(filled, lowHeight, lowWidth, height, width, threshold);
-  return { mask, score: out.iou_predictions.data[0], ms: performance.now() - started };
+  return { mask, score: out.iou_predictions.data[0], ms: performance.now() - started, runMs };
 }
