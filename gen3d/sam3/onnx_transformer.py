@@ -146,9 +146,10 @@ def two_way_transformer(transformer, p: dict, point_embedding: torch.Tensor, row
 
 
 def _layer_norm(x: torch.Tensor, norm) -> torch.Tensor:
-    """``norm`` over the last axis in single ops (onnxruntime-web's LayerNormalization takes ~2x as long)."""
+    """``norm`` over the last axis in single ops (onnxruntime-web's LayerNormalization takes ~2x as long); the
+    variance's epsilon is added to the variances as a vector, which onnxruntime adds ~20x faster than as a column."""
     centered = x - x.mean(dim=-1, keepdim=True)
-    inv = torch.rsqrt((centered * centered).mean(dim=-1, keepdim=True) + norm.eps)
+    inv = torch.rsqrt((centered * centered).mean(dim=-1) + norm.eps).unsqueeze(-1)
     return centered * inv * norm.weight + norm.bias
 
 
