@@ -110,7 +110,9 @@ def print_report(report: dict) -> None:
               f"{worst['peak_rss_mb']} MB; per request {worst['timings_ms']}")  # fmt: skip
     if "browser_click_ms_p50" in report:
         print(f"click-to-mask in the browser at {report['browser_picture']} (1008 px model): median "
-              f"{report['browser_click_ms_p50']} ms per click on {report['browser_threads']} threads, "
+              f"{report['browser_click_ms_p50']} ms per click on {report['browser_threads']} threads (the decoder's "
+              f"run {report['browser_click_run_ms_p50']} ms, post-processing "
+              f"{report['browser_click_postprocess_ms_p50']} ms), "
               f"{report['browser_click_ms_p50_one_thread']} ms on one (post-processing of a whole-picture mask "
               f"{report['browser_postprocess_ms_p50_full_picture']} ms); a picture's first click "
               f"{report['browser_first_click_ms']} ms, its preparation {report['browser_prepare_embedding_ms']} ms "

@@ -201,7 +201,8 @@ export async function warmUpDecoder(decoder, clicks = WARM_UP_CLICKS, onProgress
  * Masks for prompts: points [{x, y, label}] (1 object, 0 background) and an optional box {x0, y0, x1, y1}, in
  * pixels of the original image. The box's corners go first (labels 2, 3); no padding point (the graph adds it).
  * Returns {mask: Uint8Array row-major (1 = object), score, ms, runMs}: ms from the inputs to the mask,
- * post-processing included (and the embedding's preparation, on its first run); runMs the decoder's run alone.
+ * post-processing included (and the embedding's preparation, on its first run); runMs the part before the
+ * post-processing (the decoder's run, and any wait for an earlier run to end).
  */
 export async function decode(decoder, embedding, prompts) {
   const started = performance.now();

@@ -60,7 +60,7 @@ export function fillSmallComponents(logits, height, width, threshold, maxHoleAre
   const [object, background] = [new Uint8Array(logits.length), new Uint8Array(logits.length)];
   for (let p = 0; p < logits.length; p++) {
     object[p] = logits[p] > threshold ? 1 : 0;
-    background[p] = 1 - object[p];
+    background[p] = logits[p] <= threshold ? 1 : 0; // a NaN is neither, as sam3's comparisons make it
   }
   const fills = [
     [maxHoleArea, background, threshold + 10],
@@ -121,7 +121,7 @@ function rowPlan(object, width, r0, r1, columnRuns, plan) {
     plan[3 * at + 2] = kind;
   };
   const [a, b] = [r0 * width, r1 * width];
-  let runs = 0; // first the runs of one kind, all kinds
+  let runs = 0; // first pass: the longest runs of one kind, background included
   for (let k = 0; k < count; k++) {
     const n = object[a + i0[k]] + object[a + i1[k]] + object[b + i0[k]] + object[b + i1[k]];
     const kind = n === 0 ? BACKGROUND : n === 4 ? OBJECT : MIXED;
@@ -145,7 +145,8 @@ function rowPlan(object, width, r0, r1, columnRuns, plan) {
   return kept;
 }
 
-/** Source rows resized horizontally (rounded to float32), each only over the output columns asked for. */
+/** Source rows resized horizontally (rounded to float32), each over one range of output columns that covers those
+ * asked for. */
 class ResizedRows {
   constructor(logits, height, width, cols) {
     this.logits = logits;
@@ -184,8 +185,8 @@ class ResizedRows {
 /**
  * The mask (Uint8Array outHeight x outWidth, 1 = object) of low-resolution logits (Float32Array, height x width)
  * resized bilinearly as torch's F.interpolate(align_corners=False) does: the object where > threshold. An output
- * pixel is a convex combination of its four source pixels, so it is the object when all four are and background when
- * none is: only the pixels between are interpolated, and the rest are filled by runs.
+ * pixel is a convex combination of its four source pixels, so (for finite logits) it is the object when all four are
+ * and background when none is: only the pixels between are interpolated, and the rest are filled by runs.
  */
 export function upsampleMask(logits, height, width, outHeight, outWidth, threshold) {
   const mask = new Uint8Array(outHeight * outWidth);
