@@ -192,6 +192,9 @@ def test_click_masks_equal_the_servers_and_make_3d_draws_the_mesh(page, torchser
     viewer = page.evaluate("({renders: window.gen3d.viewer.renders, vertices: window.gen3d.viewer.vertices})")
     assert viewer["renders"] > 0 and viewer["vertices"] == answer["mesh"]["vertices"] > 0
     assert "rotation wxyz" in page.inner_text("#pose")
+    model_id = re.escape(page.evaluate("window.gen3d.generation.model_id"))
+    status = rf"{model_id}: \d+ vertices, \d+ Gaussians in \d+\.\d s"
+    assert re.fullmatch(status + r" \(demo weights: random, the shape means nothing\)", page.inner_text("#gen-status"))
     assert [a.get_attribute("download") for a in page.locator("#downloads a").all()] == [
         "object.glb",
         "object.ply",
@@ -294,6 +297,8 @@ def test_make_3d_person_shows_the_mesh_and_its_keypoints(page, torchserve, tmp_p
     assert person["box"] == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]  # the mask's tight box
     viewer = page.evaluate("({vertices: window.gen3d.viewer.vertices, keypoints: window.gen3d.viewer.keypoints})")
     assert viewer == {"vertices": 18_439, "keypoints": 70}
+    status = rf"{re.escape(page.evaluate('window.gen3d.person.model_id'))}: 18439 vertices, 70 keypoints in \d+\.\d s"
+    assert re.fullmatch(status + r" \(demo weights: random, the pose means nothing\)", page.inner_text("#gen-status"))
     assert [a.get_attribute("download") for a in page.locator("#downloads a").all()] == ["people.glb", "person_0.json"]
     screenshot(page, "demo-page-person.png", tmp_path)
 

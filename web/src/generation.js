@@ -2,6 +2,7 @@
 // (sam3d_body's generate_body) and "Make 3D scene" (generate_3d of every kept mask); each shows its answer in the
 // viewer with download links. `page` is main.js's: {state, gen3d, clearError, showError}.
 import { base64Of, bytesOf } from "./api.js";
+import { answerSummary, downloadLink } from "./answer_view.js";
 import { encodeRle } from "./rle.js";
 import { sceneLinks, sceneRequest, sceneSummary } from "./scene.js";
 
@@ -35,10 +36,8 @@ export async function make3d({ state, gen3d, clearError, showError }) {
       [files.ply, "object.ply", "application/octet-stream"],
       [files.pose, "pose.json", "application/json"],
     ]);
-    const demo = answer.demo ? " (demo weights: random, the shape means nothing)" : "";
-    $("gen-status").textContent =
-      `${answer.model_id}: ${answer.mesh?.vertices ?? "?"} vertices, ${answer.gaussians ?? "?"} Gaussians in ` +
-      `${(answer.timings_ms.total / 1000).toFixed(1)} s${demo}`;
+    const made = `${answer.mesh?.vertices ?? "?"} vertices, ${answer.gaussians ?? "?"} Gaussians`;
+    $("gen-status").textContent = answerSummary(answer, made, "the shape means");
     gen3d.generation = answer;
   } catch (err) {
     $("gen-status").textContent = "generate_3d failed";
@@ -72,10 +71,8 @@ export async function make3dPerson({ state, gen3d, clearError, showError }) {
       [answer.outputs_base64.people_glb, "people.glb", "model/gltf-binary"],
       [person.outputs_base64.params, "person_0.json", "application/json"],
     ]);
-    const demo = answer.demo ? " (demo weights: random, the pose means nothing)" : "";
-    $("gen-status").textContent =
-      `${answer.model_id}: ${person.mesh.vertices} vertices, ${keypoints.length} keypoints in ` +
-      `${(answer.timings_ms.total / 1000).toFixed(1)} s${demo}`;
+    const made = `${person.mesh.vertices} vertices, ${keypoints.length} keypoints`;
+    $("gen-status").textContent = answerSummary(answer, made, "the pose means");
     gen3d.person = answer;
   } catch (err) {
     $("gen-status").textContent = "generate_body failed";
@@ -119,12 +116,5 @@ function showPose(answer) {
 
 /** Download links of [base64, file name, media type] triples. */
 function showDownloads(files) {
-  const links = files.map(([data, name, type]) => {
-    const a = document.createElement("a");
-    a.href = URL.createObjectURL(new Blob([bytesOf(data)], { type }));
-    a.download = name;
-    a.textContent = `download ${name}`;
-    return a;
-  });
-  $("downloads").replaceChildren(...links);
+  $("downloads").replaceChildren(...files.map(([data, name, type]) => downloadLink(bytesOf(data), name, type)));
 }

@@ -1,6 +1,7 @@
 // "Make 3D scene": the masks kept on the page go to generate_3d as `masks`, one object each; the answer's scene.glb
 // (every object placed by its pose, in glTF's frame) is shown, with downloads of the scene and of each object.
 import { bytesOf } from "./api.js";
+import { answerSummary, downloadLink as link } from "./answer_view.js";
 import { encodeRle } from "./rle.js";
 
 /** The generate_3d request of the kept masks: only the scene's files come back (object_files false), so that
@@ -11,14 +12,6 @@ export function sceneRequest(kept, height, width, seed = 42) {
     object_files: false,
     seed,
   };
-}
-
-function link(data, name, type) {
-  const a = document.createElement("a");
-  a.href = URL.createObjectURL(new Blob([data], { type }));
-  a.download = name;
-  a.textContent = `download ${name}`;
-  return a;
 }
 
 /** Download links: scene.glb, scene.ply, then for each object its mesh (its node of the scene, exported back to
@@ -42,10 +35,7 @@ export function sceneSummary(answer) {
   const placed = answer.objects.filter((o) => o.status === "success");
   const failed = answer.objects.filter((o) => o.status !== "success");
   const gaussians = placed.reduce((n, o) => n + (o.gaussians ?? 0), 0);
-  const demo = answer.demo ? " (demo weights: random, the shapes mean nothing)" : "";
   const errors = failed.map((o) => `; object ${o.index} failed: ${o.error.message}`).join("");
-  return (
-    `${answer.model_id}: ${placed.length} of ${answer.objects.length} objects placed, ${gaussians} Gaussians in ` +
-    `${(answer.timings_ms.total / 1000).toFixed(1)} s${demo}${errors}`
-  );
+  const made = `${placed.length} of ${answer.objects.length} objects placed, ${gaussians} Gaussians`;
+  return answerSummary(answer, made, "the shapes mean") + errors;
 }
