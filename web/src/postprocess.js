@@ -59,8 +59,8 @@ export function fillSmallComponents(logits, height, width, threshold, maxHoleAre
   const out = Float32Array.from(logits);
   const [object, background] = [new Uint8Array(logits.length), new Uint8Array(logits.length)];
   for (let p = 0; p < logits.length; p++) {
-    object[p] = logits[p] > threshold ? 1 : 0;
-    background[p] = logits[p] <= threshold ? 1 : 0; // a NaN is neither, as sam3's comparisons make it
+    object[p] = +(logits[p] > threshold); // +(a comparison): see upsampleMask
+    background[p] = +(logits[p] <= threshold); // a NaN is neither, as sam3's comparisons make it
   }
   const fills = [
     [maxHoleArea, background, threshold + 10],
@@ -191,7 +191,7 @@ class ResizedRows {
 export function upsampleMask(logits, height, width, outHeight, outWidth, threshold) {
   const mask = new Uint8Array(outHeight * outWidth);
   const object = new Uint8Array(logits.length);
-  for (let p = 0; p < logits.length; p++) object[p] = logits[p] > threshold ? 1 : 0;
+  for (let p = 0; p < logits.length; p++) object[p] = +(logits[p] > threshold);
   const rows = taps(height, outHeight);
   const cols = taps(width, outWidth);
   const columnRuns = tapRuns(cols);
@@ -221,7 +221,9 @@ export function upsampleMask(logits, height, width, outHeight, outWidth, thresho
         mask.fill(1, at + start, at + end);
         continue;
       }
-      for (let x = start; x < end; x++) mask[at + x] = (1 - w) * across[a + x] + w * across[b + x] > threshold ? 1 : 0;
+      // +(a comparison) compiles to a set-on-condition, `? 1 : 0` to a branch that a noisy mask mispredicts on every
+      // other pixel (a noise mask at 1008x1344 in Node: 5.1 against 8.0 ms)
+      for (let x = start; x < end; x++) mask[at + x] = +((1 - w) * across[a + x] + w * across[b + x] > threshold);
     }
   }
   return mask;
