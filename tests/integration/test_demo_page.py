@@ -409,6 +409,23 @@ def test_server_errors_are_shown_as_the_json_says(page):
     assert json.loads(shown.split("\n", 1)[1]) == error["body"]
 
 
+def test_a_failed_make_3d_says_so_and_gives_its_button_back(page):
+    """The server refuses an empty mask (400): the status line says the task failed, the error shows the server's
+    JSON, and the button is on again for the next try."""
+    open_sample(page)
+    page.evaluate(
+        "() => { const s = window.gen3d.state; s.mask = new Uint8Array(s.height * s.width); window.gen3d.error = null;"
+        " document.getElementById('make3d').disabled = false; }"
+    )
+    page.click("#make3d")
+    page.wait_for_function("window.gen3d.error", timeout=60_000)
+    error = page.evaluate("window.gen3d.error")
+    assert error["status"] == 400 and "mask is empty" in error["body"]["error"]["message"]
+    page.wait_for_function("!document.getElementById('make3d').disabled", timeout=10_000)
+    assert page.inner_text("#gen-status") == "generate_3d failed"
+    assert page.inner_text("#error").startswith("The server answered HTTP 400:")
+
+
 @pytest.mark.parametrize(
     ("key", "value", "says"),
     [

@@ -8,21 +8,39 @@ import { sceneLinks, sceneRequest, sceneSummary } from "./scene.js";
 
 const $ = (id) => document.getElementById(id);
 
-/** Shows "`label`... N s" in the status line every 0.5 s until the function it returns is called. */
+/** Shows "`label`..." in the status line, then "`label`... N s" every 0.5 s until the function it returns is
+ * called. */
 function showElapsed(label) {
   const started = performance.now();
+  $("gen-status").textContent = `${label}...`;
   const timer = setInterval(() => {
     $("gen-status").textContent = `${label}... ${((performance.now() - started) / 1000).toFixed(0)} s`;
   }, 500);
   return () => clearInterval(timer);
 }
 
-export async function make3d({ state, gen3d, clearError, showError }) {
-  if (!state.mask) return;
+/** Runs `work`, one of the page's server tasks: its button off and the time elapsed shown meanwhile; if it throws,
+ * `failed` in the status line and the error shown; then the button on again where `enabled()`. */
+async function onServer({ clearError, showError }, { button, doing, failed, enabled }, work) {
   clearError();
-  $("make3d").disabled = true;
-  const stopElapsed = showElapsed("generate_3d on the server");
+  $(button).disabled = true;
+  const stopElapsed = showElapsed(doing);
   try {
+    await work();
+  } catch (err) {
+    $("gen-status").textContent = failed;
+    showError(err);
+  } finally {
+    stopElapsed();
+    $(button).disabled = !enabled();
+  }
+}
+
+export async function make3d(page) {
+  const { state, gen3d } = page;
+  if (!state.mask) return;
+  const task = { button: "make3d", doing: "generate_3d on the server", failed: "generate_3d failed" };
+  await onServer(page, { ...task, enabled: () => state.mask }, async () => {
     const answer = await state.api.generate3d({
       image_base64: await base64Of(state.file),
       mask_rle: encodeRle(state.mask, state.height, state.width),
@@ -39,21 +57,14 @@ export async function make3d({ state, gen3d, clearError, showError }) {
     const made = `${answer.mesh?.vertices ?? "?"} vertices, ${answer.gaussians ?? "?"} Gaussians`;
     $("gen-status").textContent = answerSummary(answer, made, "the shape means");
     gen3d.generation = answer;
-  } catch (err) {
-    $("gen-status").textContent = "generate_3d failed";
-    showError(err);
-  } finally {
-    stopElapsed();
-    $("make3d").disabled = !state.mask;
-  }
+  });
 }
 
-export async function make3dPerson({ state, gen3d, clearError, showError }) {
+export async function make3dPerson(page) {
+  const { state, gen3d } = page;
   if (!state.mask) return;
-  clearError();
-  $("make3dperson").disabled = true;
-  $("gen-status").textContent = "generate_body on the server...";
-  try {
+  const task = { button: "make3dperson", doing: "generate_body on the server", failed: "generate_body failed" };
+  await onServer(page, { ...task, enabled: () => state.mask }, async () => {
     // the mask alone: the server uses its tight box, as upstream conditions a mask on its box
     const answer = await state.api.generateBody({
       image_base64: await base64Of(state.file),
@@ -74,20 +85,15 @@ export async function make3dPerson({ state, gen3d, clearError, showError }) {
     const made = `${person.mesh.vertices} vertices, ${keypoints.length} keypoints`;
     $("gen-status").textContent = answerSummary(answer, made, "the pose means");
     gen3d.person = answer;
-  } catch (err) {
-    $("gen-status").textContent = "generate_body failed";
-    showError(err);
-  } finally {
-    $("make3dperson").disabled = !state.mask;
-  }
+  });
 }
 
-export async function makeScene({ state, gen3d, clearError, showError }) {
+export async function makeScene(page) {
+  const { state, gen3d } = page;
   if (!state.kept.length) return;
-  clearError();
-  $("make-scene").disabled = true;
-  const stopElapsed = showElapsed(`generate_3d of ${state.kept.length} objects on the server`);
-  try {
+  const doing = `generate_3d of ${state.kept.length} objects on the server`;
+  const task = { button: "make-scene", doing, failed: "generate_3d of the scene failed" };
+  await onServer(page, { ...task, enabled: () => state.kept.length }, async () => {
     const answer = await state.api.generate3d({
       image_base64: await base64Of(state.file),
       ...sceneRequest(state.kept, state.height, state.width),
@@ -97,13 +103,7 @@ export async function makeScene({ state, gen3d, clearError, showError }) {
     $("downloads").replaceChildren(...(await sceneLinks(answer, gen3d.viewer)));
     $("gen-status").textContent = sceneSummary(answer);
     gen3d.scene = answer;
-  } catch (err) {
-    $("gen-status").textContent = "generate_3d of the scene failed";
-    showError(err);
-  } finally {
-    stopElapsed();
-    $("make-scene").disabled = !state.kept.length;
-  }
+  });
 }
 
 function showPose(answer) {
