@@ -128,7 +128,8 @@ def two_way_transformer(transformer, p: dict, point_embedding: torch.Tensor, row
     to_token = second.cross_attn_image_to_token
     kh1, vh1, mixed1 = mixed_values(to_token, queries + point_embedding, queries)
     probs1 = factored_image_to_token_probs(to_token, image, p["layer1_queries"], p["layer1_queries_pe"], kh1)
-    summed = Factored(image.scale, torch.cat([image.basis, as_basis(probs1)], dim=1), torch.cat([image.coeffs, mixed1]))
+    parts = (image.basis, as_basis(probs1))
+    summed = Factored(image.scale, torch.cat(parts, dim=1), torch.cat([image.coeffs, mixed1]))
     # sum_r basis * ((X0 * g1) @ coeffs^T) over the basis [inv1 P0, -mean1 inv1, 1, P1]
     cross = (
         inv1 * (out_cross(p["layer1_out_first"], probs0, vh0) + stat["gain2_out_bias_first"])
@@ -137,7 +138,7 @@ def two_way_transformer(transformer, p: dict, point_embedding: torch.Tensor, row
         + out_cross(p["layer1_out"], probs1, vh1)
         + stat["gain_out_bias"]
     )
-    image, _, _ = layer_norm(second.norm4, summed, stat["gain_mean"], stat["gain_centered_square"], cross)
+    image, _, _ = layer_norm(second.norm4, summed, stat["gain_mean"], stat["gain_centered_square"], cross, parts)
 
     chosen, chosen_pe = queries[:, rows], point_embedding[:, rows]
     final = transformer.final_attn_token_to_image
