@@ -25,7 +25,7 @@ import torch
 # what prepared_projections makes (in this order). Per-head projections are stored head-major, [H*N, d] (rows: head,
 # then token), so that every attention reads them without a transpose.
 PROJECTION_NAMES = (
-    "upscale",  # (X0 * g1 * g2) @ W of the first transposed convolution [N, 4 * C1]
+    "upscale",  # (X0 * g1 * g2) @ W of the first transposed convolution [N, 4 * C1], centred (centred_blocks)
     "row_stats",  # [N, 8] per-token sums (ROW_STATS)
     "layer0_keys",  # the first layer's token -> image keys of the tokens + pe, bias included (not centred)
     "layer0_values",  # ... and values of the tokens
@@ -90,6 +90,13 @@ def _per_head(coeffs_weight: torch.Tensor, heads: int) -> torch.Tensor:
 def conv_transpose_matrix(conv) -> torch.Tensor:
     """A 2x2 stride-2 ``ConvTranspose2d``'s weight as a matrix [C_in, (a, b, C_out)]: one token's 2x2 block."""
     return conv.weight.permute(0, 2, 3, 1).reshape(conv.weight.shape[0], -1)
+
+
+def centred_blocks(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """x [..., (blocks, channels)] with each block's channels less their mean: the centring of a LayerNorm over
+    those channels, which commutes with sums, folded into each term of one (a weight, a prepared product)."""
+    blocks = x.reshape(*x.shape[:-1], -1, channels)
+    return (blocks - blocks.mean(dim=-1, keepdim=True)).reshape(x.shape)
 
 
 def _token_heads(attn, projection, tokens: torch.Tensor, scaled: bool) -> torch.Tensor:
@@ -263,5 +270,6 @@ def prepared_projections(decoder, tokens: torch.Tensor, pe: torch.Tensor) -> tup
         pe @ final.k_proj.weight.t(),
     ]
     heads = to_image0.num_heads
-    upscale = x12 @ conv_transpose_matrix(decoder.output_upscaling[0])
+    dc1 = decoder.output_upscaling[0]
+    upscale = centred_blocks(x12 @ conv_transpose_matrix(dc1), dc1.weight.shape[1])
     return (upscale, stats, *(head_major(p, heads) for p in per_head))

@@ -1,7 +1,7 @@
 """SAM's mask decoder (sam3 0.1.4 ``MaskDecoder.predict_masks`` and its ``TwoWayTransformer``), batch 1, split into
 the work that depends only on the image (:func:`prepare_image`, once per embedding) and the work of a click
 (:func:`predict_masks`): the same function (up to the GELUs' form, :data:`GELU_APPROXIMATION`), a third of the
-multiply-adds of sam3's per click at G = 72 (0.71 G against 2.24 G for one click; the preparation: 2.7 G).
+multiply-adds of sam3's per click at G = 72 (0.68 G against 2.24 G for one click; the preparation: 2.7 G).
 
 The image's N = G*G tokens meet the T tokens (SAM's output tokens and the prompt's: 8 for one click) in cross
 attentions. The first layer's projections of the image tokens are the embedding's, made once; later layers' image
@@ -29,6 +29,7 @@ from gen3d.sam3.onnx_image_tokens import (
     ROW_STATS,
     Factored,
     as_basis,
+    centred_blocks,
     conv_transpose_matrix,
     factored_image_to_token_probs,
     heads_view,
@@ -76,6 +77,7 @@ def prepare_image(decoder, image_embeddings, dense_prompt_embeddings, image_pe, 
     dc1, _, _, dc2, _ = decoder.output_upscaling
     feat_s0, feat_s1 = high_res
     high_res_1 = (_blocked(feat_s1, grid, 1).reshape(grid * grid, 4, -1) + dc1.bias).reshape(grid * grid, -1)
+    high_res_1 = centred_blocks(high_res_1, dc1.weight.shape[1])  # the LayerNorm2d's centring (_upscaled_masks)
     high_res_0 = (_blocked(feat_s0, grid, 2).reshape(4 * grid * grid, 4, -1) + dc2.bias).reshape(4 * grid * grid, -1)
     return (*prepared_projections(decoder, tokens, pe), high_res_1, high_res_0)
 
@@ -146,12 +148,12 @@ def two_way_transformer(transformer, p: dict, point_embedding: torch.Tensor, row
     return transformer.norm_final_attn(chosen + attended), image
 
 
-def _layer_norm(x: torch.Tensor, norm) -> torch.Tensor:
-    """``norm`` over the last axis in single ops (onnxruntime-web's LayerNormalization takes ~2x as long); the
-    variance's epsilon is added to the variances as a vector, which onnxruntime adds ~20x faster than as a column."""
-    centered = x - x.mean(dim=-1, keepdim=True)
-    inv = torch.rsqrt((centered * centered).mean(dim=-1) + norm.eps).unsqueeze(-1)
-    return centered * inv * norm.weight + norm.bias
+def _layer_norm_of_centred(x: torch.Tensor, norm) -> torch.Tensor:
+    """``norm`` over the last axis of x whose rows are centred already (mean 0), in single ops (onnxruntime-web's
+    LayerNormalization takes ~2x as long); the variance's epsilon is added to the variances as a vector, which
+    onnxruntime adds ~20x faster than as a column."""
+    inv = torch.rsqrt((x * x).mean(dim=-1) + norm.eps).unsqueeze(-1)
+    return x * inv * norm.weight + norm.bias
 
 
 def _upscaled_masks(decoder, image: Factored, prepared: dict, hyper_in: torch.Tensor) -> torch.Tensor:
@@ -163,8 +165,11 @@ def _upscaled_masks(decoder, image: Factored, prepared: dict, hyper_in: torch.Te
         raise ValueError("the ONNX decoder takes an upscaling with GELUs (sam3's)")
     c1, c2 = dc1.weight.shape[1], dc2.weight.shape[1]
     w1, w2 = conv_transpose_matrix(dc1), conv_transpose_matrix(dc2)  # [C, (a, b, c1)], [c1, (a, b, c2)]
+    # the LayerNorm2d's centring (over each sub-pixel's c1 channels) is folded into w1 and into the prepared upscale
+    # and high_res_1, which the sum below adds: centred terms make a centred sum (no Sub and mean per click)
+    w1 = centred_blocks(w1, c1)
     upscaled = (image.project(prepared["upscale"], w1) + prepared["high_res_1"]).reshape(-1, c1)  # [4N, c1]
-    upscaled = F.gelu(_layer_norm(upscaled, ln1), approximate=GELU_APPROXIMATION)  # LayerNorm2d = over channels
+    upscaled = F.gelu(_layer_norm_of_centred(upscaled, ln1), approximate=GELU_APPROXIMATION)  # over channels
     upscaled = F.gelu((upscaled @ w2 + prepared["high_res_0"]).reshape(-1, c2), approximate=GELU_APPROXIMATION)
     logits = hyper_in.squeeze(0) @ upscaled.t()  # [K, 16N]
     return logits.unsqueeze(0).unsqueeze(-1)  # [1, K, 16N, 1]
