@@ -183,6 +183,31 @@ class ResizedRows {
 }
 
 /**
+ * Output rows `at` and `at2` (offsets into `mask`; the same row twice is fine) of source rows at offsets `a` and `b`
+ * in `across`, of weights w and w2 for the second source row, by the plan's steps. Two rows a loop, each source value
+ * read once for both: a noise mask at 1008x1344 in Node 4.3 against 5.0-5.3 ms a row at a time.
+ */
+function makeRows(mask, plan, steps, across, a, b, at, at2, w, w2, threshold) {
+  for (let s = 0; s < steps; s++) {
+    const start = plan[3 * s];
+    const end = plan[3 * s + 1];
+    if (plan[3 * s + 2] === OBJECT) {
+      mask.fill(1, at + start, at + end);
+      mask.fill(1, at2 + start, at2 + end);
+      continue;
+    }
+    // +(a comparison) compiles to a set-on-condition, `? 1 : 0` to a branch that a noisy mask mispredicts on every
+    // other pixel (a noise mask at 1008x1344 in Node: 5.1 against 8.0 ms)
+    for (let x = start; x < end; x++) {
+      const top = across[a + x]; // (not destructured: V8 makes the array in this loop, ~1.5x as long)
+      const bottom = across[b + x];
+      mask[at + x] = +((1 - w) * top + w * bottom > threshold);
+      mask[at2 + x] = +((1 - w2) * top + w2 * bottom > threshold);
+    }
+  }
+}
+
+/**
  * The mask (Uint8Array outHeight x outWidth, 1 = object) of low-resolution logits (Float32Array, height x width)
  * resized bilinearly as torch's F.interpolate(align_corners=False) does: the object where > threshold. An output
  * pixel is a convex combination of its four source pixels, so (for finite logits) it is the object when all four are
@@ -197,34 +222,22 @@ export function upsampleMask(logits, height, width, outHeight, outWidth, thresho
   const columnRuns = tapRuns(cols);
   const resized = new ResizedRows(logits, height, width, cols);
   const plan = new Int32Array(3 * (columnRuns.count + 1));
-  let steps = 0;
-  for (let y = 0; y < outHeight; y++) {
-    const r0 = rows.i0[y];
-    const r1 = rows.i1[y];
-    if (y === 0 || r0 !== rows.i0[y - 1] || r1 !== rows.i1[y - 1]) {
-      steps = rowPlan(object, width, r0, r1, columnRuns, plan);
-      for (let s = 0; s < steps; s++) {
-        if (plan[3 * s + 2] !== MIXED) continue;
-        resized.need(r0, plan[3 * s], plan[3 * s + 1]);
-        resized.need(r1, plan[3 * s], plan[3 * s + 1]);
-      }
-    }
-    const at = y * outWidth;
-    const w = rows.w1[y];
-    const a = r0 * outWidth;
-    const b = r1 * outWidth;
-    const across = resized.values;
+  for (let y = 0; y < outHeight; ) {
+    const [r0, r1] = [rows.i0[y], rows.i1[y]];
+    let end = y + 1; // output rows y .. end - 1 read source rows r0 and r1: one plan
+    while (end < outHeight && rows.i0[end] === r0 && rows.i1[end] === r1) end++;
+    const steps = rowPlan(object, width, r0, r1, columnRuns, plan);
     for (let s = 0; s < steps; s++) {
-      const start = plan[3 * s];
-      const end = plan[3 * s + 1];
-      if (plan[3 * s + 2] === OBJECT) {
-        mask.fill(1, at + start, at + end);
-        continue;
-      }
-      // +(a comparison) compiles to a set-on-condition, `? 1 : 0` to a branch that a noisy mask mispredicts on every
-      // other pixel (a noise mask at 1008x1344 in Node: 5.1 against 8.0 ms)
-      for (let x = start; x < end; x++) mask[at + x] = +((1 - w) * across[a + x] + w * across[b + x] > threshold);
+      if (plan[3 * s + 2] !== MIXED) continue;
+      resized.need(r0, plan[3 * s], plan[3 * s + 1]);
+      resized.need(r1, plan[3 * s], plan[3 * s + 1]);
     }
+    const [a, b] = [r0 * outWidth, r1 * outWidth];
+    for (let j = y; j < end; j += 2) {
+      const k = Math.min(j + 1, end - 1);
+      makeRows(mask, plan, steps, resized.values, a, b, j * outWidth, k * outWidth, rows.w1[j], rows.w1[k], threshold);
+    }
+    y = end;
   }
   return mask;
 }
