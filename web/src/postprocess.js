@@ -57,17 +57,15 @@ function smallComponents(selected, height, width, maxArea, onSmall) {
  */
 export function fillSmallComponents(logits, height, width, threshold, maxHoleArea, maxSprinkleArea) {
   const out = logits.slice(); // a copy (Float32Array.from iterates: ~7x as long at 288x288)
-  const [object, background] = [new Uint8Array(logits.length), new Uint8Array(logits.length)];
-  for (let p = 0; p < logits.length; p++) {
-    object[p] = +(logits[p] > threshold); // +(a comparison): see upsampleMask
-    background[p] = +(logits[p] <= threshold); // a NaN is neither, as sam3's comparisons make it
-  }
   const fills = [
-    [maxHoleArea, background, threshold + 10],
-    [maxSprinkleArea, object, threshold - 10],
+    [maxHoleArea, false, threshold + 10],
+    [maxSprinkleArea, true, threshold - 10],
   ];
-  for (const [maxArea, selected, fillValue] of fills) {
+  for (const [maxArea, ofObject, fillValue] of fills) {
     if (!(maxArea > 0)) continue;
+    const selected = new Uint8Array(logits.length); // of the given logits, not `out`; +(a comparison): see makeRows
+    if (ofObject) for (let p = 0; p < logits.length; p++) selected[p] = +(logits[p] > threshold);
+    else for (let p = 0; p < logits.length; p++) selected[p] = +(logits[p] <= threshold); // NaN: neither, as in sam3
     smallComponents(selected, height, width, maxArea, (y, start, end) => {
       out.fill(fillValue, y * width + start, y * width + end);
     });
