@@ -39,8 +39,13 @@ async function onServer({ clearError, showError }, { button, doing, failed, enab
 export async function make3d(page) {
   const { state, gen3d } = page;
   if (!state.mask) return;
-  const task = { button: "make3d", doing: "generate_3d on the server", failed: "generate_3d failed" };
-  await onServer(page, { ...task, enabled: () => state.mask }, async () => {
+  const task = {
+    button: "make3d",
+    doing: "generate_3d on the server",
+    failed: "generate_3d failed",
+    enabled: () => state.mask,
+  };
+  await onServer(page, task, async () => {
     const answer = await state.api.generate3d({
       image_base64: await base64Of(state.file),
       mask_rle: encodeRle(state.mask, state.height, state.width),
@@ -63,8 +68,13 @@ export async function make3d(page) {
 export async function make3dPerson(page) {
   const { state, gen3d } = page;
   if (!state.mask) return;
-  const task = { button: "make3dperson", doing: "generate_body on the server", failed: "generate_body failed" };
-  await onServer(page, { ...task, enabled: () => state.mask }, async () => {
+  const task = {
+    button: "make3dperson",
+    doing: "generate_body on the server",
+    failed: "generate_body failed",
+    enabled: () => state.mask,
+  };
+  await onServer(page, task, async () => {
     // the mask alone: the server uses its tight box, as upstream conditions a mask on its box
     const answer = await state.api.generateBody({
       image_base64: await base64Of(state.file),
@@ -91,9 +101,13 @@ export async function make3dPerson(page) {
 export async function makeScene(page) {
   const { state, gen3d } = page;
   if (!state.kept.length) return;
-  const doing = `generate_3d of ${state.kept.length} objects on the server`;
-  const task = { button: "make-scene", doing, failed: "generate_3d of the scene failed" };
-  await onServer(page, { ...task, enabled: () => state.kept.length }, async () => {
+  const task = {
+    button: "make-scene",
+    doing: `generate_3d of ${state.kept.length} objects on the server`,
+    failed: "generate_3d of the scene failed",
+    enabled: () => state.kept.length,
+  };
+  await onServer(page, task, async () => {
     const answer = await state.api.generate3d({
       image_base64: await base64Of(state.file),
       ...sceneRequest(state.kept, state.height, state.width),
